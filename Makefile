@@ -1,0 +1,41 @@
+# The two commands: `make up` (bring the mesh up locally) and `make test` (run the tests).
+# Both set up everything they need: uv in .tools/, the locked environment in .venv/.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/uv/bin/uv
+VENV := .venv
+export HF_HUB_OFFLINE := 1
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: up down test test-fast proto proto-check bench lint env
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools/uv uv==$(UV_VERSION)
+
+env: $(UV)  ## create or update .venv from uv.lock
+	$(UV) sync --locked --all-packages --quiet
+
+up: env  ## start Valkey, NATS and every service locally; Ctrl-C stops all
+	$(VENV)/bin/voicemesh up
+
+down:
+	$(VENV)/bin/voicemesh down
+
+test: env  ## every tier: unit, integration, e2e
+	$(VENV)/bin/python -m pytest
+
+test-fast: env  ## unit tests only
+	$(VENV)/bin/python -m pytest -m unit
+
+proto: env  ## regenerate the stubs from proto/
+	$(VENV)/bin/python scripts/gen_protos.py
+
+proto-check: env
+	$(VENV)/bin/python scripts/gen_protos.py --check
+
+bench: env
+	$(VENV)/bin/python bench/voice_to_voice.py
+
+lint: env
+	$(VENV)/bin/ruff check .

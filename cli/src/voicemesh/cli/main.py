@@ -1,0 +1,36 @@
+"""`voicemesh`: the one CLI in front of local use."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import meshcmds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voicemesh", description="voicemesh: the voice layer for AI phone agents"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    meshcmds.register(sub)
+    from . import call, events_cmd  # the caller-side commands
+
+    call.register(sub)
+    events_cmd.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

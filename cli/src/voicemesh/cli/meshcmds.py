@@ -1,0 +1,151 @@
+"""`voicemesh up`, `down` and `status`: the local mesh's lifecycle."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from voicemesh.mesh.grpcutil import check_health
+
+from .localmesh import LocalMesh, MeshError, MeshPorts
+from .state import StateError, clear_state, default_home, read_state, write_state
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _default_agents_dir() -> Path:
+    env = os.environ.get("VOICEMESH_AGENTS_DIR")
+    return Path(env) if env else Path("agents")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    home: Path = args.home
+    agents_dir: Path = args.agents_dir.resolve()
+    try:
+        existing = read_state(home)
+    except StateError:
+        existing = None
+    if existing is not None and _pid_alive(existing.supervisor_pid):
+        print(
+            f"voicemesh up: error: a mesh is already running here (pid {existing.supervisor_pid}); "
+            "stop it with `voicemesh down`",
+            file=sys.stderr,
+        )
+        return 1
+    if not agents_dir.is_dir():
+        print(f"voicemesh up: error: agents folder {agents_dir} does not exist", file=sys.stderr)
+        return 2
+    print(f"starting voicemesh (logs in {home / 'logs'}) ...", flush=True)
+    mesh = LocalMesh(
+        home, agents_dir, MeshPorts(ws=args.ws_port), args.agent, log=lambda m: print("  " + m, flush=True)
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    started = time.monotonic()
+    try:
+        mesh.start()
+    except MeshError as exc:
+        print(f"voicemesh up: error: {exc}", file=sys.stderr)
+        return 1
+    write_state(home, mesh.state())
+    print(
+        f"\nvoicemesh is up in {time.monotonic() - started:.1f} s; agent '{args.agent}' answers at {mesh.edge_url}\n"
+        f"  place a call:   .venv/bin/voicemesh call tests/e2e/fixtures/caller_party.wav\n"
+        f"  status:         .venv/bin/voicemesh status\n"
+        f"  stop:           Ctrl-C here, or .venv/bin/voicemesh down",
+        flush=True,
+    )
+    try:
+        while not stop.wait(0.5):
+            for name, last_words in mesh.crashed():
+                print(f"voicemesh up: {name} stopped: {last_words}", file=sys.stderr, flush=True)
+                stop.set()
+    finally:
+        print("stopping voicemesh (draining live calls) ...", flush=True)
+        mesh.stop()
+        clear_state(home)
+        print("stopped", flush=True)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    try:
+        state = read_state(args.home)
+    except StateError as exc:
+        print(f"voicemesh down: {exc}", file=sys.stderr)
+        return 1
+    if not _pid_alive(state.supervisor_pid):
+        clear_state(args.home)
+        print("voicemesh down: the mesh was not running (removed its stale state file)")
+        return 0
+    os.kill(state.supervisor_pid, signal.SIGTERM)
+    deadline = time.monotonic() + 40
+    while _pid_alive(state.supervisor_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(state.supervisor_pid):
+        print(f"voicemesh down: error: pid {state.supervisor_pid} did not stop", file=sys.stderr)
+        return 1
+    print("stopped")
+    return 0
+
+
+async def _health_table(addresses: list[tuple[str, str]]) -> list[str]:
+    return list(await asyncio.gather(*(check_health(addr, timeout_s=1.0) for _, addr in addresses)))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        state = read_state(args.home)
+    except StateError as exc:
+        print(f"voicemesh status: {exc}", file=sys.stderr)
+        return 1
+    rows = [(s.name, s.grpc_address) for s in state.services]
+    health = asyncio.run(_health_table(rows))
+    width = max(len(n) for n, _ in rows)
+    for (name, addr), status, svc in zip(rows, health, state.services, strict=True):
+        print(f"{name:<{width}}  {addr:<16}  {status:<12}  {svc.metrics_url}")
+    print(f"{'edge (calls)':<{width}}  {state.edge_url}")
+    print(f"{'valkey':<{width}}  {state.redis_url}")
+    print(f"{'nats':<{width}}  {state.nats_url}")
+    return 0 if all(h == "SERVING" for h in health) else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument(
+        "--home", type=Path, default=default_home(), help="state and logs (default ./.voicemesh)"
+    )
+    up = sub.add_parser(
+        "up", parents=[home], help="start Valkey, NATS and every service locally; Ctrl-C stops all"
+    )
+    up.add_argument(
+        "--agents-dir", type=Path, default=_default_agents_dir(), help="folder of agent YAML files"
+    )
+    up.add_argument(
+        "--agent", default=os.environ.get("VOICEMESH_DEFAULT_AGENT", "restaurant"), help="default agent id"
+    )
+    up.add_argument("--ws-port", type=int, default=8080, help="port of the edge's WebSocket media stream")
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", parents=[home], help="stop the local mesh")
+    down.set_defaults(func=cmd_down)
+    status = sub.add_parser("status", parents=[home], help="each service's address and health")
+    status.set_defaults(func=cmd_status)

@@ -1,0 +1,76 @@
+"""Where a locally running mesh is: written by `voicemesh up`, read by the other commands.
+
+The file is `<home>/state.json` (home: $VOICEMESH_HOME, default ./.voicemesh), mode 0600
+because it holds the edge's access token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATE_FILE = "state.json"
+
+
+class StateError(RuntimeError):
+    """No mesh is running here, or its state file is unreadable."""
+
+
+@dataclass(frozen=True)
+class ServiceEndpoint:
+    name: str
+    grpc_address: str
+    metrics_url: str
+    pid: int = 0
+
+
+@dataclass(frozen=True)
+class MeshState:
+    supervisor_pid: int
+    edge_url: str
+    edge_token: str
+    redis_url: str
+    nats_url: str
+    services: list[ServiceEndpoint] = field(default_factory=list)
+
+    def service(self, name: str) -> ServiceEndpoint:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise StateError(f"the mesh state has no service named {name!r}")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("VOICEMESH_HOME", ".voicemesh")).resolve()
+
+
+def write_state(home: Path, state: MeshState) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(asdict(state), fh, indent=2)
+    tmp.replace(path)
+    return path
+
+
+def read_state(home: Path | None = None) -> MeshState:
+    path = (home or default_home()) / STATE_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StateError(f"no local mesh found ({path} is missing): start one with `voicemesh up`") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StateError(f"cannot read {path}: {exc}") from None
+    try:
+        services = [ServiceEndpoint(**s) for s in raw.pop("services", [])]
+        return MeshState(services=services, **raw)
+    except TypeError as exc:
+        raise StateError(f"{path} is not a voicemesh state file: {exc}") from None
+
+
+def clear_state(home: Path) -> None:
+    (home / STATE_FILE).unlink(missing_ok=True)

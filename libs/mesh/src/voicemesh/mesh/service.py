@@ -1,0 +1,236 @@
+"""The process runner every voicemesh service shares.
+
+Start-up, in order: metrics endpoint, Redis/Valkey, NATS JetStream, gRPC server with the
+health service (NOT_SERVING), the service's own `start()` (models load here), registry
+entry, then SERVING. Shutdown (SIGTERM/SIGINT): NOT_SERVING, draining in the registry, wait
+for live sessions (up to `drain_timeout_s`), leave the registry, `server.stop(grace)`.
+Anything that prevents start-up is one clear line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, NoReturn, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from opentelemetry.trace import Tracer
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+
+from .aio import cancel_and_wait
+from .events import EventSink, JetStreamEvents
+from .grpcutil import SERVER_OPTIONS
+from .logs import configure_logging
+from .metrics import ServiceMetrics
+from .registry import InstanceInfo, InstanceRegistry, connect_redis
+from .settings import MeshSettings, SettingsError, load_settings
+from .tracing import make_tracer_provider
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class MeshContext:
+    """What a service gets from the runner."""
+
+    settings: MeshSettings
+    metrics: ServiceMetrics
+    events: EventSink
+    tracer: Tracer
+    redis: Redis
+
+
+class MeshService(ABC):
+    """One service inside the runner. Subclasses own their servicers and engines."""
+
+    name: ClassVar[str]
+    # gRPC service names reported by the health service besides "" (the whole server).
+    health_names: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Load models and open resources; the instance reports SERVING only after this."""
+
+    @abstractmethod
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Register the service's servicers."""
+
+    def active_sessions(self) -> int:
+        return 0
+
+    async def drain(self) -> None:
+        """Stop taking new sessions (live ones go on)."""
+
+    async def close(self) -> None:
+        """Release what start() opened."""
+
+
+S = TypeVar("S", bound=MeshSettings)
+Factory = Callable[[MeshContext], MeshService]
+
+
+async def serve(
+    name: str,
+    settings: MeshSettings,
+    factory: Factory,
+    stop: asyncio.Event,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run one service until `stop` is set. Raises StartupError when it cannot start."""
+    metrics = ServiceMetrics.create(name)
+    metrics_server = None
+    if settings.metrics_port:
+        try:
+            metrics_server, _ = start_http_server(
+                settings.metrics_port, addr=settings.bind_host, registry=metrics.registry
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve metrics on {settings.bind_host}:{settings.metrics_port}: {exc.strerror or exc}"
+            ) from None
+    redis: Redis | None = None
+    events: JetStreamEvents | None = None
+    server: grpc.aio.Server | None = None
+    service: MeshService | None = None
+    registry: InstanceRegistry | None = None
+    info: InstanceInfo | None = None
+    heartbeat: asyncio.Task[None] | None = None
+    try:
+        try:
+            redis = await connect_redis(settings.redis_url)
+            events = JetStreamEvents(name, settings.instance_id, metrics)
+            await events.connect(settings.nats_url)
+        except ConnectionError as exc:
+            raise StartupError(str(exc)) from None
+        provider = make_tracer_provider(name, settings.instance_id, settings.otel_exporter)
+        tracer = provider.get_tracer(f"voicemesh.{name}")
+        ctx = MeshContext(settings, metrics, events, tracer, redis)
+        service = factory(ctx)
+
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        names = ("", *service.health_names)
+        for hn in names:
+            await health.set(hn, health_pb2.HealthCheckResponse.NOT_SERVING)
+        service.add_to_server(server)
+        try:
+            port = server.add_insecure_port(settings.grpc_bind)
+        except RuntimeError:
+            raise StartupError(f"cannot listen on {settings.grpc_bind} (port in use?)") from None
+        await server.start()
+
+        started = time.monotonic()
+        try:
+            await service.start()
+        except (ValueError, OSError) as exc:
+            raise StartupError(str(exc)) from None
+        log.info("service started", extra={"port": port, "start_s": round(time.monotonic() - started, 2)})
+
+        registry = InstanceRegistry(redis, ttl_s=settings.registry_ttl_s)
+        info = InstanceInfo(
+            service=name,
+            instance_id=settings.instance_id,
+            address=settings.advertise_address(port),
+            region=settings.region,
+            capacity=settings.capacity,
+        )
+        await registry.register(info)
+        heartbeat = asyncio.create_task(
+            _heartbeat(registry, info, settings.heartbeat_interval_s, metrics), name="heartbeat"
+        )
+        for hn in names:
+            await health.set(hn, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"address": info.address, "instance": info.instance_id})
+        if on_ready is not None:
+            on_ready(port)
+
+        await stop.wait()
+
+        log.info("draining", extra={"active": service.active_sessions()})
+        for hn in names:
+            await health.set(hn, health_pb2.HealthCheckResponse.NOT_SERVING)
+        with contextlib.suppress(Exception):
+            await registry.set_draining(info, True)
+        await service.drain()
+        deadline = time.monotonic() + settings.drain_timeout_s
+        while service.active_sessions() > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if service.active_sessions():
+            log.warning("drain timed out", extra={"active": service.active_sessions()})
+    finally:
+        await cancel_and_wait(heartbeat)
+        if registry is not None and info is not None:
+            with contextlib.suppress(Exception):
+                await registry.deregister(info)
+        if server is not None:
+            await server.stop(grace=1.0)
+        if service is not None:
+            await service.close()
+        if events is not None:
+            await events.close()
+        if redis is not None:
+            with contextlib.suppress(Exception):
+                await redis.aclose()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
+        log.info("stopped")
+
+
+async def _heartbeat(
+    registry: InstanceRegistry, info: InstanceInfo, interval_s: float, metrics: ServiceMetrics
+) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await registry.heartbeat(info)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            metrics.error("heartbeat")
+            log.warning("heartbeat failed", extra={"error": str(exc)})
+
+
+def run_main(name: str, settings_cls: type[S], factory: Callable[[S], Factory]) -> NoReturn:
+    """`main()` of a service process: settings from the environment, run until a signal.
+
+    `factory(settings)` returns the service factory, so a service can validate its own
+    settings (and fail with a clear line) before anything starts.
+    """
+    prog = f"voicemesh-{name}"
+    try:
+        settings = load_settings(settings_cls)
+        configure_logging(name, settings.log_format, settings.log_level)
+        service_factory = factory(settings)
+    except (SettingsError, StartupError, ValueError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(name, settings, service_factory, stop)
+
+    try:
+        asyncio.run(main())
+    except StartupError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,150 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SessionStart(_message.Message):
+    __slots__ = ("session_id", "agent", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    agent: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class UserTurn(_message.Message):
+    __slots__ = ("turn_id", "text", "confidence")
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    turn_id: str
+    text: str
+    confidence: float
+    def __init__(self, turn_id: _Optional[str] = ..., text: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+
+class CancelResponse(_message.Message):
+    __slots__ = ("response_id", "heard_text")
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARD_TEXT_FIELD_NUMBER: _ClassVar[int]
+    response_id: str
+    heard_text: str
+    def __init__(self, response_id: _Optional[str] = ..., heard_text: _Optional[str] = ...) -> None: ...
+
+class ConverseRequest(_message.Message):
+    __slots__ = ("start", "turn", "cancel")
+    START_FIELD_NUMBER: _ClassVar[int]
+    TURN_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    start: SessionStart
+    turn: UserTurn
+    cancel: CancelResponse
+    def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelResponse, _Mapping]] = ...) -> None: ...
+
+class AgentProfile(_message.Message):
+    __slots__ = ("name", "voice", "language", "endpoint_silence_ms", "allow_barge_in", "idle_timeout_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_BARGE_IN_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    voice: str
+    language: str
+    endpoint_silence_ms: int
+    allow_barge_in: bool
+    idle_timeout_ms: int
+    def __init__(self, name: _Optional[str] = ..., voice: _Optional[str] = ..., language: _Optional[str] = ..., endpoint_silence_ms: _Optional[int] = ..., allow_barge_in: _Optional[bool] = ..., idle_timeout_ms: _Optional[int] = ...) -> None: ...
+
+class SessionReady(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: AgentProfile
+    def __init__(self, agent: _Optional[_Union[AgentProfile, _Mapping]] = ...) -> None: ...
+
+class ResponseDelta(_message.Message):
+    __slots__ = ("response_id", "in_reply_to", "text")
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    IN_REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    response_id: str
+    in_reply_to: str
+    text: str
+    def __init__(self, response_id: _Optional[str] = ..., in_reply_to: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class ResponseEnd(_message.Message):
+    __slots__ = ("response_id", "text")
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    response_id: str
+    text: str
+    def __init__(self, response_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class Hangup(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class Transfer(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    def __init__(self, target: _Optional[str] = ...) -> None: ...
+
+class SendDtmf(_message.Message):
+    __slots__ = ("digits",)
+    DIGITS_FIELD_NUMBER: _ClassVar[int]
+    digits: str
+    def __init__(self, digits: _Optional[str] = ...) -> None: ...
+
+class Action(_message.Message):
+    __slots__ = ("response_id", "hangup", "transfer", "dtmf")
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    HANGUP_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    DTMF_FIELD_NUMBER: _ClassVar[int]
+    response_id: str
+    hangup: Hangup
+    transfer: Transfer
+    dtmf: SendDtmf
+    def __init__(self, response_id: _Optional[str] = ..., hangup: _Optional[_Union[Hangup, _Mapping]] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., dtmf: _Optional[_Union[SendDtmf, _Mapping]] = ...) -> None: ...
+
+class ToolCallEvent(_message.Message):
+    __slots__ = ("response_id", "tool", "arguments_json", "result_json", "duration_ms")
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    response_id: str
+    tool: str
+    arguments_json: str
+    result_json: str
+    duration_ms: int
+    def __init__(self, response_id: _Optional[str] = ..., tool: _Optional[str] = ..., arguments_json: _Optional[str] = ..., result_json: _Optional[str] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
+class ConverseResponse(_message.Message):
+    __slots__ = ("ready", "delta", "end", "action", "tool_call")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    ready: SessionReady
+    delta: ResponseDelta
+    end: ResponseEnd
+    action: Action
+    tool_call: ToolCallEvent
+    def __init__(self, ready: _Optional[_Union[SessionReady, _Mapping]] = ..., delta: _Optional[_Union[ResponseDelta, _Mapping]] = ..., end: _Optional[_Union[ResponseEnd, _Mapping]] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallEvent, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,24 @@
+"""media-edge settings (VOICEMESH_* environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from voicemesh.mesh.settings import MeshSettings
+
+
+class EdgeSettings(MeshSettings):
+    grpc_port: int = Field(default=50055, ge=0, le=65535)
+    # The native WebSocket media stream.
+    ws_host: str = "127.0.0.1"
+    ws_port: int = Field(default=8080, ge=0, le=65535)
+    # Bearer token callers must present. Required: every ingress authenticates.
+    edge_token: str = ""
+    router_address: str = "127.0.0.1:50051"
+    max_calls: int = Field(default=100, ge=1)
+
+    @field_validator("edge_token")
+    @classmethod
+    def _token_set(cls, v: str) -> str:
+        if len(v) < 16:
+            raise ValueError("must be set to a secret of at least 16 characters")
+        return v

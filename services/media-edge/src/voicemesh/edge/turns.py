@@ -1,0 +1,167 @@
+"""The turn-taking state machine: who holds the floor, decided frame by frame.
+
+Pure: it is fed one VAD decision per 20 ms frame (with the frame's media time) and the
+pipeline's milestones, and returns decisions for the call session to act on. No clock, no
+I/O. States:
+
+    LISTENING ──speech──▶ USER_SPEAKING ──silence ≥ endpoint──▶ THINKING
+        ▲                      ▲   ▲                               │ reply audio starts
+        │                      │   └──speech before the reply────┘ (Resumed: drop the reply)
+        │                      └──speech ≥ barge-in (BargeIn)──┐   ▼
+        └────────────────playout finished─────────────── AGENT_SPEAKING
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class TurnState(StrEnum):
+    LISTENING = "listening"
+    USER_SPEAKING = "user_speaking"
+    THINKING = "thinking"
+    AGENT_SPEAKING = "agent_speaking"
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    endpoint_silence_ms: int = 500
+    # Voiced audio needed before we believe the caller started speaking.
+    min_speech_ms: int = 60
+    # Voiced audio over the agent before it counts as a barge-in (longer: coughs, "mhm").
+    barge_in_min_speech_ms: int = 200
+    allow_barge_in: bool = True
+    frame_ms: int = 20
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    turn_id: str
+    # Media time (ms since the call's first frame) of the first voiced frame.
+    start_ms: int
+
+
+@dataclass(frozen=True)
+class EndOfTurn:
+    turn_id: str
+    last_voiced_ms: int
+    # Index of the frame holding the last voiced audio (frames count from 0).
+    last_voiced_frame: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The caller spoke again before the reply to `turn_id` began: drop that reply."""
+
+    turn_id: str
+    new_turn_id: str
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """The caller talks over the agent: stop playout and cancel the reply."""
+
+    new_turn_id: str
+
+
+@dataclass(frozen=True)
+class StateChange:
+    state: TurnState
+
+
+Decision = SpeechStarted | EndOfTurn | Resumed | BargeIn | StateChange
+
+
+class TurnTaker:
+    def __init__(self, config: TurnConfig) -> None:
+        self.config = config
+        self.state = TurnState.LISTENING
+        self._turns = 0
+        self._turn_id = ""
+        self._voiced_run_ms = 0
+        self._first_voiced_ms = 0
+        self._last_voiced_ms = -1
+        self._last_voiced_frame = -1
+        self._silence_ms = 0
+
+    @property
+    def turn_id(self) -> str:
+        """The caller turn in progress or awaiting its reply ("" before the first)."""
+        return self._turn_id
+
+    def configure(self, config: TurnConfig) -> None:
+        self.config = config
+
+    def _new_turn(self) -> str:
+        self._turns += 1
+        self._turn_id = f"t{self._turns}"
+        return self._turn_id
+
+    def _to(self, state: TurnState, out: list[Decision]) -> None:
+        if state is not self.state:
+            self.state = state
+            out.append(StateChange(state))
+
+    def on_frame(self, index: int, voiced: bool) -> list[Decision]:
+        """Feed the VAD decision of frame `index` (20 ms each, counted from the call's start)."""
+        cfg = self.config
+        now_ms = index * cfg.frame_ms
+        out: list[Decision] = []
+        if voiced:
+            if self._voiced_run_ms == 0:
+                self._first_voiced_ms = now_ms
+            self._voiced_run_ms += cfg.frame_ms
+            self._silence_ms = 0
+        else:
+            self._voiced_run_ms = 0
+            self._silence_ms += cfg.frame_ms
+
+        if self.state is TurnState.LISTENING:
+            if self._voiced_run_ms >= cfg.min_speech_ms:
+                turn = self._new_turn()
+                out.append(SpeechStarted(turn, self._first_voiced_ms))
+                self._to(TurnState.USER_SPEAKING, out)
+        elif self.state is TurnState.THINKING:
+            if self._voiced_run_ms >= cfg.min_speech_ms:
+                old = self._turn_id
+                turn = self._new_turn()
+                out.append(Resumed(old, turn))
+                out.append(SpeechStarted(turn, self._first_voiced_ms))
+                self._to(TurnState.USER_SPEAKING, out)
+        elif self.state is TurnState.AGENT_SPEAKING:
+            if cfg.allow_barge_in and self._voiced_run_ms >= cfg.barge_in_min_speech_ms:
+                turn = self._new_turn()
+                out.append(BargeIn(turn))
+                out.append(SpeechStarted(turn, self._first_voiced_ms))
+                self._to(TurnState.USER_SPEAKING, out)
+
+        if self.state is TurnState.USER_SPEAKING:
+            if voiced:
+                self._last_voiced_ms = now_ms
+                self._last_voiced_frame = index
+            elif self._silence_ms >= cfg.endpoint_silence_ms:
+                out.append(EndOfTurn(self._turn_id, self._last_voiced_ms, self._last_voiced_frame))
+                self._to(TurnState.THINKING, out)
+        return out
+
+    def on_nothing_to_say(self) -> list[Decision]:
+        """The turn held no words (noise): back to listening without a reply."""
+        out: list[Decision] = []
+        if self.state is TurnState.THINKING:
+            self._to(TurnState.LISTENING, out)
+        return out
+
+    def on_reply_started(self) -> list[Decision]:
+        """The first frame of the agent's audio went out."""
+        out: list[Decision] = []
+        if self.state in (TurnState.LISTENING, TurnState.THINKING):
+            self._to(TurnState.AGENT_SPEAKING, out)
+        return out
+
+    def on_reply_finished(self) -> list[Decision]:
+        """The agent's audio finished playing (or was stopped)."""
+        out: list[Decision] = []
+        if self.state is TurnState.AGENT_SPEAKING:
+            self._to(TurnState.LISTENING, out)
+        return out
