@@ -109,9 +109,14 @@ class JetStreamEvents(EventSink):
         from nats.js.api import StreamConfig
 
         try:
-            nc = await nats.connect(
-                url, connect_timeout=timeout_s, max_reconnect_attempts=-1, allow_reconnect=True
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    url, connect_timeout=timeout_s, max_reconnect_attempts=-1, allow_reconnect=True
+                ),
+                timeout_s,
             )
+        except TimeoutError:
+            raise ConnectionError(f"cannot reach NATS at {url}: no answer in {timeout_s:.0f} s") from None
         except Exception as exc:  # nats raises several unrelated types for one cause
             raise ConnectionError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
         js = nc.jetstream()

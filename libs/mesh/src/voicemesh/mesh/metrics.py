@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -30,7 +30,7 @@ STAGE_BUCKETS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class ServiceMetrics:
     """The metric families of one service. Label values are fixed words, never personal data."""
 
@@ -41,6 +41,8 @@ class ServiceMetrics:
     sessions_total: Counter
     errors_total: Counter
     dropped_total: Counter
+    # Sessions this process serves now (what graceful drain waits for).
+    active: int = field(default=0, init=False)
 
     @classmethod
     def create(cls, service: str, registry: CollectorRegistry | None = None) -> ServiceMetrics:
@@ -85,9 +87,11 @@ class ServiceMetrics:
         self.stage_latency.labels(self.service, stage).observe(max(0.0, seconds))
 
     def session_started(self) -> None:
+        self.active += 1
         self.sessions_active.labels(self.service).inc()
 
     def session_ended(self, outcome: str) -> None:
+        self.active -= 1
         self.sessions_active.labels(self.service).dec()
         self.sessions_total.labels(self.service, outcome).inc()
 

@@ -70,7 +70,9 @@ class MeshService(ABC):
         """Register the service's servicers."""
 
     def active_sessions(self) -> int:
-        return 0
+        """Live sessions; by default what the service counted with `metrics.session_started()`."""
+        ctx = getattr(self, "ctx", None)
+        return ctx.metrics.active if isinstance(ctx, MeshContext) else 0
 
     async def drain(self) -> None:
         """Stop taking new sessions (live ones go on)."""

@@ -1,0 +1,5 @@
+"""`python -m voicemesh.router`: run a session-router instance (settings from VOICEMESH_*)."""
+
+from .service import main
+
+main()

@@ -1,0 +1,142 @@
+"""SessionRouter gRPC servicer: validates requests, runs the store's scripts, maps outcomes to
+gRPC status codes, and reports metrics, events and spans."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+import redis.asyncio as aioredis
+from opentelemetry import trace
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from voicemesh.mesh.events import EventSink, subject_for
+from voicemesh.mesh.metrics import ServiceMetrics
+from voicemesh.mesh.registry import Keys, check_service_name
+from voicemesh.mesh.tracing import incoming_context
+from voicemesh.v1 import events_pb2, router_pb2, router_pb2_grpc
+
+from .store import DEFAULT_LEASE_S, NoCapacity, SessionStore
+
+log = logging.getLogger(__name__)
+
+MAX_SERVICES = 16
+
+
+def _check_session_id(session_id: str) -> str | None:
+    """Why the id is unusable, or None. Ids become NATS subject tokens and Redis keys."""
+    if not session_id:
+        return "session_id is empty"
+    if len(session_id) > 128:
+        return "session_id is longer than 128 characters"
+    try:
+        subject_for(session_id, "assigned")
+    except ValueError:
+        return "session_id contains '.', '*', '>' or whitespace"
+    return None
+
+
+def _distinct_services(names: list[str]) -> list[str]:
+    """The requested services in order, without repeats. Raises ValueError naming a bad one."""
+    if not names:
+        raise ValueError("services is empty (e.g. ['stt', 'reasoning', 'tts'])")
+    out = list(dict.fromkeys(names))
+    if len(out) > MAX_SERVICES:
+        raise ValueError(f"more than {MAX_SERVICES} distinct services requested")
+    for name in out:
+        check_service_name(name)
+    return out
+
+
+class RouterServicer(router_pb2_grpc.SessionRouterServicer):
+    """Assign/Release over gRPC. `clock` gives unix seconds (lease deadlines)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        metrics: ServiceMetrics,
+        events: EventSink,
+        tracer: trace.Tracer,
+        *,
+        keys: Keys | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = SessionStore(redis, keys=keys, lease_s=lease_s)
+        self._metrics = metrics
+        self._events = events
+        self._tracer = tracer
+        self._clock = clock
+
+    async def start(self) -> None:
+        """Load the Lua scripts; call before serving (fails if Redis/Valkey is unreachable)."""
+        await self.store.load()
+
+    async def Assign(
+        self, request: router_pb2.AssignRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.AssignResponse:
+        started = time.perf_counter()
+        sid = request.session_id
+        problem = _check_session_id(sid)
+        try:
+            services = _distinct_services(list(request.services))
+        except ValueError as exc:
+            problem = problem or str(exc)
+        if problem is not None:
+            self._metrics.error("invalid_request")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        ctx = incoming_context(context.invocation_metadata())
+        with self._tracer.start_as_current_span("router.assign", context=ctx) as span:
+            span.set_attribute("voicemesh.session_id", sid)
+            span.set_attribute("voicemesh.region", request.region)
+            try:
+                result = await self.store.assign(sid, request.region, services, self._clock())
+            except NoCapacity as exc:
+                span.set_attribute("voicemesh.no_capacity", exc.service)
+                self._metrics.error("no_capacity")
+                log.warning("no capacity", extra={"session_id": sid, "service": exc.service})
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self._metrics.error("redis_unavailable")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis/Valkey unavailable: {exc}")
+            except RedisError as exc:
+                self._metrics.error("redis_error")
+                log.error("assign script failed", extra={"session_id": sid, "error": str(exc)})
+                await context.abort(grpc.StatusCode.INTERNAL, "assignment failed in Redis/Valkey")
+        assignments = [
+            router_pb2.Assignment(
+                service=r.service, instance_id=r.instance_id, address=r.address, region=r.region
+            )
+            for r in result.reservations
+        ]
+        if result.new:
+            self._events.emit(sid, assigned=events_pb2.Assigned(assignments=assignments))
+        self._metrics.observe_stage("assign", time.perf_counter() - started)
+        return router_pb2.AssignResponse(assignments=assignments)
+
+    async def Release(
+        self, request: router_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.ReleaseResponse:
+        started = time.perf_counter()
+        sid = request.session_id
+        problem = _check_session_id(sid)
+        if problem is not None:
+            self._metrics.error("invalid_request")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        ctx = incoming_context(context.invocation_metadata())
+        with self._tracer.start_as_current_span("router.release", context=ctx) as span:
+            span.set_attribute("voicemesh.session_id", sid)
+            try:
+                freed = await self.store.release(sid)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self._metrics.error("redis_unavailable")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis/Valkey unavailable: {exc}")
+            except RedisError as exc:
+                self._metrics.error("redis_error")
+                log.error("release script failed", extra={"session_id": sid, "error": str(exc)})
+                await context.abort(grpc.StatusCode.INTERNAL, "release failed in Redis/Valkey")
+        self._metrics.observe_stage("release", time.perf_counter() - started)
+        return router_pb2.ReleaseResponse(released=freed)

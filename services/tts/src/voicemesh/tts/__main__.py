@@ -1,0 +1,5 @@
+"""`python -m voicemesh.tts`: run a tts instance (settings from VOICEMESH_*)."""
+
+from .service import main
+
+main()
