@@ -121,7 +121,10 @@ async def serve(
         provider = make_tracer_provider(name, settings.instance_id, settings.otel_exporter)
         tracer = provider.get_tracer(f"voicemesh.{name}")
         ctx = MeshContext(settings, metrics, events, tracer, redis)
-        service = factory(ctx)
+        try:
+            service = factory(ctx)
+        except (ValueError, OSError) as exc:
+            raise StartupError(str(exc)) from None
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
         health = HealthServicer()

@@ -1,0 +1,205 @@
+"""The agent file's schema: one YAML file describes one agent (voice, timing, greeting,
+slots, intents, the conversation flow, fallbacks, and what the LLM backend will use).
+
+Field-level rules live here; rules that relate fields to each other (a state naming an
+unknown slot, ...) live in `checks.py` so every problem can be reported with its line.
+docs/agents.md documents every field; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+AGENT_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
+LANGUAGE_PATTERN = re.compile(r"[a-z]{2,3}(-[A-Z]{2})?")
+
+# Intents every agent understands without declaring them (an agent may add keywords to them).
+BUILTIN_INTENTS = ("yes", "no")
+
+
+def _check_name(value: str) -> str:
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use lowercase letters, digits and underscores, "
+            "starting with a letter (like party_size)"
+        )
+    return value
+
+
+def _check_agent_id(value: str) -> str:
+    if not AGENT_ID_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid agent id: use lowercase letters, digits, '-' and '_' "
+            "(like bella-vista)"
+        )
+    return value
+
+
+def _check_language(value: str) -> str:
+    if not LANGUAGE_PATTERN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a language code like 'en' or 'en-US'")
+    return value
+
+
+def _check_timezone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Rome") from None
+    return value
+
+
+def _check_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+def _backend_kind(value: Any) -> Any:
+    if isinstance(value, dict) and "kind" not in value:
+        raise ValueError("backend needs `kind`: rules or openai")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Url = Annotated[str, AfterValidator(_check_url)]
+SlotType = Literal["number", "time", "date", "name", "text", "yes_no", "choice"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TurnSettings(_Model):
+    """Turn-taking at the edge: when the caller's turn ends, barge-in, idle hang-up."""
+
+    endpoint_silence_ms: int = Field(500, ge=100, le=10_000)
+    allow_barge_in: bool = True
+    idle_timeout_ms: int = Field(15_000, ge=1_000, le=600_000)
+
+
+class Slot(_Model):
+    """One piece of information the agent collects (party size, a date, a name, ...)."""
+
+    type: SlotType
+    prompt: Text
+    reprompt: Text | None = None
+    invalid: Text | None = None
+    aliases: list[Text] = []
+    choices: list[Text] | None = None
+    min: int | float | str | None = None
+    max: int | float | str | None = None
+
+
+class Intent(_Model):
+    """Something the caller may want, recognised by keywords, example phrases or regexes."""
+
+    keywords: list[Text] = []
+    examples: list[Text] = []
+    patterns: list[Text] = []
+
+
+class State(_Model):
+    """One step of the flow."""
+
+    say: Text | None = None
+    collect: list[Name] = []
+    change: list[Name] = []
+    on: dict[Name, Name] = {}
+    next: Name | None = None
+    action: Literal["hangup", "transfer"] | None = None
+    transfer_to: Text | None = None
+    reprompt: Text | None = None
+
+
+class Flow(_Model):
+    """The conversation as a small state machine."""
+
+    start: Name
+    on: dict[Name, Name] = {}
+    states: dict[Name, State] = Field(min_length=1)
+
+
+class Fallback(_Model):
+    """What the agent says when it did not understand, or heard nothing."""
+
+    not_understood: Text = "Sorry, I didn't catch that."
+    no_input: Text = "Are you still there?"
+    max_misses: int = Field(3, ge=1, le=20)
+    after_max_misses: Name | None = None
+
+
+class KnowledgeSource(_Model):
+    """A document the LLM backend may retrieve from (RAG). The rule engine ignores it."""
+
+    name: Text | None = None
+    path: Text | None = None
+    text: Text | None = None
+
+
+class Tool(_Model):
+    """An HTTP tool the LLM backend may call. The rule engine ignores it."""
+
+    name: Name
+    description: Text
+    url: Url
+    method: Literal["GET", "POST"] = "POST"
+    parameters: dict[str, Any] = {}
+    timeout_ms: int = Field(5_000, ge=100, le=60_000)
+
+
+class RulesBackendConfig(_Model):
+    """The embedded rule/flow engine: needs no model server."""
+
+    kind: Literal["rules"] = "rules"
+
+
+class OpenAIBackendConfig(_Model):
+    """Any OpenAI-compatible streaming chat endpoint (vLLM, Ollama, llama.cpp server, ...)."""
+
+    kind: Literal["openai"]
+    base_url: Url
+    model: Text
+    api_key_env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+    temperature: float = Field(0.3, ge=0.0, le=2.0)
+    max_tokens: int = Field(200, ge=1, le=4_096)
+
+
+BackendConfig = Annotated[
+    RulesBackendConfig | OpenAIBackendConfig,
+    BeforeValidator(_backend_kind),
+    Field(discriminator="kind"),
+]
+
+
+class Agent(_Model):
+    """One agent, as loaded from one YAML file."""
+
+    id: Annotated[str, AfterValidator(_check_agent_id)]
+    name: Text
+    description: str = ""
+    language: Annotated[str, AfterValidator(_check_language)] = "en"
+    voice: Text = "en_US-joe-medium"
+    timezone: Annotated[str | None, AfterValidator(_check_timezone)] = None
+    prompt: str = ""
+    greeting: str = ""
+    turn: TurnSettings = TurnSettings()
+    slots: dict[Name, Slot] = {}
+    intents: dict[Name, Intent] = {}
+    flow: Flow | None = None
+    fallback: Fallback = Fallback()
+    knowledge: list[KnowledgeSource] = []
+    tools: list[Tool] = []
+    backend: BackendConfig = RulesBackendConfig()
+
+    def intent_names(self) -> list[str]:
+        """Every intent a transition may name: the built-in ones and the declared ones."""
+        return [*BUILTIN_INTENTS, *(n for n in self.intents if n not in BUILTIN_INTENTS)]

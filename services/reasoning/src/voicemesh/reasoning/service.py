@@ -1,0 +1,49 @@
+"""The reasoning process: agents loaded at start, `Reasoning.Converse` served."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from pydantic import Field
+
+from voicemesh.mesh.service import Factory, MeshContext, MeshService, run_main
+from voicemesh.mesh.settings import MeshSettings
+from voicemesh.v1 import reasoning_pb2_grpc
+
+from .servicer import ReasoningServicer, build
+
+
+class ReasoningSettings(MeshSettings):
+    grpc_port: int = Field(default=50053, ge=0, le=65535)
+    # Folder of agent YAML files (every *.yaml is loaded and validated at start).
+    agents_dir: Path = Path("agents")
+    # Agent id used when a call names none.
+    default_agent: str = "restaurant"
+
+
+class ReasoningService(MeshService):
+    name = "reasoning"
+    health_names = ("voicemesh.v1.Reasoning",)
+
+    def __init__(self, ctx: MeshContext, servicer: ReasoningServicer) -> None:
+        self.ctx = ctx
+        self.servicer = servicer
+
+    async def start(self) -> None:
+        return None  # agents were loaded and validated before the process started serving
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        reasoning_pb2_grpc.add_ReasoningServicer_to_server(self.servicer, server)
+
+
+def _factory(settings: ReasoningSettings) -> Factory:
+    def make(ctx: MeshContext) -> MeshService:
+        servicer = build(settings.agents_dir, settings.default_agent, ctx.metrics, ctx.events, ctx.tracer)
+        return ReasoningService(ctx, servicer)
+
+    return make
+
+
+def main() -> None:
+    run_main("reasoning", ReasoningSettings, _factory)

@@ -1,0 +1,397 @@
+"""Reasoning.Converse over a real grpc.aio server on port 0, with the demo agents."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from voicemesh.agent import Agent
+from voicemesh.mesh.events import RecordingEvents
+from voicemesh.mesh.metrics import ServiceMetrics
+from voicemesh.reasoning import (
+    AgentCatalog,
+    ConversationBackend,
+    ReasoningServicer,
+    ResponseItem,
+    SessionInfo,
+    TextChunk,
+    default_backend_factory,
+)
+from voicemesh.v1 import reasoning_pb2, reasoning_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+AGENTS = Path(__file__).resolve().parents[3] / "agents"
+NOON_WEDNESDAY = datetime(2025, 3, 12, 12, 0, tzinfo=UTC)
+
+
+class GatedBackend(ConversationBackend):
+    """Greets at once; answers each turn with "Part one. " and then waits for `release`
+    before "Part two." — so a test can cancel a response in the middle."""
+
+    def __init__(self, agent: Agent, session: SessionInfo) -> None:
+        super().__init__(agent, session)
+        self.release = asyncio.Event()
+        self.stopped = asyncio.Event()
+
+    async def _greet(self, response_id: str) -> AsyncIterator[ResponseItem]:
+        yield TextChunk("Hi.")
+
+    async def _respond(self, response_id: str, text: str) -> AsyncIterator[ResponseItem]:
+        try:
+            yield TextChunk("Part one. ")
+            await self.release.wait()
+            yield TextChunk("Part two.")
+        finally:
+            self.stopped.set()
+
+
+@dataclass
+class Harness:
+    stub: reasoning_pb2_grpc.ReasoningStub
+    events: RecordingEvents
+    metrics: ServiceMetrics
+    spans: InMemorySpanExporter
+    backends: list[ConversationBackend] = field(default_factory=list)
+
+    def stage_count(self, stage: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "voicemesh_stage_latency_seconds_count", {"service": "reasoning", "stage": stage}
+        )
+        return value or 0.0
+
+    def sessions(self, outcome: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "voicemesh_sessions_total", {"service": "reasoning", "outcome": outcome}
+        )
+        return value or 0.0
+
+    def errors(self, kind: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "voicemesh_errors_total", {"service": "reasoning", "kind": kind}
+        )
+        return value or 0.0
+
+
+async def _serve(gated: bool, turn_backlog: int = 8) -> AsyncIterator[Harness]:
+    metrics = ServiceMetrics.create("reasoning")
+    events = RecordingEvents(service="reasoning")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    h = Harness(None, events, metrics, exporter)  # type: ignore[arg-type]
+
+    def factory(agent: Agent, session: SessionInfo) -> ConversationBackend:
+        backend = GatedBackend(agent, session) if gated else default_backend_factory(agent, session)
+        h.backends.append(backend)
+        return backend
+
+    servicer = ReasoningServicer(
+        AgentCatalog(AGENTS, "restaurant"),
+        metrics,
+        events,
+        provider.get_tracer("test"),
+        backend_factory=factory,
+        wall_clock=lambda: NOON_WEDNESDAY,
+        turn_backlog=turn_backlog,
+    )
+    server = grpc.aio.server()
+    reasoning_pb2_grpc.add_ReasoningServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    h.stub = reasoning_pb2_grpc.ReasoningStub(channel)
+    try:
+        yield h
+    finally:
+        await channel.close()
+        await server.stop(None)
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    async for h in _serve(gated=False):
+        yield h
+
+
+@pytest.fixture
+async def gated_harness() -> AsyncIterator[Harness]:
+    async for h in _serve(gated=True, turn_backlog=2):
+        yield h
+
+
+def start(session_id: str = "s1", agent: str = "restaurant") -> reasoning_pb2.ConverseRequest:
+    return reasoning_pb2.ConverseRequest(
+        start=reasoning_pb2.SessionStart(session_id=session_id, agent=agent, metadata={"transport": "test"})
+    )
+
+
+def turn(turn_id: str, text: str) -> reasoning_pb2.ConverseRequest:
+    return reasoning_pb2.ConverseRequest(turn=reasoning_pb2.UserTurn(turn_id=turn_id, text=text))
+
+
+@dataclass
+class Response:
+    response_id: str
+    in_reply_to: str
+    deltas: list[str]
+    text: str
+    action: reasoning_pb2.Action | None = None
+
+
+async def read(call: grpc.aio.StreamStreamCall) -> reasoning_pb2.ConverseResponse:
+    msg = await asyncio.wait_for(call.read(), timeout=10)
+    assert msg is not grpc.aio.EOF, "stream ended early"
+    return msg
+
+
+async def read_response(call: grpc.aio.StreamStreamCall, action: bool = False) -> Response:
+    deltas: list[str] = []
+    ids: set[tuple[str, str]] = set()
+    while True:
+        msg = await read(call)
+        kind = msg.WhichOneof("kind")
+        if kind == "delta":
+            deltas.append(msg.delta.text)
+            ids.add((msg.delta.response_id, msg.delta.in_reply_to))
+            continue
+        assert kind == "end", kind
+        ((rid, in_reply_to),) = ids
+        assert msg.end.response_id == rid
+        response = Response(rid, in_reply_to, deltas, msg.end.text)
+        if action:
+            nxt = await read(call)
+            assert nxt.WhichOneof("kind") == "action"
+            response.action = nxt.action
+        return response
+
+
+async def test_a_whole_booking(harness: Harness) -> None:
+    call = harness.stub.Converse()
+    await call.write(start())
+    ready = await read(call)
+    profile = ready.ready.agent
+    assert (profile.name, profile.voice, profile.language) == ("Bella Vista", "en_US-joe-medium", "en")
+    assert (profile.endpoint_silence_ms, profile.allow_barge_in, profile.idle_timeout_ms) == (
+        500,
+        True,
+        15000,
+    )
+
+    greeting = await read_response(call)
+    assert greeting.in_reply_to == ""
+    assert greeting.text == "".join(greeting.deltas)
+    assert len(greeting.deltas) > 3, "the greeting streams in small pieces"
+    assert greeting.deltas[0] == "Hello, "
+    assert greeting.text.endswith("How many people will be joining?")
+
+    script = [
+        ("t1", " Four people, please.", "What day would you like to come?"),
+        ("t2", " Tomorrow at 7.30 p.m.", "And what name should I put the booking under?"),
+        (
+            "t3",
+            " My name is Alice.",
+            "So that's a table for four, tomorrow at 7:30 PM, under the name Alice. Shall I book it?",
+        ),
+    ]
+    for turn_id, text, expected in script:
+        await call.write(turn(turn_id, text))
+        reply = await read_response(call)
+        assert (reply.in_reply_to, reply.text) == (turn_id, expected)
+
+    await call.write(turn("t4", "Yes, please."))
+    booked = await read_response(call, action=True)
+    assert booked.text == "Your table is booked. Thank you for calling Bella Vista, goodbye!"
+    assert booked.action is not None and booked.action.WhichOneof("kind") == "hangup"
+    assert booked.action.response_id == booked.response_id
+
+    await call.done_writing()
+    assert await asyncio.wait_for(call.read(), timeout=10) is grpc.aio.EOF
+    assert await call.code() == grpc.StatusCode.OK
+
+    published = [e.response for e in harness.events.events if e.WhichOneof("payload") == "response"]
+    assert [p.in_reply_to for p in published] == ["", "t1", "t2", "t3", "t4"]
+    assert all(e.session_id == "s1" for e in harness.events.events)
+    assert published[-1].text == booked.text and not published[-1].cancelled
+    assert harness.stage_count("first_token") == 5
+    assert harness.stage_count("response") == 5
+    spans = [s for s in harness.spans.get_finished_spans() if s.name == "reasoning.response"]
+    assert [s.attributes["voicemesh.in_reply_to"] for s in spans] == ["", "t1", "t2", "t3", "t4"]
+
+
+async def test_unknown_agent_is_not_found(harness: Harness) -> None:
+    call = harness.stub.Converse()
+    await call.write(start(agent="pizzeria"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await asyncio.wait_for(call.read(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "pizzeria" in (info.value.details() or "")
+    assert "restaurant" in (info.value.details() or "")
+    assert harness.errors("unknown_agent") == 1
+
+
+async def test_empty_agent_id_means_the_default_agent(harness: Harness) -> None:
+    call = harness.stub.Converse()
+    await call.write(start(agent=""))
+    assert (await read(call)).ready.agent.name == "Bella Vista"
+    await call.done_writing()
+
+
+async def test_first_message_must_be_start(harness: Harness) -> None:
+    call = harness.stub.Converse()
+    await call.write(turn("t1", "hello"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await asyncio.wait_for(call.read(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "start" in (info.value.details() or "")
+    assert harness.errors("bad_first_message") == 1
+    # The service keeps serving other streams.
+    other = harness.stub.Converse()
+    await other.write(start("s2"))
+    assert (await read(other)).WhichOneof("kind") == "ready"
+    await other.done_writing()
+
+
+async def test_session_id_must_be_a_token(harness: Harness) -> None:
+    call = harness.stub.Converse()
+    await call.write(start(session_id="a.b"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await asyncio.wait_for(call.read(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "session_id" in (info.value.details() or "")
+
+
+async def test_a_second_start_is_refused(harness: Harness) -> None:
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(start())
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await asyncio.wait_for(call.read(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_cancel_after_playout_started_keeps_what_was_heard(harness: Harness) -> None:
+    """The usual barge-in: the rule engine's reply is complete, the caller interrupts its
+    playout; the history keeps only what they heard."""
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    greeting = await read_response(call)
+    heard = "Hello, thanks for calling"
+    await call.write(
+        reasoning_pb2.ConverseRequest(
+            cancel=reasoning_pb2.CancelResponse(response_id=greeting.response_id, heard_text=heard)
+        )
+    )
+    await call.write(turn("t1", "Two people."))
+    reply = await read_response(call)
+    assert reply.text == "What day would you like to come?"
+    history = harness.backends[0].history.messages
+    assert [(m.role, m.text, m.interrupted) for m in history] == [
+        ("assistant", heard, True),
+        ("user", "Two people.", False),
+        ("assistant", reply.text, False),
+    ]
+    await call.done_writing()
+
+
+async def test_cancel_mid_response_stops_it(gated_harness: Harness) -> None:
+    harness = gated_harness
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(turn("t1", "Tell me everything."))
+    first = await read(call)
+    assert first.delta.text == "Part one. " and first.delta.in_reply_to == "t1"
+    rid = first.delta.response_id
+    await call.write(
+        reasoning_pb2.ConverseRequest(cancel=reasoning_pb2.CancelResponse(response_id=rid, heard_text="Part"))
+    )
+    backend = harness.backends[0]
+    await asyncio.wait_for(backend.stopped.wait(), timeout=10)  # the backend was stopped
+
+    # The stream carries on: the next turn is answered; r2 got no end.
+    backend.stopped.clear()
+    await call.write(turn("t2", "Again."))
+    nxt = await read(call)
+    assert nxt.WhichOneof("kind") == "delta" and nxt.delta.in_reply_to == "t2"
+    assert nxt.delta.response_id != rid
+    backend.release.set()
+    second = await read(call)
+    assert second.delta.text == "Part two."
+    end = await read(call)
+    assert end.end.text == "Part one. Part two."
+
+    published = {
+        e.response.response_id: e.response
+        for e in harness.events.events
+        if e.WhichOneof("payload") == "response"
+    }
+    assert published[rid].cancelled and published[rid].text == "Part one. "
+    assert [(m.role, m.text, m.interrupted) for m in backend.history.messages] == [
+        ("assistant", "Hi.", False),
+        ("user", "Tell me everything.", False),
+        ("assistant", "Part", True),
+        ("user", "Again.", False),
+        ("assistant", "Part one. Part two.", False),
+    ]
+    spans = {s.attributes["voicemesh.response_id"]: s for s in harness.spans.get_finished_spans()}
+    assert spans[rid].attributes["voicemesh.cancelled"] is True
+    await call.done_writing()
+    assert await asyncio.wait_for(call.read(), timeout=10) is grpc.aio.EOF
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.01)
+
+
+async def test_caller_hanging_up_mid_response_ends_the_session(gated_harness: Harness) -> None:
+    harness = gated_harness
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(turn("t1", "Tell me everything."))
+    assert (await read(call)).delta.text == "Part one. "
+    call.cancel()
+    backend = harness.backends[0]
+    await asyncio.wait_for(backend.stopped.wait(), timeout=10)
+    await wait_for(lambda: harness.sessions("cancelled") == 1)
+    # ... and the service still serves.
+    other = harness.stub.Converse()
+    await other.write(start("s2"))
+    assert (await read(other)).WhichOneof("kind") == "ready"
+    await other.done_writing()
+
+
+async def test_too_many_waiting_turns_are_refused(gated_harness: Harness) -> None:
+    """Turns queue while a response streams; past the backlog (2 here) the peer is told."""
+    harness = gated_harness
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(turn("t1", "One."))
+    await read(call)  # t1 is being answered (and stalls)
+    for n in range(2, 5):
+        await call.write(turn(f"t{n}", "More."))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        while True:
+            await read(call)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert harness.errors("turn_backlog") == 1
