@@ -1,0 +1,5 @@
+"""`python -m voicemesh.stt`: run an stt instance (settings from VOICEMESH_*)."""
+
+from .service import main
+
+main()
