@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from voicemesh.audio import SileroModel, read_wav
 
 ASSETS = Path("/work/shared/assets/audio")

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from voicemesh.audio import alaw_decode, alaw_encode, resample, ulaw_decode, ulaw_encode
 
 pytestmark = pytest.mark.unit

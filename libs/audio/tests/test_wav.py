@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from voicemesh.audio import SUPPORTED_RATES, AudioFormatError, WavInfo, read_wav, write_wav
 
 pytestmark = pytest.mark.unit

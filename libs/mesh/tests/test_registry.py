@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+
 from voicemesh.mesh.localservers import free_port, redis_url, valkey_server
 from voicemesh.mesh.registry import (
     InstanceInfo,

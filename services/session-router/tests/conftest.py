@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+
 from voicemesh.mesh.localservers import redis_url
 from voicemesh.mesh.localservers import valkey_server as start_valkey
 

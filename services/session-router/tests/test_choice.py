@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from voicemesh.router.choice import Candidate, choose
 
 pytestmark = pytest.mark.unit

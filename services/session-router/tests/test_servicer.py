@@ -11,6 +11,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from opentelemetry.trace import NoOpTracer
+
 from voicemesh.mesh.events import RecordingEvents
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.mesh.registry import InstanceInfo, InstanceRegistry, redis_from_url

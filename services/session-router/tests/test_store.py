@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
+
 from voicemesh.mesh.registry import InstanceInfo, InstanceRegistry
 from voicemesh.router.choice import Candidate, choose
 from voicemesh.router.store import NoCapacity, SessionStore

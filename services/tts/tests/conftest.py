@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 from opentelemetry import trace
+
 from voicemesh.mesh.events import RecordingEvents
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.tts.engine import PiperEngine, SpeechEngine, Voice

@@ -4,6 +4,7 @@ import itertools
 import random
 
 import pytest
+
 from voicemesh.tts.chunker import ClauseChunker
 
 pytestmark = pytest.mark.unit

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from voicemesh.audio.frames import rms_dbfs
 from voicemesh.tts.engine import (
     DEFAULT_VOICE,

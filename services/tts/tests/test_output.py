@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from voicemesh.tts.output import OutputFormat, parse_format
 from voicemesh.v1 import audio_pb2
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from voicemesh.audio.frames import rms_dbfs
 from voicemesh.v1 import audio_pb2
 

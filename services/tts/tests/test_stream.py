@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from voicemesh.mesh.events import RecordingEvents
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.tts.output import OutputFormat

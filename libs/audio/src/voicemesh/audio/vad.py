@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
 from voicemesh.audio.frames import FRAME_BYTES, SAMPLE_RATE
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from voicemesh.audio.frames import SAMPLE_RATE
 from voicemesh.audio.resample import resample
 

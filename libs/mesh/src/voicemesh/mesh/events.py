@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from voicemesh.v1 import events_pb2
 
+from .aio import cancel_and_wait
 from .metrics import ServiceMetrics
 
 STREAM_NAME = "VOICEMESH_SESSIONS"
@@ -146,19 +148,16 @@ class JetStreamEvents(EventSink):
                 raise
             except Exception as exc:
                 self._metrics.error("event_publish")
-                log.warning(
-                    "event publish failed", extra={"subject_event": event_name(event), "error": str(exc)}
-                )
+                log.warning("event publish failed", extra={"event": event_name(event), "error": str(exc)})
+            finally:
+                self._queue.task_done()
 
     async def close(self, drain_timeout_s: float = 2.0) -> None:
         """Publish what is queued (up to the timeout), then disconnect."""
-        deadline = time.monotonic() + drain_timeout_s
-        while not self._queue.empty() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), drain_timeout_s)
+        await cancel_and_wait(self._task)
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()  # type: ignore[attr-defined]

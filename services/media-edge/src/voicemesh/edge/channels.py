@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import grpc
+
 from voicemesh.mesh.grpcutil import channel
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
 import grpc
+
 from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.metrics import ServiceMetrics
 
@@ -86,8 +87,13 @@ class Duplex(Generic[Req, Resp]):
             await self.call.write(req)
 
     async def responses(self) -> AsyncIterator[Resp]:
-        async for resp in self.call:  # type: ignore[attr-defined]
-            yield resp
+        """Every response until the peer ends the stream (read(): grpc.aio forbids mixing
+        the iterator API with write())."""
+        while True:
+            resp = await self.call.read()
+            if resp is grpc.aio.EOF:
+                return
+            yield resp  # type: ignore[misc]
 
     async def read(self, timeout_s: float) -> Resp:
         resp = await asyncio.wait_for(self.call.read(), timeout_s)

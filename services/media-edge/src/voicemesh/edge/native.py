@@ -15,13 +15,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
 from voicemesh.audio.frames import FRAME_BYTES, SAMPLE_RATE, Framer
 from voicemesh.audio.resample import StreamResampler
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.v1 import edge_pb2
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
 from .transport import (
     CallChannel,

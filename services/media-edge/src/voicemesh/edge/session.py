@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+
 from voicemesh.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from voicemesh.audio.vad import SileroModel, SileroVad, VoiceActivity
 from voicemesh.mesh.aio import cancel_and_wait
@@ -492,8 +493,6 @@ class CallSession:
         clock = PlayoutClock()
         now_fn = self.deps.clock
         while True:
-            if self._playout.empty():
-                clock.reset()
             response_id, item = await self._playout.get()
             resp = self._responses.get(response_id)
             if resp is None or resp.cancelled or resp.finished:

@@ -13,6 +13,7 @@ from opentelemetry import trace
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from voicemesh.mesh.events import EventSink, subject_for
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.mesh.registry import Keys, check_service_name

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import redis.asyncio as aioredis
+
 from voicemesh.mesh.registry import Keys
 
 # How long a reservation lives without a release or a renewing Assign: the longest call

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import grpc
 from opentelemetry import trace
+
 from voicemesh.mesh.events import EventSink, subject_for
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.mesh.tracing import incoming_context

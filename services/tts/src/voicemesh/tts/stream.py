@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+
 from voicemesh.audio.frames import Framer
 from voicemesh.audio.resample import StreamResampler
 from voicemesh.mesh.events import EventSink

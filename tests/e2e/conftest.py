@@ -1,0 +1,31 @@
+"""The whole mesh as local processes (real Valkey, NATS, models), shared by the e2e tests."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from voicemesh.cli.localmesh import LocalMesh, MeshPorts
+
+E2E = Path(__file__).resolve().parent
+REPO = E2E.parents[1]
+FIXTURES = E2E / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+    home = tmp_path_factory.mktemp("mesh")
+    agents = home / "agents"
+    shutil.copytree(REPO / "agents", agents)
+    shutil.copy(E2E / "agents" / "listener.yaml", agents / "listener.yaml")
+    local = LocalMesh(home, agents, MeshPorts.free(), default_agent="restaurant")
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+        for name, last_words in local.crashed():
+            print(f"{name} exited: {last_words}")

@@ -1,0 +1,210 @@
+"""Whole calls through the running mesh, placed the way `voicemesh call` places them:
+real-time 20 ms frames over the edge's WebSocket, real stt / reasoning / tts models."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import grpc
+import jiwer
+import pytest
+import websockets
+
+from voicemesh.audio.frames import rms_dbfs, split_frames
+from voicemesh.cli.events_cmd import fetch_events
+from voicemesh.cli.localmesh import LocalMesh
+from voicemesh.cli.wsclient import CallFailed, place_call
+from voicemesh.mesh.events import event_name
+from voicemesh.mesh.grpcutil import channel
+from voicemesh.v1 import audio_pb2, stt_pb2, stt_pb2_grpc
+
+from .conftest import FIXTURES
+
+pytestmark = pytest.mark.e2e
+
+JFK_TEXT = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return float(jiwer.wer(normalise(reference), normalise(hypothesis)))
+
+
+async def transcribe(stt_address: str, pcm: bytes) -> str:
+    """What the stt service hears in `pcm` (16 kHz PCM16), via its public gRPC API."""
+    async with channel(stt_address) as ch:
+        call = stt_pb2_grpc.SpeechToTextStub(ch).Recognize()
+        await call.write(
+            stt_pb2.RecognizeRequest(
+                config=stt_pb2.RecognitionConfig(
+                    session_id="e2e-check",
+                    format=audio_pb2.AudioFormat(
+                        encoding=audio_pb2.AUDIO_ENCODING_PCM16, sample_rate_hz=16000, channels=1, frame_ms=20
+                    ),
+                    language="en",
+                    endpointing=stt_pb2.ENDPOINTING_EXTERNAL,
+                )
+            )
+        )
+        for i, frame in enumerate(split_frames(pcm)):
+            await call.write(stt_pb2.RecognizeRequest(audio=audio_pb2.AudioFrame(sequence=i, pcm=frame)))
+        await call.write(stt_pb2.RecognizeRequest(flush=stt_pb2.Flush(flush_id="check")))
+        await call.done_writing()
+        finals = []
+        async for resp in call:
+            if resp.WhichOneof("kind") == "transcript" and resp.transcript.final:
+                finals.append(resp.transcript.text)
+        return " ".join(finals)
+
+
+def stt_address(mesh: LocalMesh) -> str:
+    return f"127.0.0.1:{mesh.ports.grpc['stt']}"
+
+
+async def test_a_jfk_call_is_heard_answered_and_the_answer_is_intelligible(
+    mesh: LocalMesh, jfk_wav: Path
+) -> None:
+    result = await place_call(mesh.edge_url, mesh.token, [jfk_wav], agent="listener", turn_timeout_s=30)
+    assert result.errors == [] and result.ok, result.errors
+    assert result.greeting.startswith("Hello. Go ahead")
+    assert wer(JFK_TEXT, result.transcript) <= 0.15, result.transcript
+
+    assert result.reply_text.startswith("Thank you. I heard")
+    assert result.reply_audio_seconds > 2.0
+    assert rms_dbfs(result.reply_audio) > -40.0  # speech, not silence
+    heard = await transcribe(stt_address(mesh), result.reply_audio)
+    assert wer(result.reply_text, heard) <= 0.20, (result.reply_text, heard)
+
+    lat = result.latency_ms
+    for stage in ("endpoint", "stt_final", "first_token", "tts_first_audio", "voice_to_voice"):
+        value = getattr(lat, stage)
+        assert value is not None and value >= 0, stage
+    # voice-to-voice on the caller's clock spans the whole pipeline
+    assert lat.voice_to_voice >= lat.endpoint  # type: ignore[operator]
+    assert result.ended_by == "agent"  # the listener hangs up after answering
+
+
+async def test_a_booking_conversation_over_four_caller_turns(mesh: LocalMesh) -> None:
+    wavs = [FIXTURES / f"caller_{n}.wav" for n in ("party", "when", "name", "yes")]
+    result = await place_call(mesh.edge_url, mesh.token, wavs, turn_timeout_s=30)
+    assert result.ok, result.errors
+    replies = [t.reply_text for t in result.turns]
+    assert "How many people" in result.greeting
+    assert "day" in replies[0].lower()
+    assert "name" in replies[1].lower()
+    assert re.search(r"table for four, tomorrow at 7:30 PM, under the name Alice", replies[2]), replies[2]
+    assert "booked" in replies[3].lower()
+    assert result.ended_by == "agent"
+
+    events = await fetch_events(mesh.nats_url, result.session_id)
+    names = [event_name(e) for e in events]
+    for expected in (
+        "call_started",
+        "assigned",
+        "speech_started",
+        "turn_ended",
+        "transcript",
+        "response",
+        "speech_synthesized",
+        "turn_latency",
+        "playout_finished",
+        "call_ended",
+    ):
+        assert expected in names, (expected, names)
+    services = {e.service for e in events}
+    assert services >= {"media-edge", "session-router", "stt", "reasoning", "tts"}
+    assert names.count("turn_latency") == 4
+
+
+async def test_every_service_exports_stage_latency_metrics(mesh: LocalMesh) -> None:
+    import urllib.request
+
+    def scrape(port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    texts = {name: await asyncio.to_thread(scrape, port) for name, port in mesh.ports.metrics.items()}
+    for name, text in texts.items():
+        assert "voicemesh_stage_latency_seconds" in text, name
+    edge = texts["media-edge"]
+    assert 'voicemesh_stage_latency_seconds_count{service="media-edge",stage="voice_to_voice"}' in edge
+
+
+async def test_the_edge_refuses_a_caller_without_the_token(mesh: LocalMesh) -> None:
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(mesh.edge_url, additional_headers={"Authorization": "Bearer wrong"}):
+            pass
+    assert info.value.response.status_code == 401
+
+
+async def test_a_malformed_start_gets_a_clear_error_and_the_edge_keeps_serving(mesh: LocalMesh) -> None:
+    headers = {"Authorization": f"Bearer {mesh.token}"}
+    async with websockets.connect(mesh.edge_url, additional_headers=headers) as ws:
+        await ws.send('{"start": {"sample_rate_hz": 11025}}')
+        reply = await asyncio.wait_for(ws.recv(), 5)
+    assert "11025" in str(reply) and "not supported" in str(reply)
+    async with websockets.connect(mesh.edge_url, additional_headers=headers) as ws:
+        await ws.send("this is not json")
+        reply = await asyncio.wait_for(ws.recv(), 5)
+    assert "bad_message" in str(reply)
+    # the same edge still places a real call
+    result = await place_call(mesh.edge_url, mesh.token, [FIXTURES / "caller_party.wav"], turn_timeout_s=30)
+    assert result.ok and "day" in result.reply_text.lower()
+
+
+async def test_an_unknown_agent_is_named_in_the_error(mesh: LocalMesh) -> None:
+    with pytest.raises(CallFailed, match=r"unknown agent 'nobody'; known agents: .*restaurant"):
+        await place_call(mesh.edge_url, mesh.token, [FIXTURES / "caller_yes.wav"], agent="nobody")
+
+
+async def test_stt_service_rejects_a_wrong_format_and_keeps_serving(mesh: LocalMesh) -> None:
+    async with channel(stt_address(mesh)) as ch:
+        call = stt_pb2_grpc.SpeechToTextStub(ch).Recognize()
+        await call.write(
+            stt_pb2.RecognizeRequest(
+                config=stt_pb2.RecognitionConfig(
+                    session_id="bad", format=audio_pb2.AudioFormat(sample_rate_hz=44100), language="en"
+                )
+            )
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in call:
+                pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "format" in (info.value.details() or "")
+    assert "Alice" in await transcribe(stt_address(mesh), (FIXTURES / "caller_name.wav").read_bytes()[44:])
+
+
+async def test_agent_audio_is_paced_in_real_time(mesh: LocalMesh) -> None:
+    """The edge plays the greeting as a phone would: 20 ms of audio per 20 ms, not in a burst."""
+    from voicemesh.cli.wsclient import decode
+
+    headers = {"Authorization": f"Bearer {mesh.token}"}
+    audio = 0
+    start_at = end_at = 0.0
+    loop = asyncio.get_running_loop()
+    async with websockets.connect(mesh.edge_url, additional_headers=headers) as ws:
+        await ws.send('{"start": {"sample_rate_hz": 16000}}')
+        async with asyncio.timeout(30):
+            while not end_at:
+                raw = await ws.recv()
+                if isinstance(raw, bytes):
+                    audio += len(raw)
+                    continue
+                msg = decode(raw)
+                if msg.WhichOneof("kind") == "mark" and msg.mark.name == "start":
+                    start_at = loop.time()
+                elif msg.WhichOneof("kind") == "mark" and msg.mark.name == "end":
+                    end_at = loop.time()
+    seconds = audio / 32000
+    assert seconds > 2.0
+    # sent ahead by at most a couple of frames: the wall time spans the audio's duration
+    assert end_at - start_at >= seconds - 0.1, (end_at - start_at, seconds)
