@@ -129,16 +129,32 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--running", action="store_true", help="use the mesh `voicemesh up` started")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--endpoint-ms",
+        type=int,
+        help="run the demo agent with this endpoint silence instead of its own (own mesh only)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     endpoint_ms = load_agent(REPO / "agents" / "restaurant.yaml").turn.endpoint_silence_ms
+    if args.running and args.endpoint_ms:
+        parser.error("--endpoint-ms needs the benchmark's own mesh (drop --running)")
     if args.running:
         state = read_state()
         results = asyncio.run(run_calls(state.edge_url, state.edge_token, args.calls))
     else:
         home = Path(tempfile.mkdtemp(prefix="voicemesh-bench-"))
         print(f"starting a mesh on free ports (logs in {home / 'logs'}) ...", flush=True)
-        mesh = LocalMesh(home, REPO / "agents", MeshPorts.free())
+        agents = home / "agents"
+        shutil.copytree(REPO / "agents", agents)
+        if args.endpoint_ms:
+            demo = agents / "restaurant.yaml"
+            text = demo.read_text().replace(
+                f"endpoint_silence_ms: {endpoint_ms}", f"endpoint_silence_ms: {args.endpoint_ms}"
+            )
+            demo.write_text(text)
+            endpoint_ms = load_agent(demo).turn.endpoint_silence_ms
+        mesh = LocalMesh(home, agents, MeshPorts.free())
         try:
             mesh.start()
             results = asyncio.run(run_calls(mesh.edge_url, mesh.token, args.calls))

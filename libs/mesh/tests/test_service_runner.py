@@ -120,7 +120,9 @@ def test_a_service_process_prints_one_line_and_no_traceback(nats_url: str) -> No
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(errors) == 1
-    assert errors[0].startswith(f"voicemesh-dummy: error: cannot reach Redis/Valkey at redis://127.0.0.1:{port}/0")
+    assert errors[0].startswith(
+        f"voicemesh-dummy: error: cannot reach Redis/Valkey at redis://127.0.0.1:{port}/0"
+    )
     assert "Traceback" not in proc.stderr
 
 

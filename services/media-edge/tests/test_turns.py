@@ -75,7 +75,9 @@ def test_barge_in_needs_longer_speech_and_can_be_disabled() -> None:
 def test_reply_lifecycle_returns_to_listening() -> None:
     tt = TurnTaker(TurnConfig(endpoint_silence_ms=100))
     feed(tt, 0, "#" * 5 + "." * 5)
-    assert [d.state for d in tt.on_reply_started() if isinstance(d, StateChange)] == [TurnState.AGENT_SPEAKING]
+    assert [d.state for d in tt.on_reply_started() if isinstance(d, StateChange)] == [
+        TurnState.AGENT_SPEAKING
+    ]
     assert [d.state for d in tt.on_reply_finished() if isinstance(d, StateChange)] == [TurnState.LISTENING]
     assert tt.on_nothing_to_say() == []
 

@@ -59,7 +59,11 @@ def test_word_times_are_media_times_of_the_stream() -> None:
         "ask not", 0.9, 0.01, 0.25, (Word("ask", 0.30, 0.62, 0.9), Word("not", 0.9, 1.2, 0.8))
     )
     msg = transcript(
-        utterance_id="u-1", result=result, final=True, audio_start_ms=3000, audio_end_ms=4400,
+        utterance_id="u-1",
+        result=result,
+        final=True,
+        audio_start_ms=3000,
+        audio_end_ms=4400,
         flush_id="f",
     ).transcript
     assert [(w.text, w.start_ms, w.end_ms) for w in msg.words] == [

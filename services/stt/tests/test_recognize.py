@@ -51,9 +51,7 @@ async def test_flush_after_the_clip_gives_an_accurate_final_after_partials(
     assert final.audio_end_ms > final.audio_start_ms
     assert 0.0 < final.confidence <= 1.0
     published = [e.transcript for e in stt.events.events if e.HasField("transcript")]
-    assert [(p.utterance_id, p.text, p.final) for p in published] == [
-        (final.utterance_id, final.text, True)
-    ]
+    assert [(p.utterance_id, p.text, p.final) for p in published] == [(final.utterance_id, final.text, True)]
     assert stt.events.events[0].session_id == "call-1"
     assert stt.metric("voicemesh_stage_latency_seconds_count", stage="stt_decode") >= 2
     assert stt.metric("voicemesh_stage_latency_seconds_count", stage="stt_final") == 1
@@ -138,9 +136,7 @@ async def test_a_bad_config_is_refused_and_the_server_keeps_serving(
     await good.read_until("eof")
 
 
-async def test_bad_requests_end_only_their_own_stream(
-    stt: SttHarness, jfk_frames: list[bytes]
-) -> None:
+async def test_bad_requests_end_only_their_own_stream(stt: SttHarness, jfk_frames: list[bytes]) -> None:
     first_not_config = stt.stub.Recognize()
     await first_not_config.write(stt_pb2.RecognizeRequest(flush=stt_pb2.Flush(flush_id="x")))
     assert await asyncio.wait_for(first_not_config.code(), 10) == grpc.StatusCode.INVALID_ARGUMENT

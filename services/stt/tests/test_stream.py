@@ -116,9 +116,7 @@ def make_stream(
 ) -> tuple[RecognizeStream, ServiceMetrics, RecordingEvents]:
     metrics = ServiceMetrics.create("stt")
     events = RecordingEvents()
-    config = StreamConfig(
-        "call-7", "en", SegmenterConfig(partials=partials, internal_endpointing=internal)
-    )
+    config = StreamConfig("call-7", "en", SegmenterConfig(partials=partials, internal_endpointing=internal))
     stream = RecognizeStream(
         config,
         engine=engine,
@@ -147,7 +145,10 @@ async def test_final_after_a_pause_costs_no_extra_decode() -> None:
     # 200 ms pre-roll (all there was) + 1 s speech + 160 ms tail, decoded once and reused
     assert engine.decoded == [10 + 50 + 8]
     assert (final.text, final.flush_id, final.audio_start_ms, final.audio_end_ms) == (
-        "68 frames", "f1", 0, 1360
+        "68 frames",
+        "f1",
+        0,
+        1360,
     )
     assert events.names("call-7") == ["transcript"]
     assert count(metrics, "voicemesh_stage_latency_seconds_count", stage="stt_final") == 1

@@ -172,7 +172,9 @@ class Server:
         client = Client(stub.Synthesize(feed()), requests)
         if fmt is None:
             fmt = audio_pb2.AudioFormat(
-                encoding=audio_pb2.AUDIO_ENCODING_PCM16, sample_rate_hz=sample_rate, channels=1,
+                encoding=audio_pb2.AUDIO_ENCODING_PCM16,
+                sample_rate_hz=sample_rate,
+                channels=1,
                 frame_ms=20,
             )
         client.send(config=tts_pb2.SynthesisConfig(session_id=session_id, voice=voice, format=fmt))

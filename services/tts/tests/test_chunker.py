@@ -136,10 +136,46 @@ def test_invalid_settings_are_rejected() -> None:
 
 
 VOCABULARY = [
-    "Hello", "there", "okay", "Dr.", "Mr.", "e.g.", "U.S.", "3.5", "7:30", "1,000", "—", "–",
-    "word—word", "a,", "b;", "c:", "end.", "why?", "yes!", "wow?!", '"quoted."', "(aside.)",
-    "…", "...", "\n", "1.", "J.", "I.", "10–12", "example.com", "a.m.", "  ", "the", "cat",
-    "sat", "on", "mat,", "and", "then", "left.",
+    "Hello",
+    "there",
+    "okay",
+    "Dr.",
+    "Mr.",
+    "e.g.",
+    "U.S.",
+    "3.5",
+    "7:30",
+    "1,000",
+    "—",
+    "–",
+    "word—word",
+    "a,",
+    "b;",
+    "c:",
+    "end.",
+    "why?",
+    "yes!",
+    "wow?!",
+    '"quoted."',
+    "(aside.)",
+    "…",
+    "...",
+    "\n",
+    "1.",
+    "J.",
+    "I.",
+    "10–12",
+    "example.com",
+    "a.m.",
+    "  ",
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "mat,",
+    "and",
+    "then",
+    "left.",
 ]
 
 
@@ -152,8 +188,11 @@ def random_text(rng: random.Random) -> str:
 def test_streamed_deltas_give_the_same_clauses_as_the_whole_text(seed: int) -> None:
     rng = random.Random(seed)
     text = random_text(rng)
-    settings = {"min_first_words": rng.randint(1, 4), "min_words": rng.randint(3, 8),
-                "max_words": rng.randint(8, 30)}
+    settings = {
+        "min_first_words": rng.randint(1, 4),
+        "min_words": rng.randint(3, 8),
+        "max_words": rng.randint(8, 30),
+    }
     whole = chunk_all(text, **settings)
     deltas = random_split(text, rng) if len(text) > 1 else [text]
     streamed = chunk_streamed(deltas, **settings)

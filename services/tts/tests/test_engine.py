@@ -85,6 +85,5 @@ def test_first_audio_latency_and_real_time_factor(piper_engine: PiperEngine) -> 
     started = time.perf_counter()
     pcm = b"".join(piper_engine.synthesize(text))
     rtf = (time.perf_counter() - started) / (len(pcm) / 2 / 22050)
-    print(f"first audio of a short clause: {1000 * float(np.median(latencies)):.0f} ms, "
-          f"RTF {rtf:.3f}")
+    print(f"first audio of a short clause: {1000 * float(np.median(latencies)):.0f} ms, RTF {rtf:.3f}")
     assert rtf < 1.0

@@ -16,8 +16,7 @@ def test_no_format_means_the_mesh_format() -> None:
     assert (fmt.frame_samples, fmt.frame_bytes) == (320, 640)
 
 
-@pytest.mark.parametrize(("rate", "frame_bytes"), [(8000, 320), (16000, 640), (24000, 960),
-                                                   (48000, 1920)])
+@pytest.mark.parametrize(("rate", "frame_bytes"), [(8000, 320), (16000, 640), (24000, 960), (48000, 1920)])
 def test_supported_rates(rate: int, frame_bytes: int) -> None:
     fmt = parse_format(audio_pb2.AudioFormat(encoding=PCM16, sample_rate_hz=rate, channels=1))
     assert fmt.sample_rate == rate and fmt.frame_ms == 20 and fmt.frame_bytes == frame_bytes

@@ -94,8 +94,7 @@ async def test_first_audio_arrives_before_the_rest_of_the_text_is_sent(tts: Any)
 async def test_cancel_stops_a_response_and_the_next_one_still_works(tts: Any) -> None:
     client = tts.open()
     long_reply = " ".join(
-        f"This is sentence number {i} of a long answer that the caller will interrupt."
-        for i in range(12)
+        f"This is sentence number {i} of a long answer that the caller will interrupt." for i in range(12)
     )
     client.text("r1", long_reply)
     client.end("r1")
@@ -123,9 +122,12 @@ async def test_an_unknown_voice_is_rejected_and_the_server_keeps_serving(tts: An
     await bad.wait_for(lambda: bad.done, what="the rejection")
     assert bad.error is not None and bad.error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "en_US-nobody-high" in (bad.error.details() or "")
-    assert tts.metrics.registry.get_sample_value(
-        "voicemesh_errors_total", {"service": "tts", "kind": "invalid_config"}
-    ) == 1
+    assert (
+        tts.metrics.registry.get_sample_value(
+            "voicemesh_errors_total", {"service": "tts", "kind": "invalid_config"}
+        )
+        == 1
+    )
 
     good = tts.open(voice="en_US-joe-medium", session_id="call2")
     good.text("r1", "Still here.")

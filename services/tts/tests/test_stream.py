@@ -25,8 +25,9 @@ pytestmark = pytest.mark.unit
 
 
 class Harness:
-    def __init__(self, engine: Any, fmt: OutputFormat | None = None,
-                 tracer: trace.Tracer | None = None) -> None:
+    def __init__(
+        self, engine: Any, fmt: OutputFormat | None = None, tracer: trace.Tracer | None = None
+    ) -> None:
         self.engine = engine
         self.events = RecordingEvents()
         self.metrics = ServiceMetrics.create("tts")
@@ -34,10 +35,17 @@ class Harness:
         self.changed = asyncio.Event()
         self.requests: asyncio.Queue[tts_pb2.SynthesizeRequest | None] = asyncio.Queue()
         self.stream = SynthesisStream(
-            session_id="s1", voice=engine.voice(""), fmt=fmt or OutputFormat(),
-            engine=engine, book=ResponseBook(), write=self._write, metrics=self.metrics,
-            events=self.events, tracer=tracer or trace.NoOpTracer(),
-            trace_context=trace.set_span_in_context(trace.INVALID_SPAN), clock=time.monotonic,
+            session_id="s1",
+            voice=engine.voice(""),
+            fmt=fmt or OutputFormat(),
+            engine=engine,
+            book=ResponseBook(),
+            write=self._write,
+            metrics=self.metrics,
+            events=self.events,
+            tracer=tracer or trace.NoOpTracer(),
+            trace_context=trace.set_span_in_context(trace.INVALID_SPAN),
+            clock=time.monotonic,
         )
         self.task: asyncio.Task[None] | None = None
 
@@ -80,12 +88,18 @@ class Harness:
         return [w.audio for w in self.written if w.HasField("audio") and w.audio.response_id == rid]
 
     def marks(self, rid: str) -> list[tuple[str, int, str]]:
-        return [(w.mark.name, w.mark.audio_offset_ms, w.mark.text) for w in self.written
-                if w.HasField("mark") and w.mark.response_id == rid]
+        return [
+            (w.mark.name, w.mark.audio_offset_ms, w.mark.text)
+            for w in self.written
+            if w.HasField("mark") and w.mark.response_id == rid
+        ]
 
     def synthesized(self) -> dict[str, tts_pb2.SessionEvent]:
-        return {e.speech_synthesized.response_id: e.speech_synthesized
-                for e in self.events.events if e.HasField("speech_synthesized")}
+        return {
+            e.speech_synthesized.response_id: e.speech_synthesized
+            for e in self.events.events
+            if e.HasField("speech_synthesized")
+        }
 
 
 async def test_frames_marks_and_event_of_a_response(tone_engine: Any) -> None:
@@ -172,7 +186,8 @@ async def test_no_frame_of_a_cancelled_response_after_the_cancel_is_read(tone_en
     assert engine.texts[-1] == "Next answer." and "And then another clause." not in engine.texts
     spans = {
         (s.attributes or {})["voicemesh.response_id"]: s.attributes
-        for s in exporter.get_finished_spans() if s.name == "tts.response"
+        for s in exporter.get_finished_spans()
+        if s.name == "tts.response"
     }
     assert spans["r1"] is not None and spans["r1"]["voicemesh.cancelled"] is True
     assert spans["r2"] is not None and spans["r2"]["voicemesh.cancelled"] is False
@@ -215,9 +230,10 @@ async def test_an_engine_failure_skips_the_clause_and_the_response_still_ends(
     h.end("r1")
     await h.wait_for(lambda: any(m[0] == "end" for m in h.marks("r1")), "r1's end")
     assert h.marks("r1") == [("clause", 0, "This one works."), ("end", 500, "")]
-    assert h.metrics.registry.get_sample_value(
-        "voicemesh_errors_total", {"service": "tts", "kind": "engine"}
-    ) == 1
+    assert (
+        h.metrics.registry.get_sample_value("voicemesh_errors_total", {"service": "tts", "kind": "engine"})
+        == 1
+    )
 
 
 async def test_a_second_config_is_a_protocol_error(tone_engine: Any) -> None:

@@ -40,12 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--greeting-out", type=Path, help="write the greeting audio as a WAV")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--agent", default="", help="agent id (default: the deployment's default)")
-    p.add_argument(
-        "--url", help="edge WebSocket URL (default: $VOICEMESH_EDGE_URL, else the local mesh)"
-    )
-    p.add_argument(
-        "--token", help="edge access token (default: $VOICEMESH_EDGE_TOKEN, else the local mesh)"
-    )
+    p.add_argument("--url", help="edge WebSocket URL (default: $VOICEMESH_EDGE_URL, else the local mesh)")
+    p.add_argument("--token", help="edge access token (default: $VOICEMESH_EDGE_TOKEN, else the local mesh)")
     p.add_argument(
         "--turn-timeout",
         type=float,
@@ -135,9 +131,7 @@ def format_latency(lat: LatencyMs) -> str:
         ("tts first audio", lat.tts_first_audio),
         ("voice-to-voice", lat.voice_to_voice),
     ]
-    return "latency: " + " · ".join(
-        f"{name} {'–' if v is None else f'{v:.0f} ms'}" for name, v in parts
-    )
+    return "latency: " + " · ".join(f"{name} {'–' if v is None else f'{v:.0f} ms'}" for name, v in parts)
 
 
 def format_human(result: CallResult) -> list[str]:
@@ -163,8 +157,7 @@ def report_problems(result: CallResult, err: TextIO) -> None:
         print(f"{PROG}: {problem}", file=err)
     if result.unanswered:
         print(
-            f"{PROG}: the agent ended the call before these were answered: "
-            + ", ".join(result.unanswered),
+            f"{PROG}: the agent ended the call before these were answered: " + ", ".join(result.unanswered),
             file=err,
         )
 

@@ -99,8 +99,7 @@ class LatencyMs:
 
     def to_json(self) -> dict[str, float | None]:
         return {
-            name: (None if (v := getattr(self, name)) is None else round(v, 1))
-            for name in LATENCY_FIELDS
+            name: (None if (v := getattr(self, name)) is None else round(v, 1)) for name in LATENCY_FIELDS
         }
 
     @staticmethod
@@ -332,9 +331,7 @@ class CallScript:
             return
         self.ended_by = who
         self.end_reason = reason
-        if self.phase in (Phase.SPEAKING, Phase.AWAITING_REPLY) and self._current < len(
-            self._utts
-        ):
+        if self.phase in (Phase.SPEAKING, Phase.AWAITING_REPLY) and self._current < len(self._utts):
             st = self._utts[self._current]
             turns = self._turns_of(self._current)
             if who == "agent" and not turns:

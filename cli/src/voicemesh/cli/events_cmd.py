@@ -68,17 +68,14 @@ async def iter_events(
         )
     except Exception as exc:  # nats raises several unrelated types for one cause
         cause = seen[-1] if seen else exc
-        raise EventsError(
-            f"cannot reach NATS at {nats_url}: {cause or type(cause).__name__}"
-        ) from None
+        raise EventsError(f"cannot reach NATS at {nats_url}: {cause or type(cause).__name__}") from None
     try:
         async for event in _read(nc.jetstream(), subject, idle_s):
             yield event
     except NotFoundError:
         if idle_s is None:
             raise EventsError(
-                f"NATS at {nats_url} has no {STREAM_NAME} stream yet (no service has "
-                "published an event)"
+                f"NATS at {nats_url} has no {STREAM_NAME} stream yet (no service has published an event)"
             ) from None
     except nats.errors.Error as exc:  # JetStream disabled, the connection lost, ...
         raise EventsError(f"NATS at {nats_url}: {exc or type(exc).__name__}") from None
@@ -119,9 +116,7 @@ async def _read(
         await sub.unsubscribe()
 
 
-async def fetch_events(
-    nats_url: str, session_id: str, idle_s: float = 1.0
-) -> list[events_pb2.SessionEvent]:
+async def fetch_events(nats_url: str, session_id: str, idle_s: float = 1.0) -> list[events_pb2.SessionEvent]:
     """Every stored event of the session, oldest first ([] for an unknown session)."""
     return [event async for event in iter_events(nats_url, session_id, idle_s)]
 
@@ -162,9 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("session_id", metavar="SESSION_ID")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
-    p.add_argument(
-        "--nats-url", help="NATS URL (default: $VOICEMESH_NATS_URL, else the local mesh)"
-    )
+    p.add_argument("--nats-url", help="NATS URL (default: $VOICEMESH_NATS_URL, else the local mesh)")
     p.set_defaults(func=run)
 
 

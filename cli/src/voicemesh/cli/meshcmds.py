@@ -18,13 +18,17 @@ from .state import StateError, clear_state, default_home, read_state, write_stat
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _default_agents_dir() -> Path:
@@ -50,9 +54,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"voicemesh up: error: agents folder {agents_dir} does not exist", file=sys.stderr)
         return 2
     print(f"starting voicemesh (logs in {home / 'logs'}) ...", flush=True)
-    mesh = LocalMesh(
-        home, agents_dir, MeshPorts(ws=args.ws_port), args.agent, log=lambda m: print("  " + m, flush=True)
-    )
+    ports = MeshPorts.free() if args.free_ports else MeshPorts(ws=args.ws_port)
+    mesh = LocalMesh(home, agents_dir, ports, args.agent, log=lambda m: print("  " + m, flush=True))
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -144,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--agent", default=os.environ.get("VOICEMESH_DEFAULT_AGENT", "restaurant"), help="default agent id"
     )
     up.add_argument("--ws-port", type=int, default=8080, help="port of the edge's WebSocket media stream")
+    up.add_argument(
+        "--free-ports", action="store_true", help="pick free ports for everything (run several meshes)"
+    )
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", parents=[home], help="stop the local mesh")
     down.set_defaults(func=cmd_down)

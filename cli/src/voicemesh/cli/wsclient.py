@@ -184,40 +184,29 @@ class CallClient:
                 f"the media-edge at {self.url} rejected the token (HTTP {status}): "
                 "pass --token or set VOICEMESH_EDGE_TOKEN"
             )
-        return (
-            f"the media-edge at {self.url} answered HTTP {status} instead of a call "
-            "(is the URL right?)"
-        )
+        return f"the media-edge at {self.url} answered HTTP {status} instead of a call (is the URL right?)"
 
-    async def _call(
-        self, ws: ClientConnection, make_script: Callable[[float], CallScript]
-    ) -> CallResult:
+    async def _call(self, ws: ClientConnection, make_script: Callable[[float], CallScript]) -> CallResult:
         start = edge_pb2.ClientMessage(
             start=edge_pb2.ClientStart(agent=self.agent, sample_rate_hz=SAMPLE_RATE)
         )
         try:
             await ws.send(encode(start))
         except ConnectionClosed:
-            raise CallFailed(
-                f"the media-edge closed the connection at once ({_close_detail(ws)})"
-            ) from None
+            raise CallFailed(f"the media-edge closed the connection at once ({_close_detail(ws)})") from None
         ready = await self._wait_ready(ws)
         script = make_script(self._clock())  # the call's clock starts at `ready`
         sender = asyncio.create_task(self._send_loop(ws, script), name="call-sender")
         receiver = asyncio.create_task(self._receive_loop(ws, script), name="call-receiver")
         try:
-            finished, _ = await asyncio.wait(
-                {sender, receiver}, return_when=asyncio.FIRST_COMPLETED
-            )
+            finished, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await cancel_and_wait(sender, receiver)
         for task in finished:
             if (exc := task.exception()) is not None:
                 raise exc
         if script.ended_by != "edge":
-            stop = edge_pb2.ClientMessage(
-                stop=edge_pb2.ClientStop(reason=f"ended by {script.ended_by}")
-            )
+            stop = edge_pb2.ClientMessage(stop=edge_pb2.ClientStop(reason=f"ended by {script.ended_by}"))
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(encode(stop))
         greeting, greeting_audio = script.greeting()

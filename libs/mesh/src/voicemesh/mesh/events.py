@@ -112,9 +112,7 @@ class JetStreamEvents(EventSink):
 
         try:
             nc = await asyncio.wait_for(
-                nats.connect(
-                    url, connect_timeout=timeout_s, max_reconnect_attempts=-1, allow_reconnect=True
-                ),
+                nats.connect(url, connect_timeout=timeout_s, max_reconnect_attempts=-1, allow_reconnect=True),
                 timeout_s,
             )
         except TimeoutError:

@@ -65,5 +65,5 @@ def configure_logging(service: str, fmt: str = "text", level: str = "INFO") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("grpc", "nats", "asyncio", "websockets"):
+    for noisy in ("grpc", "nats", "asyncio", "websockets", "faster_whisper", "piper"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

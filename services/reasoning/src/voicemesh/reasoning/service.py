@@ -11,7 +11,8 @@ from voicemesh.mesh.service import Factory, MeshContext, MeshService, run_main
 from voicemesh.mesh.settings import MeshSettings
 from voicemesh.v1 import reasoning_pb2_grpc
 
-from .servicer import ReasoningServicer, build
+from .catalog import AgentCatalog
+from .servicer import ReasoningServicer
 
 
 class ReasoningSettings(MeshSettings):
@@ -38,8 +39,12 @@ class ReasoningService(MeshService):
 
 
 def _factory(settings: ReasoningSettings) -> Factory:
+    # Agent files are validated first, before the process touches the network: a broken
+    # file is the one line the operator sees (with file and line), whatever else is wrong.
+    catalog = AgentCatalog(settings.agents_dir, settings.default_agent)
+
     def make(ctx: MeshContext) -> MeshService:
-        servicer = build(settings.agents_dir, settings.default_agent, ctx.metrics, ctx.events, ctx.tracer)
+        servicer = ReasoningServicer(catalog, ctx.metrics, ctx.events, ctx.tracer)
         return ReasoningService(ctx, servicer)
 
     return make

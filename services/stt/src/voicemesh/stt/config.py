@@ -52,9 +52,7 @@ def parse_config(
         )
         raise ConfigError(f"config.format.encoding must be AUDIO_ENCODING_PCM16, got {got}")
     if fmt.sample_rate_hz != SAMPLE_RATE:
-        raise ConfigError(
-            f"config.format.sample_rate_hz must be {SAMPLE_RATE}, got {fmt.sample_rate_hz}"
-        )
+        raise ConfigError(f"config.format.sample_rate_hz must be {SAMPLE_RATE}, got {fmt.sample_rate_hz}")
     if fmt.channels != 1:
         raise ConfigError(f"config.format.channels must be 1 (mono), got {fmt.channels}")
     if fmt.frame_ms not in (0, FRAME_MS):
@@ -63,7 +61,7 @@ def parse_config(
     language = config.language.strip().lower()
     primary = language.split("-", 1)[0]
     if not primary:
-        raise ConfigError("config.language is required (a BCP-47 tag such as \"en\")")
+        raise ConfigError('config.language is required (a BCP-47 tag such as "en")')
     if languages is not None and primary not in languages:
         raise ConfigError(
             f"config.language {config.language!r} is not supported by this service's model "

@@ -275,6 +275,4 @@ class Segmenter:
         if utt.voiced_frames < self._min_voiced:
             return Finalize(utt.index, reason, b"", start_ms, end * FRAME_MS, None, flush_id)
         reuse = utt.reusable[0] if utt.reusable is not None and utt.reusable[1] == end else None
-        return Finalize(
-            utt.index, reason, self._audio(utt, end), start_ms, end * FRAME_MS, reuse, flush_id
-        )
+        return Finalize(utt.index, reason, self._audio(utt, end), start_ms, end * FRAME_MS, reuse, flush_id)

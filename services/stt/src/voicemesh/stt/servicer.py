@@ -112,4 +112,3 @@ class SttServicer(stt_pb2_grpc.SpeechToTextServicer):
         self._metrics.error(kind)
         log.info("recognize request rejected", extra={"kind": kind, "reason": message})
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-

@@ -156,8 +156,7 @@ class RecognizeStream:
                 pcm = request.audio.pcm
                 if len(pcm) != FRAME_BYTES:
                     raise InvalidInput(
-                        f"audio.pcm must be {FRAME_BYTES} bytes (20 ms of PCM16 16 kHz mono), "
-                        f"got {len(pcm)}",
+                        f"audio.pcm must be {FRAME_BYTES} bytes (20 ms of PCM16 16 kHz mono), got {len(pcm)}",
                         "bad_frame",
                     )
                 if self._intake.put_frame(pcm):
@@ -339,8 +338,11 @@ class RecognizeStream:
                 self._metrics.error("decode")
                 log.warning(
                     "decode failed",
-                    extra={"session_id": self.config.session_id, "kind": kind.value,
-                           "error": type(exc).__name__},
+                    extra={
+                        "session_id": self.config.session_id,
+                        "kind": kind.value,
+                        "error": type(exc).__name__,
+                    },
                 )
                 return None
             self._metrics.observe_stage("stt_decode", result.decode_s)
@@ -382,4 +384,3 @@ class RecognizeStream:
                 await write(response)
             if out.on_sent is not None:
                 out.on_sent(response)
-

@@ -117,9 +117,7 @@ class PiperEngine(SpeechEngine):
         super().__init__(default_voice)
         self._files = dict(voices) if voices is not None else bundled_voices()
         if default_voice not in self._files:
-            raise UnknownVoiceError(
-                f"default voice {default_voice!r} is not among {sorted(self._files)}"
-            )
+            raise UnknownVoiceError(f"default voice {default_voice!r} is not among {sorted(self._files)}")
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         if not 0.0 < volume <= 1.0:

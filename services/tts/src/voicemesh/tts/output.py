@@ -38,9 +38,11 @@ def parse_format(fmt: audio_pb2.AudioFormat | None) -> OutputFormat:
     if fmt is None:
         return OutputFormat()
     if fmt.encoding != audio_pb2.AUDIO_ENCODING_PCM16:
-        name = audio_pb2.AudioEncoding.Name(fmt.encoding) if fmt.encoding in (
-            audio_pb2.AudioEncoding.values()
-        ) else str(fmt.encoding)
+        name = (
+            audio_pb2.AudioEncoding.Name(fmt.encoding)
+            if fmt.encoding in (audio_pb2.AudioEncoding.values())
+            else str(fmt.encoding)
+        )
         raise ValueError(f"format.encoding {name} is not supported (only AUDIO_ENCODING_PCM16)")
     if fmt.sample_rate_hz not in SUPPORTED_RATES:
         raise ValueError(

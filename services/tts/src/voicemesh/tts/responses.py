@@ -97,9 +97,7 @@ class ResponseBook:
             raise ProtocolError(f"text for response {response_id!r} after its end")
         pending = sum(r.pending_chars for r in self._open.values()) + len(text)
         if pending > self.max_pending_chars:
-            raise LimitExceeded(
-                f"more than {self.max_pending_chars} characters of text waiting to be spoken"
-            )
+            raise LimitExceeded(f"more than {self.max_pending_chars} characters of text waiting to be spoken")
         response.clauses.extend(response.chunker.push(text))
 
     def end_text(self, response_id: str, now: float) -> None:

@@ -133,8 +133,7 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
             subject_for(config.session_id, "speech_synthesized")
         except ValueError:
             raise ValueError(
-                f"config.session_id {config.session_id!r} must not contain dots, wildcards "
-                "or whitespace"
+                f"config.session_id {config.session_id!r} must not contain dots, wildcards or whitespace"
             ) from None
         try:
             voice = self._engine.voice(config.voice)

@@ -120,8 +120,10 @@ class SynthesisStream:
         span: trace.Span | None = None
         try:
             while True:
-                if playback is not None and span is not None and (
-                    playback.response.cancelled or playback.response.finished
+                if (
+                    playback is not None
+                    and span is not None
+                    and (playback.response.cancelled or playback.response.finished)
                 ):
                     self._end_span(span, playback.response)
                     playback = span = None
@@ -184,8 +186,11 @@ class SynthesisStream:
                         clause_span.record_exception(exc)
                         log.exception(
                             "tts clause failed",
-                            extra={"session_id": self.session_id,
-                                   "response_id": response.response_id, "chars": len(text)},
+                            extra={
+                                "session_id": self.session_id,
+                                "response_id": response.response_id,
+                                "chars": len(text),
+                            },
                         )
                         return
                     engine_s += self._clock() - started
@@ -243,7 +248,9 @@ class SynthesisStream:
         await self._write(
             tts_pb2.SynthesizeResponse(
                 mark=tts_pb2.SynthesisMark(
-                    response_id=response.response_id, name=name, audio_offset_ms=offset_ms,
+                    response_id=response.response_id,
+                    name=name,
+                    audio_offset_ms=offset_ms,
                     text=text,
                 )
             )
