@@ -8,14 +8,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from voicemesh.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
+from voicemesh.audio.frames import FRAME_SAMPLES
 from voicemesh.audio.vad import SileroModel, SileroVad, VoiceActivity
 from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.events import EventSink
@@ -25,18 +25,16 @@ from voicemesh.v1 import (
     audio_pb2,
     events_pb2,
     reasoning_pb2,
-    reasoning_pb2_grpc,
     router_pb2,
     stt_pb2,
-    stt_pb2_grpc,
     tts_pb2,
-    tts_pb2_grpc,
 )
 
 from .channels import ChannelPool
-from .duplex import Duplex
+from .ledger import Response, Turn, turn_timing
+from .peers import CallFailed, Peers, assign, open_peers
 from .playout import PlayoutClock
-from .transport import CallChannel, CallRequest, Hangup, TurnTiming
+from .transport import CallChannel, CallRequest, Hangup
 from .turns import (
     BargeIn,
     Decision,
@@ -49,19 +47,7 @@ from .turns import (
 )
 
 log = logging.getLogger(__name__)
-PCM16 = audio_pb2.AudioFormat(
-    encoding=audio_pb2.AUDIO_ENCODING_PCM16, sample_rate_hz=SAMPLE_RATE, channels=1, frame_ms=20
-)
-READY_TIMEOUT_S = 10.0
 PLAYOUT_QUEUE_FRAMES = 1500  # 30 s of agent audio
-
-
-class CallFailed(Exception):
-    """The call cannot go on; `code` and the message go to the caller."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -76,38 +62,6 @@ class EdgeDeps:
     vad_model: SileroModel
     region: str = "local"
     clock: Callable[[], float] = time.monotonic
-
-
-@dataclass
-class Turn:
-    turn_id: str
-    last_voiced_frame: int = -1
-    last_voiced_at: float = 0.0
-    endpoint_at: float = 0.0
-    final_at: float = 0.0
-    superseded: bool = False
-    text: str = ""
-    response_id: str = ""
-
-
-@dataclass
-class Response:
-    response_id: str
-    turn_id: str
-    first_token_at: float = 0.0
-    first_audio_at: float = 0.0
-    started_playout: bool = False
-    cancelled: bool = False
-    finished: bool = False
-    text: str = ""
-    action: reasoning_pb2.Action | None = None
-    # (offset_ms, clause text) from tts marks: what the caller heard if playout stops.
-    clauses: list[tuple[int, str]] = field(default_factory=list)
-    played_frames: int = 0
-
-    def heard_text(self) -> str:
-        played_ms = self.played_frames * 20
-        return " ".join(t for off, t in self.clauses if off < played_ms).strip()
 
 
 _END = object()
@@ -130,9 +84,7 @@ class CallSession:
         self._over = asyncio.Event()
         self._end_reason = "caller"
         self._agent = ""
-        self._stt: Duplex[stt_pb2.RecognizeRequest, stt_pb2.RecognizeResponse] | None = None
-        self._reasoning: Duplex[reasoning_pb2.ConverseRequest, reasoning_pb2.ConverseResponse] | None = None
-        self._tts: Duplex[tts_pb2.SynthesizeRequest, tts_pb2.SynthesizeResponse] | None = None
+        self._peers: Peers | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -147,9 +99,19 @@ class CallSession:
         token = otel_context.attach(ctx)
         tasks: list[asyncio.Task[None]] = []
         try:
-            addresses = await self._assign()
+            addresses = await assign(deps.router, self.session_id, deps.region)
             assigned = True
-            await self._open_streams(addresses, outgoing_metadata(ctx))
+            self._peers = await open_peers(
+                deps.channels, deps.metrics, addresses, outgoing_metadata(ctx), self.session_id, self.request
+            )
+            profile = self._peers.profile
+            self._agent = profile.name
+            self.turns.configure(
+                TurnConfig(
+                    endpoint_silence_ms=profile.endpoint_silence_ms or 500,
+                    allow_barge_in=profile.allow_barge_in,
+                )
+            )
             deps.events.emit(
                 self.session_id,
                 call_started=events_pb2.CallStarted(transport=self.request.transport, agent=self._agent),
@@ -175,9 +137,8 @@ class CallSession:
             await self.channel.send_error(exc.code, str(exc))
         finally:
             await cancel_and_wait(*tasks)
-            for stream in (self._stt, self._reasoning, self._tts):
-                if stream is not None:
-                    await stream.aclose()
+            if self._peers is not None:
+                await self._peers.aclose()
             if assigned:
                 try:
                     await deps.router.Release(
@@ -198,6 +159,11 @@ class CallSession:
             await self.channel.close(self._end_reason)
             span.end()
             otel_context.detach(token)
+
+    @property
+    def _p(self) -> Peers:
+        assert self._peers is not None, "peers are opened before any loop starts"
+        return self._peers
 
     def end(self, reason: str) -> None:
         if not self._over.is_set():
@@ -222,83 +188,9 @@ class CallSession:
             await self.channel.send_error("internal", f"{name} failed")
             self.end(f"error:{name}")
 
-    async def _assign(self) -> dict[str, str]:
-        try:
-            resp = await self.deps.router.Assign(
-                router_pb2.AssignRequest(
-                    session_id=self.session_id, region=self.deps.region, services=["stt", "reasoning", "tts"]
-                ),
-                timeout=2.0,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise CallFailed("no_capacity", f"no instance can take the call: {exc.details()}") from None
-        return {a.service: a.address for a in resp.assignments}
-
-    async def _open_streams(self, addresses: dict[str, str], metadata: list[tuple[str, str]]) -> None:
-        deps = self.deps
-        pool = deps.channels
-        reasoning = Duplex[reasoning_pb2.ConverseRequest, reasoning_pb2.ConverseResponse](
-            reasoning_pb2_grpc.ReasoningStub(pool.get(addresses["reasoning"])).Converse(metadata=metadata),
-            "reasoning",
-            deps.metrics,
-        )
-        self._reasoning = reasoning
-        reasoning.send_control(
-            reasoning_pb2.ConverseRequest(
-                start=reasoning_pb2.SessionStart(
-                    session_id=self.session_id, agent=self.request.agent, metadata=self.request.metadata
-                )
-            )
-        )
-        try:
-            first = await reasoning.read(READY_TIMEOUT_S)
-        except grpc.aio.AioRpcError as exc:
-            code = "unknown_agent" if exc.code() == grpc.StatusCode.NOT_FOUND else "reasoning_failed"
-            raise CallFailed(code, exc.details() or exc.code().name) from None
-        except (TimeoutError, EOFError):
-            raise CallFailed("reasoning_failed", "the reasoning service did not start the session") from None
-        if first.WhichOneof("kind") != "ready":
-            raise CallFailed("reasoning_failed", "the reasoning service did not answer with ready")
-        profile = first.ready.agent
-        self._agent = profile.name
-        self.turns.configure(
-            TurnConfig(
-                endpoint_silence_ms=profile.endpoint_silence_ms or 500,
-                allow_barge_in=profile.allow_barge_in,
-            )
-        )
-        self._stt = Duplex[stt_pb2.RecognizeRequest, stt_pb2.RecognizeResponse](
-            stt_pb2_grpc.SpeechToTextStub(pool.get(addresses["stt"])).Recognize(metadata=metadata),
-            "stt",
-            deps.metrics,
-            max_queued=50,
-        )
-        self._stt.send_live(
-            stt_pb2.RecognizeRequest(
-                config=stt_pb2.RecognitionConfig(
-                    session_id=self.session_id,
-                    format=PCM16,
-                    language=profile.language or "en",
-                    endpointing=stt_pb2.ENDPOINTING_EXTERNAL,
-                    partials=True,
-                )
-            )
-        )
-        self._tts = Duplex[tts_pb2.SynthesizeRequest, tts_pb2.SynthesizeResponse](
-            tts_pb2_grpc.TextToSpeechStub(pool.get(addresses["tts"])).Synthesize(metadata=metadata),
-            "tts",
-            deps.metrics,
-        )
-        self._tts.send_control(
-            tts_pb2.SynthesizeRequest(
-                config=tts_pb2.SynthesisConfig(session_id=self.session_id, voice=profile.voice, format=PCM16)
-            )
-        )
-
     # ---- caller audio -----------------------------------------------------------------
 
     async def _inbound_loop(self) -> None:
-        assert self._stt is not None
         while True:
             item = await self.channel.receive()
             if isinstance(item, Hangup):
@@ -308,7 +200,7 @@ class CallSession:
             voiced = self._activity.update(self._vad.process(item.pcm))
             if voiced:
                 self._last_voiced_at = now
-            self._stt.send_live(
+            self._p.stt.send_live(
                 stt_pb2.RecognizeRequest(
                     audio=audio_pb2.AudioFrame(
                         sequence=item.index, timestamp=item.index * FRAME_SAMPLES, pcm=item.pcm
@@ -330,8 +222,7 @@ class CallSession:
             turn.last_voiced_frame = decision.last_voiced_frame
             turn.last_voiced_at = self._last_voiced_at
             turn.endpoint_at = now
-            assert self._stt is not None
-            self._stt.send_live(stt_pb2.RecognizeRequest(flush=stt_pb2.Flush(flush_id=decision.turn_id)))
+            self._p.stt.send_live(stt_pb2.RecognizeRequest(flush=stt_pb2.Flush(flush_id=decision.turn_id)))
             endpoint_ms = (now - turn.last_voiced_at) * 1000
             self.deps.metrics.observe_stage("endpoint", endpoint_ms / 1000)
             self.deps.events.emit(
@@ -361,11 +252,10 @@ class CallSession:
         if resp is None or resp.cancelled or resp.finished:
             return
         resp.cancelled = True
-        assert self._tts is not None and self._reasoning is not None
-        self._tts.send_control(
+        self._p.tts.send_control(
             tts_pb2.SynthesizeRequest(cancel=tts_pb2.CancelSynthesis(response_id=response_id))
         )
-        self._reasoning.send_control(
+        self._p.reasoning.send_control(
             reasoning_pb2.ConverseRequest(
                 cancel=reasoning_pb2.CancelResponse(response_id=response_id, heard_text=resp.heard_text())
             )
@@ -385,8 +275,7 @@ class CallSession:
     # ---- stt -> reasoning ---------------------------------------------------------------
 
     async def _stt_loop(self) -> None:
-        assert self._stt is not None and self._reasoning is not None
-        async for resp in self._stt.responses():
+        async for resp in self._p.stt.responses():
             if resp.WhichOneof("kind") != "transcript":
                 continue
             tr = resp.transcript
@@ -410,7 +299,7 @@ class CallSession:
                 continue
             turn.text = text
             await self.channel.send_transcript(turn.turn_id, text, True)
-            await self._reasoning.send(
+            await self._p.reasoning.send(
                 reasoning_pb2.ConverseRequest(
                     turn=reasoning_pb2.UserTurn(turn_id=turn.turn_id, text=text, confidence=tr.confidence)
                 )
@@ -419,8 +308,7 @@ class CallSession:
     # ---- reasoning -> tts ---------------------------------------------------------------
 
     async def _reasoning_loop(self) -> None:
-        assert self._reasoning is not None and self._tts is not None
-        async for msg in self._reasoning.responses():
+        async for msg in self._p.reasoning.responses():
             kind = msg.WhichOneof("kind")
             now = self.deps.clock()
             if kind == "delta":
@@ -439,7 +327,7 @@ class CallSession:
                 if resp.cancelled:
                     continue
                 resp.text += d.text
-                await self._tts.send(
+                await self._p.tts.send(
                     tts_pb2.SynthesizeRequest(text=tts_pb2.TextDelta(response_id=d.response_id, text=d.text))
                 )
                 await self.channel.send_response(d.response_id, resp.turn_id, d.text, False)
@@ -448,7 +336,7 @@ class CallSession:
                 if resp is None or resp.cancelled:
                     continue
                 resp.text = msg.end.text or resp.text
-                await self._tts.send(
+                await self._p.tts.send(
                     tts_pb2.SynthesizeRequest(end=tts_pb2.EndOfText(response_id=resp.response_id))
                 )
                 await self.channel.send_response(resp.response_id, resp.turn_id, resp.text, True)
@@ -466,8 +354,7 @@ class CallSession:
     # ---- tts -> playout -----------------------------------------------------------------
 
     async def _tts_loop(self) -> None:
-        assert self._tts is not None
-        async for msg in self._tts.responses():
+        async for msg in self._p.tts.responses():
             kind = msg.WhichOneof("kind")
             if kind == "audio":
                 resp = self._responses.get(msg.audio.response_id)
@@ -521,15 +408,7 @@ class CallSession:
         turn = self._turn_log.get(resp.turn_id)
         if turn is None or not turn.endpoint_at:
             return
-        timing = TurnTiming(
-            turn_id=turn.turn_id,
-            last_voiced_frame=turn.last_voiced_frame,
-            endpoint_ms=(turn.endpoint_at - turn.last_voiced_at) * 1000,
-            stt_final_ms=(turn.final_at - turn.endpoint_at) * 1000,
-            first_token_ms=(resp.first_token_at - turn.final_at) * 1000,
-            tts_first_audio_ms=(resp.first_audio_at - resp.first_token_at) * 1000,
-            edge_voice_to_voice_ms=(now - turn.last_voiced_at) * 1000,
-        )
+        timing = turn_timing(turn, resp, now)
         self.deps.metrics.observe_stage("voice_to_voice", timing.edge_voice_to_voice_ms / 1000)
         self.deps.events.emit(
             self.session_id,

@@ -1,0 +1,57 @@
+"""What the edge remembers about a call's turns and responses, and the per-turn timing
+derived from it (edge clock, monotonic seconds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from voicemesh.v1 import reasoning_pb2
+
+from .transport import TurnTiming
+
+FRAME_MS = 20
+
+
+@dataclass
+class Turn:
+    turn_id: str
+    last_voiced_frame: int = -1
+    last_voiced_at: float = 0.0
+    endpoint_at: float = 0.0
+    final_at: float = 0.0
+    superseded: bool = False
+    text: str = ""
+    response_id: str = ""
+
+
+@dataclass
+class Response:
+    response_id: str
+    turn_id: str
+    first_token_at: float = 0.0
+    first_audio_at: float = 0.0
+    started_playout: bool = False
+    cancelled: bool = False
+    finished: bool = False
+    text: str = ""
+    action: reasoning_pb2.Action | None = None
+    # (offset_ms, clause text) from tts marks: what the caller heard if playout stops.
+    clauses: list[tuple[int, str]] = field(default_factory=list)
+    played_frames: int = 0
+
+    def heard_text(self) -> str:
+        played_ms = self.played_frames * FRAME_MS
+        return " ".join(t for off, t in self.clauses if off < played_ms).strip()
+
+
+def turn_timing(turn: Turn, resp: Response, first_frame_sent_at: float) -> TurnTiming:
+    """Every stage of one turn, in ms, once its reply's first frame has been sent."""
+    return TurnTiming(
+        turn_id=turn.turn_id,
+        last_voiced_frame=turn.last_voiced_frame,
+        endpoint_ms=(turn.endpoint_at - turn.last_voiced_at) * 1000,
+        stt_final_ms=(turn.final_at - turn.endpoint_at) * 1000,
+        first_token_ms=(resp.first_token_at - turn.final_at) * 1000,
+        tts_first_audio_ms=(resp.first_audio_at - resp.first_token_at) * 1000,
+        edge_voice_to_voice_ms=(first_frame_sent_at - turn.last_voiced_at) * 1000,
+    )
