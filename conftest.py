@@ -12,7 +12,19 @@ from voicemesh.mesh.localservers import LocalServer, nats_server, valkey_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parent
-ASSETS = REPO_ROOT.parent / "shared" / "assets"
+
+
+def _find_assets() -> Path:
+    """The team's shared test assets: $VOICEMESH_ASSETS, else shared/assets beside the clone."""
+    candidates = [os.environ.get("VOICEMESH_ASSETS", ""), REPO_ROOT.parent / "shared" / "assets"]
+    candidates.append(Path("/work/shared/assets"))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "audio" / "jfk16k.wav").exists():
+            return Path(candidate)
+    return REPO_ROOT.parent / "shared" / "assets"
+
+
+ASSETS = _find_assets()
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +47,13 @@ def redis_url(valkey: LocalServer) -> str:
 @pytest.fixture(scope="session")
 def nats_url(nats: LocalServer) -> str:
     return f"nats://{nats.host}:{nats.port}"
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    if not (ASSETS / "audio").is_dir():
+        pytest.fail(f"shared test assets missing: {ASSETS} (set VOICEMESH_ASSETS)")
+    return ASSETS
 
 
 @pytest.fixture(scope="session")

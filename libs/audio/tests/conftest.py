@@ -6,20 +6,18 @@ import pytest
 
 from voicemesh.audio import SileroModel, read_wav
 
-ASSETS = Path("/work/shared/assets/audio")
-
 
 @pytest.fixture(scope="session")
-def jfk_pcm() -> bytes:
+def jfk_pcm(jfk_wav: Path) -> bytes:
     """11 s of real speech as PCM16 LE mono 16 kHz."""
-    pcm, _ = read_wav(ASSETS / "jfk16k.wav")
+    pcm, _ = read_wav(jfk_wav)
     return pcm
 
 
 @pytest.fixture(scope="session")
-def jfk_ulaw() -> bytes:
+def jfk_ulaw(assets_dir: Path) -> bytes:
     """The same speech as a carrier sends it: raw 8 kHz μ-law."""
-    return (ASSETS / "jfk8k.ulaw").read_bytes()
+    return (assets_dir / "audio" / "jfk8k.ulaw").read_bytes()
 
 
 @pytest.fixture(scope="session")

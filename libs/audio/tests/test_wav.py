@@ -176,7 +176,7 @@ def test_extensible_wav_is_explained(tmp_path: Path) -> None:
     assert message.startswith("ext.wav: WAVE_FORMAT_EXTENSIBLE WAV is not supported (convert it")
 
 
-def test_the_real_recording(jfk_pcm: bytes) -> None:
-    _, info = read_wav("/work/shared/assets/audio/jfk16k.wav")
+def test_the_real_recording(jfk_pcm: bytes, jfk_wav: Path) -> None:
+    _, info = read_wav(jfk_wav)
     assert info == WavInfo(16000, 1, 2, 176000, 11.0)
     assert len(jfk_pcm) == 176000 * 2
