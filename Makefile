@@ -22,7 +22,9 @@ up: env  ## start Valkey, NATS and every service locally; Ctrl-C stops all
 down:
 	$(VENV)/bin/voicemesh down
 
-test: env  ## every tier: unit, integration, e2e
+test: env  ## lint, then every tier: unit, integration, e2e
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python scripts/gen_protos.py --check
 	$(VENV)/bin/python -m pytest
 
 test-fast: env  ## unit tests only
