@@ -20,7 +20,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
     home = tmp_path_factory.mktemp("mesh")
     agents = home / "agents"
     shutil.copytree(REPO / "agents", agents)
-    shutil.copy(E2E / "agents" / "listener.yaml", agents / "listener.yaml")
+    for test_agent in (E2E / "agents").glob("*.yaml"):
+        shutil.copy(test_agent, agents / test_agent.name)
     local = LocalMesh(home, agents, MeshPorts.free(), default_agent="restaurant")
     local.start()
     try:

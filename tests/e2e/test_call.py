@@ -209,3 +209,31 @@ async def test_agent_audio_is_paced_in_real_time(mesh: LocalMesh) -> None:
     assert seconds > 2.0
     # sent ahead by at most a couple of frames: the wall time spans the audio's duration
     assert end_at - start_at >= seconds - 0.1, (end_at - start_at, seconds)
+
+
+async def test_a_silent_caller_is_asked_whether_they_are_still_there(mesh: LocalMesh) -> None:
+    from voicemesh.cli.wsclient import decode
+
+    headers = {"Authorization": f"Bearer {mesh.token}"}
+    responses: list[str] = []
+    async with websockets.connect(mesh.edge_url, additional_headers=headers) as ws:
+        await ws.send('{"start": {"agent": "nudger"}}')
+
+        async def silence() -> None:
+            while True:  # a phone line with nobody speaking
+                await ws.send(b"\0" * 640)
+                await asyncio.sleep(0.02)
+
+        sender = asyncio.create_task(silence())
+        try:
+            async with asyncio.timeout(20):
+                while len(responses) < 2:
+                    raw = await ws.recv()
+                    if isinstance(raw, str):
+                        msg = decode(raw)
+                        if msg.WhichOneof("kind") == "response" and msg.response.final:
+                            responses.append(msg.response.text)
+        finally:
+            sender.cancel()
+    assert responses[0].startswith("Hi.")
+    assert responses[1].startswith("Are you still there?"), responses

@@ -5,6 +5,7 @@ import pytest
 from voicemesh.edge.turns import (
     BargeIn,
     EndOfTurn,
+    IdleTimeout,
     Resumed,
     SpeechStarted,
     StateChange,
@@ -88,3 +89,23 @@ def test_a_turn_with_no_words_goes_back_to_listening() -> None:
     assert tt.state is TurnState.THINKING
     tt.on_nothing_to_say()
     assert tt.state is TurnState.LISTENING
+
+
+def test_silence_while_listening_gives_the_agent_an_empty_turn_once() -> None:
+    tt = TurnTaker(TurnConfig(idle_timeout_ms=1000))
+    out = feed(tt, 0, "." * 49)
+    assert out == []
+    out = feed(tt, 49, ".")
+    assert [d for d in out if isinstance(d, IdleTimeout)] == [IdleTimeout("t1")]
+    assert tt.state is TurnState.THINKING
+    assert feed(tt, 50, "." * 100) == []  # no second nudge while the agent answers
+    tt.on_reply_started()
+    tt.on_reply_finished()
+    assert kinds(feed(tt, 150, "." * 50)) == [IdleTimeout]
+
+
+def test_speech_resets_the_idle_clock_and_zero_disables_it() -> None:
+    tt = TurnTaker(TurnConfig(idle_timeout_ms=1000))
+    assert kinds(feed(tt, 0, "." * 40 + "#" + "." * 40)) == []
+    off = TurnTaker(TurnConfig(idle_timeout_ms=0))
+    assert feed(off, 0, "." * 1000) == []

@@ -39,6 +39,7 @@ from .turns import (
     BargeIn,
     Decision,
     EndOfTurn,
+    IdleTimeout,
     Resumed,
     SpeechStarted,
     StateChange,
@@ -110,6 +111,7 @@ class CallSession:
                 TurnConfig(
                     endpoint_silence_ms=profile.endpoint_silence_ms or 500,
                     allow_barge_in=profile.allow_barge_in,
+                    idle_timeout_ms=profile.idle_timeout_ms,
                 )
             )
             deps.events.emit(
@@ -173,6 +175,11 @@ class CallSession:
     async def _guard(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         try:
             await coro
+            if name != "inbound" and not self._over.is_set():
+                # the peer ended its stream while the call goes on (draining, restarted)
+                self.deps.metrics.error(f"{name}_ended")
+                await self.channel.send_error(f"{name}_failed", f"{name} ended the stream mid-call")
+                self.end(f"error:{name}")
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as exc:
@@ -232,6 +239,12 @@ class CallSession:
                     last_voiced_ms=decision.last_voiced_ms,
                     endpoint_ms=round(endpoint_ms),
                 ),
+            )
+        elif isinstance(decision, IdleTimeout):
+            # an empty turn: the agent decides what silence means (re-ask, then give up)
+            self._turn_log[decision.turn_id] = Turn(decision.turn_id)
+            await self._p.reasoning.send(
+                reasoning_pb2.ConverseRequest(turn=reasoning_pb2.UserTurn(turn_id=decision.turn_id, text=""))
             )
         elif isinstance(decision, Resumed):
             old = self._turn_log.get(decision.turn_id)

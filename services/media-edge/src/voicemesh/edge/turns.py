@@ -9,6 +9,8 @@ I/O. States:
         │                      │   └──speech before the reply────┘ (Resumed: drop the reply)
         │                      └──speech ≥ barge-in (BargeIn)──┐   ▼
         └────────────────playout finished─────────────── AGENT_SPEAKING
+
+    LISTENING ──silence ≥ idle timeout (IdleTimeout: the agent gets an empty turn)──▶ THINKING
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class TurnConfig:
     # Voiced audio over the agent before it counts as a barge-in (longer: coughs, "mhm").
     barge_in_min_speech_ms: int = 200
     allow_barge_in: bool = True
+    # Silence while listening after which the agent gets an empty turn ("are you there?").
+    # 0 disables it.
+    idle_timeout_ms: int = 0
     frame_ms: int = 20
 
 
@@ -66,11 +71,18 @@ class BargeIn:
 
 
 @dataclass(frozen=True)
+class IdleTimeout:
+    """The caller said nothing for `idle_timeout_ms`: the agent takes an empty turn."""
+
+    turn_id: str
+
+
+@dataclass(frozen=True)
 class StateChange:
     state: TurnState
 
 
-Decision = SpeechStarted | EndOfTurn | Resumed | BargeIn | StateChange
+Decision = SpeechStarted | EndOfTurn | Resumed | BargeIn | IdleTimeout | StateChange
 
 
 class TurnTaker:
@@ -84,6 +96,7 @@ class TurnTaker:
         self._last_voiced_ms = -1
         self._last_voiced_frame = -1
         self._silence_ms = 0
+        self._idle_ms = 0
 
     @property
     def turn_id(self) -> str:
@@ -101,6 +114,7 @@ class TurnTaker:
     def _to(self, state: TurnState, out: list[Decision]) -> None:
         if state is not self.state:
             self.state = state
+            self._idle_ms = 0
             out.append(StateChange(state))
 
     def on_frame(self, index: int, voiced: bool) -> list[Decision]:
@@ -118,10 +132,15 @@ class TurnTaker:
             self._silence_ms += cfg.frame_ms
 
         if self.state is TurnState.LISTENING:
+            self._idle_ms = 0 if voiced else self._idle_ms + cfg.frame_ms
             if self._voiced_run_ms >= cfg.min_speech_ms:
                 turn = self._new_turn()
                 out.append(SpeechStarted(turn, self._first_voiced_ms))
                 self._to(TurnState.USER_SPEAKING, out)
+            elif cfg.idle_timeout_ms and self._idle_ms >= cfg.idle_timeout_ms:
+                self._idle_ms = 0
+                out.append(IdleTimeout(self._new_turn()))
+                self._to(TurnState.THINKING, out)
         elif self.state is TurnState.THINKING:
             if self._voiced_run_ms >= cfg.min_speech_ms:
                 old = self._turn_id
