@@ -52,6 +52,17 @@ def test_a_short_endpoint_silence_caps_the_speculative_pause() -> None:
 
 
 @pytest.mark.parametrize(
+    ("endpoint_ms", "speculative_ms"),
+    [(1500, 160), (500, 160), (450, 130), (300, 80), (200, 80)],
+)
+def test_the_pause_decode_starts_early_enough_to_finish_before_the_endpoint(
+    endpoint_ms: int, speculative_ms: int
+) -> None:
+    parsed = parse_config(config(endpoint_silence_ms=endpoint_ms), ENGLISH)
+    assert parsed.segmenter.speculative_silence_ms == speculative_ms
+
+
+@pytest.mark.parametrize(
     ("overrides", "named"),
     [
         ({"encoding": audio_pb2.AUDIO_ENCODING_UNSPECIFIED}, "config.format.encoding"),

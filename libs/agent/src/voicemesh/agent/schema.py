@@ -81,7 +81,7 @@ class _Model(BaseModel):
 class TurnSettings(_Model):
     """Turn-taking at the edge: when the caller's turn ends, barge-in, idle hang-up."""
 
-    endpoint_silence_ms: int = Field(500, ge=100, le=10_000)
+    endpoint_silence_ms: int = Field(500, ge=200, le=10_000)
     allow_barge_in: bool = True
     idle_timeout_ms: int = Field(15_000, ge=1_000, le=600_000)
 

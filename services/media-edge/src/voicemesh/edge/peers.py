@@ -111,6 +111,8 @@ async def open_peers(
                 format=PCM16,
                 language=profile.language or "en",
                 endpointing=stt_pb2.ENDPOINTING_EXTERNAL,
+                # the edge ends turns; stt times its pause decodes to be ready by then
+                endpoint_silence_ms=profile.endpoint_silence_ms,
                 partials=True,
             )
         )

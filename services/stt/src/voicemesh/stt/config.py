@@ -11,6 +11,11 @@ from voicemesh.v1 import audio_pb2, stt_pb2
 from .segmenter import SegmenterConfig
 
 MIN_ENDPOINT_SILENCE_MS = 200
+# How long a decode takes (tiny.en, 2 cores: 250-350 ms) and the shortest pause worth a
+# speculative decode: a pause decode starts early enough to be done when the endpoint
+# fires, so the final costs nothing even with a short endpoint silence.
+EXPECTED_DECODE_MS = 320
+MIN_SPECULATIVE_SILENCE_MS = 80
 MAX_ENDPOINT_SILENCE_MS = 10_000
 
 
@@ -82,7 +87,16 @@ def parse_config(
         base,
         internal_endpointing=internal,
         endpoint_silence_ms=silence,
-        speculative_silence_ms=min(base.speculative_silence_ms, silence),
+        speculative_silence_ms=speculative_silence(base.speculative_silence_ms, silence),
         partials=config.partials,
     )
     return StreamConfig(session_id=config.session_id, language=primary, segmenter=segmenter)
+
+
+def speculative_silence(preferred_ms: int, endpoint_silence_ms: int) -> int:
+    """When to take the pause decode: the preferred pause, or earlier when the endpoint
+    would otherwise fire before the decode is done (never before MIN_SPECULATIVE_SILENCE_MS,
+    never after the endpoint)."""
+    early_enough = endpoint_silence_ms - EXPECTED_DECODE_MS
+    chosen = max(MIN_SPECULATIVE_SILENCE_MS, min(preferred_ms, early_enough))
+    return min(chosen, endpoint_silence_ms)
