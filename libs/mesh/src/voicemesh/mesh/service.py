@@ -194,7 +194,8 @@ async def serve(
         if metrics_server is not None:
             metrics_server.shutdown()
             metrics_server.server_close()
-        log.info("stopped")
+        if info is not None:  # it served; a failed start says why in its one error line
+            log.info("stopped")
 
 
 async def _heartbeat(
