@@ -22,7 +22,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
     shutil.copytree(REPO / "agents", agents)
     for test_agent in (E2E / "agents").glob("*.yaml"):
         shutil.copy(test_agent, agents / test_agent.name)
-    local = LocalMesh(home, agents, MeshPorts.free(), default_agent="restaurant")
+    # spans go to each service's log (stdout), where test_trace reads them back
+    local = LocalMesh(
+        home,
+        agents,
+        MeshPorts.free(),
+        default_agent="restaurant",
+        extra_env={"VOICEMESH_OTEL_EXPORTER": "console"},
+    )
     local.start()
     try:
         yield local

@@ -52,12 +52,15 @@ class Peers:
             await stream.aclose()
 
 
-async def assign(router: Any, session_id: str, region: str) -> dict[str, str]:
+async def assign(
+    router: Any, session_id: str, region: str, metadata: list[tuple[str, str]]
+) -> dict[str, str]:
     """service -> address of the instances the router reserved for this call."""
     try:
         resp = await router.Assign(
             router_pb2.AssignRequest(session_id=session_id, region=region, services=list(SERVICES)),
             timeout=2.0,
+            metadata=metadata,
         )
     except grpc.aio.AioRpcError as exc:
         raise CallFailed("no_capacity", f"no instance can take the call: {exc.details()}") from None

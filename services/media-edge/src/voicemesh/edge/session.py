@@ -34,7 +34,7 @@ from .channels import ChannelPool
 from .ledger import Response, Turn, turn_timing
 from .peers import CallFailed, Peers, assign, open_peers
 from .playout import PlayoutClock
-from .transport import CallChannel, CallRequest, Hangup
+from .transport import CallChannel, CallRequest, Hangup, TurnTiming
 from .turns import (
     BargeIn,
     Decision,
@@ -86,6 +86,7 @@ class CallSession:
         self._end_reason = "caller"
         self._agent = ""
         self._peers: Peers | None = None
+        self._call_ctx: otel_context.Context | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -97,13 +98,15 @@ class CallSession:
         assigned = False
         span = deps.tracer.start_span("call", attributes={"voicemesh.session_id": self.session_id})
         ctx = trace.set_span_in_context(span)
+        self._call_ctx = ctx
         token = otel_context.attach(ctx)
         tasks: list[asyncio.Task[None]] = []
         try:
-            addresses = await assign(deps.router, self.session_id, deps.region)
+            metadata = outgoing_metadata(ctx)
+            addresses = await assign(deps.router, self.session_id, deps.region, metadata)
             assigned = True
             self._peers = await open_peers(
-                deps.channels, deps.metrics, addresses, outgoing_metadata(ctx), self.session_id, self.request
+                deps.channels, deps.metrics, addresses, metadata, self.session_id, self.request
             )
             profile = self._peers.profile
             self._agent = profile.name
@@ -144,7 +147,9 @@ class CallSession:
             if assigned:
                 try:
                     await deps.router.Release(
-                        router_pb2.ReleaseRequest(session_id=self.session_id), timeout=2.0
+                        router_pb2.ReleaseRequest(session_id=self.session_id),
+                        timeout=2.0,
+                        metadata=outgoing_metadata(ctx),
                     )
                 except grpc.aio.AioRpcError:
                     deps.metrics.error("router_release")
@@ -422,6 +427,7 @@ class CallSession:
         if turn is None or not turn.endpoint_at:
             return
         timing = turn_timing(turn, resp, now)
+        self._trace_turn(timing)
         self.deps.metrics.observe_stage("voice_to_voice", timing.edge_voice_to_voice_ms / 1000)
         self.deps.events.emit(
             self.session_id,
@@ -435,6 +441,25 @@ class CallSession:
             ),
         )
         await self.channel.send_timing(timing)
+
+    def _trace_turn(self, timing: TurnTiming) -> None:
+        """A span per caller turn (last voiced frame -> first reply frame), after the fact:
+        its stages as attributes, under the call's span."""
+        end_ns = time.time_ns()
+        span = self.deps.tracer.start_span(
+            "turn",
+            context=self._call_ctx,
+            start_time=end_ns - int(timing.edge_voice_to_voice_ms * 1e6),
+            attributes={
+                "voicemesh.turn_id": timing.turn_id,
+                "voicemesh.endpoint_ms": timing.endpoint_ms,
+                "voicemesh.stt_final_ms": timing.stt_final_ms,
+                "voicemesh.first_token_ms": timing.first_token_ms,
+                "voicemesh.tts_first_audio_ms": timing.tts_first_audio_ms,
+                "voicemesh.voice_to_voice_ms": timing.edge_voice_to_voice_ms,
+            },
+        )
+        span.end(end_time=end_ns)
 
     async def _finish_playout(self, resp: Response) -> None:
         if not resp.started_playout:
