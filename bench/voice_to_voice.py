@@ -52,17 +52,28 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-async def run_calls(url: str, token: str, calls: int) -> list[CallResult]:
-    results = []
-    for i in range(calls):
+async def run_calls(url: str, token: str, calls: int, concurrent: int = 1) -> list[CallResult]:
+    """`calls` calls, `concurrent` at a time; concurrent callers start 1.3 s apart so their
+    turns interleave the way independent callers' would, not in lockstep."""
+    results: list[CallResult] = []
+    done = 0
+
+    async def one(delay_s: float) -> None:
+        nonlocal done
+        await asyncio.sleep(delay_s)
         started = time.monotonic()
         result = await place_call(url, token, TURNS, turn_timeout_s=30)
+        done += 1
         status = "ok" if result.ok else f"problems: {result.errors}"
         print(
-            f"  call {i + 1}/{calls}: {len(result.turns)} turns in {time.monotonic() - started:.1f} s, {status}",
+            f"  call {done}/{calls}: {len(result.turns)} turns in {time.monotonic() - started:.1f} s, {status}",
             flush=True,
         )
         results.append(result)
+
+    for first in range(0, calls, concurrent):
+        batch = range(first, min(first + concurrent, calls))
+        await asyncio.gather(*(one(1.3 * (i - first)) for i in batch))
     return results
 
 
@@ -127,6 +138,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--concurrent", type=int, default=1, help="calls in flight at once")
     parser.add_argument("--running", action="store_true", help="use the mesh `voicemesh up` started")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
@@ -141,7 +153,7 @@ def main() -> int:
         parser.error("--endpoint-ms needs the benchmark's own mesh (drop --running)")
     if args.running:
         state = read_state()
-        results = asyncio.run(run_calls(state.edge_url, state.edge_token, args.calls))
+        results = asyncio.run(run_calls(state.edge_url, state.edge_token, args.calls, args.concurrent))
     else:
         home = Path(tempfile.mkdtemp(prefix="voicemesh-bench-"))
         print(f"starting a mesh on free ports (logs in {home / 'logs'}) ...", flush=True)
@@ -157,10 +169,11 @@ def main() -> int:
         mesh = LocalMesh(home, agents, MeshPorts.free())
         try:
             mesh.start()
-            results = asyncio.run(run_calls(mesh.edge_url, mesh.token, args.calls))
+            results = asyncio.run(run_calls(mesh.edge_url, mesh.token, args.calls, args.concurrent))
         finally:
             mesh.stop()
         shutil.rmtree(home, ignore_errors=True)
+    print(f"\nconcurrency: {args.concurrent} call(s) at a time")
     figures = report(results, endpoint_ms)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
