@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from voicemesh.mesh import localservers
 from voicemesh.mesh.localservers import LocalServer, nats_server, valkey_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,12 +42,12 @@ def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 
 @pytest.fixture(scope="session")
 def redis_url(valkey: LocalServer) -> str:
-    return f"redis://{valkey.host}:{valkey.port}/0"
+    return localservers.redis_url(valkey)
 
 
 @pytest.fixture(scope="session")
 def nats_url(nats: LocalServer) -> str:
-    return f"nats://{nats.host}:{nats.port}"
+    return localservers.nats_url(nats)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -16,7 +16,7 @@ import pytest
 from voicemesh.cli import events_cmd
 from voicemesh.cli.events_cmd import EventsError, fetch_events, iter_events
 from voicemesh.mesh.events import STREAM_NAME, JetStreamEvents, event_name
-from voicemesh.mesh.localservers import free_port, nats_server, nats_url
+from voicemesh.mesh.localservers import free_port
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.v1 import events_pb2
 
@@ -24,13 +24,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def nats_at(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = nats_server(tmp_path_factory.mktemp("jetstream"))
-    server.start()
-    try:
-        yield nats_url(server)
-    finally:
-        server.stop()  # terminates the one process it started, by its pid
+def nats_at(nats_url: str) -> str:
+    """The session's real nats-server with JetStream (the repository's root conftest)."""
+    return nats_url
 
 
 async def stored(url: str) -> int:

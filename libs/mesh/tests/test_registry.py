@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
 
-from voicemesh.mesh.localservers import free_port, redis_url, valkey_server
+from voicemesh.mesh.localservers import free_port
 from voicemesh.mesh.registry import (
     InstanceInfo,
     InstanceRegistry,
@@ -26,10 +26,9 @@ TTS = InstanceInfo("tts", "tts-1", "10.0.0.6:50051", "us-east", 4)
 
 
 @pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    """A real valkey-server on a free port, stopped by its PID afterwards."""
-    with valkey_server() as server:
-        yield redis_url(server)
+def server_url(redis_url: str) -> str:
+    """The session's real valkey-server (the repository's root conftest)."""
+    return redis_url
 
 
 @pytest.fixture

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from voicemesh.mesh.localservers import redis_url
-from voicemesh.mesh.localservers import valkey_server as start_valkey
-
 
 @pytest.fixture(scope="session")
-def valkey_server() -> Iterator[str]:
-    """The URL of a running valkey-server; stopped (by its PID) after the session."""
-    with start_valkey() as server:
-        yield redis_url(server)
+def valkey_server(redis_url: str) -> str:
+    """The URL of the session's real valkey-server (the repository's root conftest)."""
+    return redis_url
 
 
 @pytest.fixture

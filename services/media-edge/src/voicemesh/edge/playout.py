@@ -33,6 +33,3 @@ class PlayoutClock:
         if self._lead_left > 0:
             self._lead_left -= 1
         self._next_due += self.frame_s
-
-    def reset(self) -> None:
-        self._next_due = None
