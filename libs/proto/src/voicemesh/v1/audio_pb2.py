@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voicemesh/v1/audio.proto\x12\x0cvoicemesh.v1\"x\n\x0b\x41udioFormat\x12-\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1b.voicemesh.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\x10\n\x08\x66rame_ms\x18\x04 \x01(\r\">\n\nAudioFrame\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\x12\x0b\n\x03pcm\x18\x03 \x01(\x0c*I\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIO_ENCODING_PCM16\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voicemesh/v1/audio.proto\x12\x0cvoicemesh.v1\"x\n\x0b\x41udioFormat\x12-\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1b.voicemesh.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\x10\n\x08\x66rame_ms\x18\x04 \x01(\r\"Z\n\nAudioFrame\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\x12\x0b\n\x03pcm\x18\x03 \x01(\x0c\x12\x1a\n\x12speech_probability\x18\x04 \x01(\x02*I\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIO_ENCODING_PCM16\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voicemesh.v1.audio_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=228
-  _globals['_AUDIOENCODING']._serialized_end=301
+  _globals['_AUDIOENCODING']._serialized_start=256
+  _globals['_AUDIOENCODING']._serialized_end=329
   _globals['_AUDIOFORMAT']._serialized_start=42
   _globals['_AUDIOFORMAT']._serialized_end=162
   _globals['_AUDIOFRAME']._serialized_start=164
-  _globals['_AUDIOFRAME']._serialized_end=226
+  _globals['_AUDIOFRAME']._serialized_end=254
 # @@protoc_insertion_point(module_scope)

@@ -25,11 +25,13 @@ class AudioFormat(_message.Message):
     def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., channels: _Optional[int] = ..., frame_ms: _Optional[int] = ...) -> None: ...
 
 class AudioFrame(_message.Message):
-    __slots__ = ("sequence", "timestamp", "pcm")
+    __slots__ = ("sequence", "timestamp", "pcm", "speech_probability")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     PCM_FIELD_NUMBER: _ClassVar[int]
+    SPEECH_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     timestamp: int
     pcm: bytes
-    def __init__(self, sequence: _Optional[int] = ..., timestamp: _Optional[int] = ..., pcm: _Optional[bytes] = ...) -> None: ...
+    speech_probability: float
+    def __init__(self, sequence: _Optional[int] = ..., timestamp: _Optional[int] = ..., pcm: _Optional[bytes] = ..., speech_probability: _Optional[float] = ...) -> None: ...

@@ -29,13 +29,21 @@ class ClientStop(_message.Message):
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
+class ClientDtmf(_message.Message):
+    __slots__ = ("digits",)
+    DIGITS_FIELD_NUMBER: _ClassVar[int]
+    digits: str
+    def __init__(self, digits: _Optional[str] = ...) -> None: ...
+
 class ClientMessage(_message.Message):
-    __slots__ = ("start", "stop")
+    __slots__ = ("start", "stop", "dtmf")
     START_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
+    DTMF_FIELD_NUMBER: _ClassVar[int]
     start: ClientStart
     stop: ClientStop
-    def __init__(self, start: _Optional[_Union[ClientStart, _Mapping]] = ..., stop: _Optional[_Union[ClientStop, _Mapping]] = ...) -> None: ...
+    dtmf: ClientDtmf
+    def __init__(self, start: _Optional[_Union[ClientStart, _Mapping]] = ..., stop: _Optional[_Union[ClientStop, _Mapping]] = ..., dtmf: _Optional[_Union[ClientDtmf, _Mapping]] = ...) -> None: ...
 
 class CallReady(_message.Message):
     __slots__ = ("session_id", "agent", "sample_rate_hz")
@@ -109,6 +117,18 @@ class CallError(_message.Message):
     message: str
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
+class CallTransfer(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    def __init__(self, target: _Optional[str] = ...) -> None: ...
+
+class SendDigits(_message.Message):
+    __slots__ = ("digits",)
+    DIGITS_FIELD_NUMBER: _ClassVar[int]
+    digits: str
+    def __init__(self, digits: _Optional[str] = ...) -> None: ...
+
 class CallEnd(_message.Message):
     __slots__ = ("reason",)
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -116,7 +136,7 @@ class CallEnd(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("ready", "state", "transcript", "response", "timing", "mark", "error", "end")
+    __slots__ = ("ready", "state", "transcript", "response", "timing", "mark", "error", "end", "transfer", "dtmf")
     READY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +145,8 @@ class ServerMessage(_message.Message):
     MARK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    DTMF_FIELD_NUMBER: _ClassVar[int]
     ready: CallReady
     state: StateChanged
     transcript: TranscriptUpdate
@@ -133,4 +155,6 @@ class ServerMessage(_message.Message):
     mark: PlayoutMark
     error: CallError
     end: CallEnd
-    def __init__(self, ready: _Optional[_Union[CallReady, _Mapping]] = ..., state: _Optional[_Union[StateChanged, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptUpdate, _Mapping]] = ..., response: _Optional[_Union[ResponseText, _Mapping]] = ..., timing: _Optional[_Union[TurnTiming, _Mapping]] = ..., mark: _Optional[_Union[PlayoutMark, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., end: _Optional[_Union[CallEnd, _Mapping]] = ...) -> None: ...
+    transfer: CallTransfer
+    dtmf: SendDigits
+    def __init__(self, ready: _Optional[_Union[CallReady, _Mapping]] = ..., state: _Optional[_Union[StateChanged, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptUpdate, _Mapping]] = ..., response: _Optional[_Union[ResponseText, _Mapping]] = ..., timing: _Optional[_Union[TurnTiming, _Mapping]] = ..., mark: _Optional[_Union[PlayoutMark, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., end: _Optional[_Union[CallEnd, _Mapping]] = ..., transfer: _Optional[_Union[CallTransfer, _Mapping]] = ..., dtmf: _Optional[_Union[SendDigits, _Mapping]] = ...) -> None: ...

@@ -11,12 +11,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CallStarted(_message.Message):
-    __slots__ = ("transport", "agent")
+    __slots__ = ("transport", "agent", "caller", "callee", "carrier_call_id")
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    CALLEE_FIELD_NUMBER: _ClassVar[int]
+    CARRIER_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     transport: str
     agent: str
-    def __init__(self, transport: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
+    caller: str
+    callee: str
+    carrier_call_id: str
+    def __init__(self, transport: _Optional[str] = ..., agent: _Optional[str] = ..., caller: _Optional[str] = ..., callee: _Optional[str] = ..., carrier_call_id: _Optional[str] = ...) -> None: ...
 
 class CallEnded(_message.Message):
     __slots__ = ("reason", "duration_ms", "turns")
@@ -27,6 +33,20 @@ class CallEnded(_message.Message):
     duration_ms: int
     turns: int
     def __init__(self, reason: _Optional[str] = ..., duration_ms: _Optional[int] = ..., turns: _Optional[int] = ...) -> None: ...
+
+class CallTransferred(_message.Message):
+    __slots__ = ("target", "method")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    method: str
+    def __init__(self, target: _Optional[str] = ..., method: _Optional[str] = ...) -> None: ...
+
+class DtmfReceived(_message.Message):
+    __slots__ = ("digits",)
+    DIGITS_FIELD_NUMBER: _ClassVar[int]
+    digits: str
+    def __init__(self, digits: _Optional[str] = ...) -> None: ...
 
 class Assigned(_message.Message):
     __slots__ = ("assignments",)
@@ -125,7 +145,7 @@ class ServiceError(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
-    __slots__ = ("session_id", "service", "instance_id", "time", "trace_id", "call_started", "call_ended", "assigned", "speech_started", "turn_ended", "transcript", "response", "speech_synthesized", "turn_latency", "playout_finished", "error")
+    __slots__ = ("session_id", "service", "instance_id", "time", "trace_id", "call_started", "call_ended", "assigned", "speech_started", "turn_ended", "transcript", "response", "speech_synthesized", "turn_latency", "playout_finished", "error", "call_transferred", "dtmf_received")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +162,8 @@ class SessionEvent(_message.Message):
     TURN_LATENCY_FIELD_NUMBER: _ClassVar[int]
     PLAYOUT_FINISHED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CALL_TRANSFERRED_FIELD_NUMBER: _ClassVar[int]
+    DTMF_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     service: str
     instance_id: str
@@ -158,4 +180,6 @@ class SessionEvent(_message.Message):
     turn_latency: TurnLatency
     playout_finished: PlayoutFinished
     error: ServiceError
-    def __init__(self, session_id: _Optional[str] = ..., service: _Optional[str] = ..., instance_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ..., call_started: _Optional[_Union[CallStarted, _Mapping]] = ..., call_ended: _Optional[_Union[CallEnded, _Mapping]] = ..., assigned: _Optional[_Union[Assigned, _Mapping]] = ..., speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., turn_ended: _Optional[_Union[TurnEnded, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptPublished, _Mapping]] = ..., response: _Optional[_Union[ResponsePublished, _Mapping]] = ..., speech_synthesized: _Optional[_Union[SpeechSynthesized, _Mapping]] = ..., turn_latency: _Optional[_Union[TurnLatency, _Mapping]] = ..., playout_finished: _Optional[_Union[PlayoutFinished, _Mapping]] = ..., error: _Optional[_Union[ServiceError, _Mapping]] = ...) -> None: ...
+    call_transferred: CallTransferred
+    dtmf_received: DtmfReceived
+    def __init__(self, session_id: _Optional[str] = ..., service: _Optional[str] = ..., instance_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ..., call_started: _Optional[_Union[CallStarted, _Mapping]] = ..., call_ended: _Optional[_Union[CallEnded, _Mapping]] = ..., assigned: _Optional[_Union[Assigned, _Mapping]] = ..., speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., turn_ended: _Optional[_Union[TurnEnded, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptPublished, _Mapping]] = ..., response: _Optional[_Union[ResponsePublished, _Mapping]] = ..., speech_synthesized: _Optional[_Union[SpeechSynthesized, _Mapping]] = ..., turn_latency: _Optional[_Union[TurnLatency, _Mapping]] = ..., playout_finished: _Optional[_Union[PlayoutFinished, _Mapping]] = ..., error: _Optional[_Union[ServiceError, _Mapping]] = ..., call_transferred: _Optional[_Union[CallTransferred, _Mapping]] = ..., dtmf_received: _Optional[_Union[DtmfReceived, _Mapping]] = ...) -> None: ...

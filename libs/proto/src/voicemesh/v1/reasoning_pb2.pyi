@@ -41,15 +41,23 @@ class CancelResponse(_message.Message):
     heard_text: str
     def __init__(self, response_id: _Optional[str] = ..., heard_text: _Optional[str] = ...) -> None: ...
 
+class CallerDtmf(_message.Message):
+    __slots__ = ("digits",)
+    DIGITS_FIELD_NUMBER: _ClassVar[int]
+    digits: str
+    def __init__(self, digits: _Optional[str] = ...) -> None: ...
+
 class ConverseRequest(_message.Message):
-    __slots__ = ("start", "turn", "cancel")
+    __slots__ = ("start", "turn", "cancel", "dtmf")
     START_FIELD_NUMBER: _ClassVar[int]
     TURN_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    DTMF_FIELD_NUMBER: _ClassVar[int]
     start: SessionStart
     turn: UserTurn
     cancel: CancelResponse
-    def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelResponse, _Mapping]] = ...) -> None: ...
+    dtmf: CallerDtmf
+    def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelResponse, _Mapping]] = ..., dtmf: _Optional[_Union[CallerDtmf, _Mapping]] = ...) -> None: ...
 
 class AgentProfile(_message.Message):
     __slots__ = ("name", "voice", "language", "endpoint_silence_ms", "allow_barge_in", "idle_timeout_ms")

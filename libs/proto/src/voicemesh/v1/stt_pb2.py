@@ -25,31 +25,31 @@ _sym_db = _symbol_database.Default()
 from voicemesh.v1 import audio_pb2 as voicemesh_dot_v1_dot_audio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voicemesh/v1/stt.proto\x12\x0cvoicemesh.v1\x1a\x18voicemesh/v1/audio.proto\"\xc3\x01\n\x11RecognitionConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x06\x66ormat\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.AudioFormat\x12\x10\n\x08language\x18\x03 \x01(\t\x12.\n\x0b\x65ndpointing\x18\x04 \x01(\x0e\x32\x19.voicemesh.v1.Endpointing\x12\x1b\n\x13\x65ndpoint_silence_ms\x18\x05 \x01(\r\x12\x10\n\x08partials\x18\x06 \x01(\x08\"\x19\n\x05\x46lush\x12\x10\n\x08\x66lush_id\x18\x01 \x01(\t\"\x9e\x01\n\x10RecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voicemesh.v1.RecognitionConfigH\x00\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x18.voicemesh.v1.AudioFrameH\x00\x12$\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x13.voicemesh.v1.FlushH\x00\x42\x06\n\x04kind\"K\n\x04Word\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\r\x12\x13\n\x0bprobability\x18\x04 \x01(\x02\"\xdc\x01\n\nTranscript\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x11\n\tstability\x18\x04 \x01(\x02\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12!\n\x05words\x18\x06 \x03(\x0b\x32\x12.voicemesh.v1.Word\x12\x16\n\x0e\x61udio_start_ms\x18\x07 \x01(\r\x12\x14\n\x0c\x61udio_end_ms\x18\x08 \x01(\r\x12\x11\n\tdecode_ms\x18\t \x01(\r\x12\x10\n\x08\x66lush_id\x18\n \x01(\t\"\x8d\x01\n\x0bSpeechEvent\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.voicemesh.v1.SpeechEvent.Kind\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\r\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_STARTED\x10\x01\x12\x0e\n\nKIND_ENDED\x10\x02\"x\n\x11RecognizeResponse\x12.\n\ntranscript\x18\x01 \x01(\x0b\x32\x18.voicemesh.v1.TranscriptH\x00\x12+\n\x06speech\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.SpeechEventH\x00\x42\x06\n\x04kind*^\n\x0b\x45ndpointing\x12\x1b\n\x17\x45NDPOINTING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NDPOINTING_INTERNAL\x10\x01\x12\x18\n\x14\x45NDPOINTING_EXTERNAL\x10\x02\x32`\n\x0cSpeechToText\x12P\n\tRecognize\x12\x1e.voicemesh.v1.RecognizeRequest\x1a\x1f.voicemesh.v1.RecognizeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voicemesh/v1/stt.proto\x12\x0cvoicemesh.v1\x1a\x18voicemesh/v1/audio.proto\"\xd7\x01\n\x11RecognitionConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x06\x66ormat\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.AudioFormat\x12\x10\n\x08language\x18\x03 \x01(\t\x12.\n\x0b\x65ndpointing\x18\x04 \x01(\x0e\x32\x19.voicemesh.v1.Endpointing\x12\x1b\n\x13\x65ndpoint_silence_ms\x18\x05 \x01(\r\x12\x10\n\x08partials\x18\x06 \x01(\x08\x12\x12\n\nclient_vad\x18\x07 \x01(\x08\"\x19\n\x05\x46lush\x12\x10\n\x08\x66lush_id\x18\x01 \x01(\t\"\x9e\x01\n\x10RecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voicemesh.v1.RecognitionConfigH\x00\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x18.voicemesh.v1.AudioFrameH\x00\x12$\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x13.voicemesh.v1.FlushH\x00\x42\x06\n\x04kind\"K\n\x04Word\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\r\x12\x13\n\x0bprobability\x18\x04 \x01(\x02\"\xdc\x01\n\nTranscript\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x11\n\tstability\x18\x04 \x01(\x02\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12!\n\x05words\x18\x06 \x03(\x0b\x32\x12.voicemesh.v1.Word\x12\x16\n\x0e\x61udio_start_ms\x18\x07 \x01(\r\x12\x14\n\x0c\x61udio_end_ms\x18\x08 \x01(\r\x12\x11\n\tdecode_ms\x18\t \x01(\r\x12\x10\n\x08\x66lush_id\x18\n \x01(\t\"\x8d\x01\n\x0bSpeechEvent\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.voicemesh.v1.SpeechEvent.Kind\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\r\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_STARTED\x10\x01\x12\x0e\n\nKIND_ENDED\x10\x02\"x\n\x11RecognizeResponse\x12.\n\ntranscript\x18\x01 \x01(\x0b\x32\x18.voicemesh.v1.TranscriptH\x00\x12+\n\x06speech\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.SpeechEventH\x00\x42\x06\n\x04kind*^\n\x0b\x45ndpointing\x12\x1b\n\x17\x45NDPOINTING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NDPOINTING_INTERNAL\x10\x01\x12\x18\n\x14\x45NDPOINTING_EXTERNAL\x10\x02\x32`\n\x0cSpeechToText\x12P\n\tRecognize\x12\x1e.voicemesh.v1.RecognizeRequest\x1a\x1f.voicemesh.v1.RecognizeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voicemesh.v1.stt_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENDPOINTING']._serialized_start=1018
-  _globals['_ENDPOINTING']._serialized_end=1112
+  _globals['_ENDPOINTING']._serialized_start=1038
+  _globals['_ENDPOINTING']._serialized_end=1132
   _globals['_RECOGNITIONCONFIG']._serialized_start=67
-  _globals['_RECOGNITIONCONFIG']._serialized_end=262
-  _globals['_FLUSH']._serialized_start=264
-  _globals['_FLUSH']._serialized_end=289
-  _globals['_RECOGNIZEREQUEST']._serialized_start=292
-  _globals['_RECOGNIZEREQUEST']._serialized_end=450
-  _globals['_WORD']._serialized_start=452
-  _globals['_WORD']._serialized_end=527
-  _globals['_TRANSCRIPT']._serialized_start=530
-  _globals['_TRANSCRIPT']._serialized_end=750
-  _globals['_SPEECHEVENT']._serialized_start=753
-  _globals['_SPEECHEVENT']._serialized_end=894
-  _globals['_SPEECHEVENT_KIND']._serialized_start=832
-  _globals['_SPEECHEVENT_KIND']._serialized_end=894
-  _globals['_RECOGNIZERESPONSE']._serialized_start=896
-  _globals['_RECOGNIZERESPONSE']._serialized_end=1016
-  _globals['_SPEECHTOTEXT']._serialized_start=1114
-  _globals['_SPEECHTOTEXT']._serialized_end=1210
+  _globals['_RECOGNITIONCONFIG']._serialized_end=282
+  _globals['_FLUSH']._serialized_start=284
+  _globals['_FLUSH']._serialized_end=309
+  _globals['_RECOGNIZEREQUEST']._serialized_start=312
+  _globals['_RECOGNIZEREQUEST']._serialized_end=470
+  _globals['_WORD']._serialized_start=472
+  _globals['_WORD']._serialized_end=547
+  _globals['_TRANSCRIPT']._serialized_start=550
+  _globals['_TRANSCRIPT']._serialized_end=770
+  _globals['_SPEECHEVENT']._serialized_start=773
+  _globals['_SPEECHEVENT']._serialized_end=914
+  _globals['_SPEECHEVENT_KIND']._serialized_start=852
+  _globals['_SPEECHEVENT_KIND']._serialized_end=914
+  _globals['_RECOGNIZERESPONSE']._serialized_start=916
+  _globals['_RECOGNIZERESPONSE']._serialized_end=1036
+  _globals['_SPEECHTOTEXT']._serialized_start=1134
+  _globals['_SPEECHTOTEXT']._serialized_end=1230
 # @@protoc_insertion_point(module_scope)

@@ -18,20 +18,22 @@ ENDPOINTING_INTERNAL: Endpointing
 ENDPOINTING_EXTERNAL: Endpointing
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("session_id", "format", "language", "endpointing", "endpoint_silence_ms", "partials")
+    __slots__ = ("session_id", "format", "language", "endpointing", "endpoint_silence_ms", "partials", "client_vad")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTING_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     PARTIALS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_VAD_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     format: _audio_pb2.AudioFormat
     language: str
     endpointing: Endpointing
     endpoint_silence_ms: int
     partials: bool
-    def __init__(self, session_id: _Optional[str] = ..., format: _Optional[_Union[_audio_pb2.AudioFormat, _Mapping]] = ..., language: _Optional[str] = ..., endpointing: _Optional[_Union[Endpointing, str]] = ..., endpoint_silence_ms: _Optional[int] = ..., partials: _Optional[bool] = ...) -> None: ...
+    client_vad: bool
+    def __init__(self, session_id: _Optional[str] = ..., format: _Optional[_Union[_audio_pb2.AudioFormat, _Mapping]] = ..., language: _Optional[str] = ..., endpointing: _Optional[_Union[Endpointing, str]] = ..., endpoint_silence_ms: _Optional[int] = ..., partials: _Optional[bool] = ..., client_vad: _Optional[bool] = ...) -> None: ...
 
 class Flush(_message.Message):
     __slots__ = ("flush_id",)
