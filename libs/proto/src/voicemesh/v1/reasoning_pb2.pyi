@@ -42,10 +42,12 @@ class CancelResponse(_message.Message):
     def __init__(self, response_id: _Optional[str] = ..., heard_text: _Optional[str] = ...) -> None: ...
 
 class CallerDtmf(_message.Message):
-    __slots__ = ("digits",)
+    __slots__ = ("digits", "turn_id")
     DIGITS_FIELD_NUMBER: _ClassVar[int]
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
     digits: str
-    def __init__(self, digits: _Optional[str] = ...) -> None: ...
+    turn_id: str
+    def __init__(self, digits: _Optional[str] = ..., turn_id: _Optional[str] = ...) -> None: ...
 
 class ConverseRequest(_message.Message):
     __slots__ = ("start", "turn", "cancel", "dtmf")
