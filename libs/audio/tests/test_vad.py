@@ -13,7 +13,7 @@ from voicemesh.audio import (
     create_vad,
     split_frames,
 )
-from voicemesh.audio.vad import Vad
+from voicemesh.audio.vad import QUIET_FRAMES, Vad
 
 pytestmark = pytest.mark.unit
 
@@ -59,6 +59,43 @@ def test_silero_streaming_matches_one_batched_inference(silero_model: SileroMode
     )
     assert len(window_probs) == len(windows)
     np.testing.assert_allclose(window_probs, np.asarray(batched).reshape(-1), atol=1e-4)
+
+
+def test_silero_decisions_do_not_depend_on_how_much_silence_came_first(
+    silero_model: SileroModel, jfk_pcm: bytes
+) -> None:
+    """The same speech after 50..57 frames of silence (every phase of 20 ms frames against
+    512-sample windows) is voiced on the same frames, counted from the speech's start; and
+    so is speech that follows other speech and a quiet gap."""
+    speech = split_frames(jfk_pcm)
+    decisions = set()
+    for lead in range(50, 58):
+        vad, activity = SileroVad(silero_model), VoiceActivity()
+        voiced = [activity.update(vad.process(frame)) for frame in [bytes(FRAME_BYTES)] * lead + speech]
+        decisions.add(tuple(voiced[lead:]))
+        again = [activity.update(vad.process(frame)) for frame in [bytes(FRAME_BYTES)] * lead + speech]
+        decisions.add(tuple(again[lead:]))
+    assert len(decisions) == 1
+
+
+def test_silero_skips_inference_in_digital_silence(silero_model: SileroModel) -> None:
+    calls = 0
+    real = silero_model.infer
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return real(*args)
+
+    silero_model.infer = counting  # type: ignore[method-assign]
+    try:
+        vad = SileroVad(silero_model)
+        probs = [vad.process(bytes(FRAME_BYTES)) for _ in range(100)]
+    finally:
+        del silero_model.infer
+    assert max(probs) < 0.1
+    assert max(probs[QUIET_FRAMES - 1 :]) == 0.0
+    assert calls <= 3  # the windows completed before the quiet run counted
 
 
 def test_calls_sharing_one_model_keep_their_own_state(silero_model: SileroModel, jfk_pcm: bytes) -> None:

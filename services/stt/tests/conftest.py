@@ -137,6 +137,7 @@ class SttHarness:
         partials: bool = True,
         language: str = "en",
         sample_rate_hz: int = 16000,
+        client_vad: bool = False,
     ) -> stt_pb2.RecognizeRequest:
         return stt_pb2.RecognizeRequest(
             config=stt_pb2.RecognitionConfig(
@@ -151,6 +152,7 @@ class SttHarness:
                 endpointing=endpointing,  # type: ignore[arg-type]
                 endpoint_silence_ms=endpoint_silence_ms,
                 partials=partials,
+                client_vad=client_vad,
             )
         )
 

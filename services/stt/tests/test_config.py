@@ -82,5 +82,10 @@ def test_bad_configs_name_the_field(overrides: dict[str, object], named: str) ->
         parse_config(config(**overrides), ENGLISH)
 
 
+def test_client_vad_is_off_unless_asked_for() -> None:
+    assert parse_config(config(), ENGLISH).client_vad is False
+    assert parse_config(config(client_vad=True), ENGLISH).client_vad is True
+
+
 def test_a_multilingual_engine_takes_any_language() -> None:
     assert parse_config(config(language="de"), None).language == "de"

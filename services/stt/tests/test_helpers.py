@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 
 async def test_intake_drops_the_oldest_frames_but_never_a_control() -> None:
-    intake: Intake[str] = Intake(max_frames=2)
+    intake: Intake[bytes, str] = Intake(max_frames=2)
     assert intake.put_frame(b"a") == 0
     await intake.put_control("flush")
     assert intake.put_frame(b"b") == 0
@@ -23,7 +23,7 @@ async def test_intake_drops_the_oldest_frames_but_never_a_control() -> None:
 
 
 async def test_intake_makes_a_control_flood_wait() -> None:
-    intake: Intake[str] = Intake(max_frames=4, max_controls=1)
+    intake: Intake[bytes, str] = Intake(max_frames=4, max_controls=1)
     await intake.put_control("one")
     second = asyncio.create_task(intake.put_control("two"))
     await asyncio.sleep(0)

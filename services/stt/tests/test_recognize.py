@@ -9,7 +9,8 @@ import grpc
 import jiwer
 import pytest
 
-from voicemesh.v1 import stt_pb2
+from voicemesh.audio import SileroModel, SileroVad
+from voicemesh.v1 import audio_pb2, stt_pb2
 
 from .conftest import JFK_TEXT, SttHarness
 
@@ -157,6 +158,37 @@ async def test_bad_requests_end_only_their_own_stream(stt: SttHarness, jfk_frame
     assert is_first_phrase(final.text), final.text
     await live.call.done_writing()
     await live.read_until("eof")
+
+
+async def test_with_client_vad_the_senders_probabilities_segment_the_call(
+    stt: SttHarness, silero: SileroModel, jfk_frames: list[bytes]
+) -> None:
+    talk = await stt.open(stt.config(client_vad=True, partials=False))
+    vad = SileroVad(silero)  # the sender's (media-edge's) one VAD decision per frame
+    frames = jfk_frames[:FIRST_PHRASE_FRAMES] + talk.silence(400)
+    for seq, pcm in enumerate(frames):
+        audio = audio_pb2.AudioFrame(sequence=seq, pcm=pcm, speech_probability=vad.process(pcm))
+        await talk.call.write(stt_pb2.RecognizeRequest(audio=audio))
+    await talk.flush("client-vad")
+    final = (await talk.read_until("final")).response.transcript
+    await talk.call.done_writing()
+    await talk.read_until("eof")
+    assert is_first_phrase(final.text), final.text
+    assert final.audio_start_ms == 40  # 300 ms of pre-roll before the onset at 340 ms
+
+
+async def test_a_nan_speech_probability_ends_the_stream_naming_the_field(
+    stt: SttHarness, jfk_frames: list[bytes]
+) -> None:
+    talk = await stt.open(stt.config(client_vad=True))
+    await talk.call.write(
+        stt_pb2.RecognizeRequest(
+            audio=audio_pb2.AudioFrame(sequence=0, pcm=jfk_frames[0], speech_probability=float("nan"))
+        )
+    )
+    assert await asyncio.wait_for(talk.call.code(), 10) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "audio.speech_probability" in (await talk.call.details() or "")
+    assert stt.metric("voicemesh_errors_total", kind="bad_frame") == 1
 
 
 def utterance_spans(stt: SttHarness) -> list:

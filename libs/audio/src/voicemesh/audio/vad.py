@@ -5,7 +5,9 @@ into a voiced/unvoiced decision with hysteresis. Two detectors:
 
 - `SileroVad`: the Silero v6 ONNX model bundled with faster-whisper. One `SileroModel`
   (the loaded onnxruntime session, safe to call from several threads) is shared by many
-  per-call `SileroVad` instances, each holding its own recurrent state.
+  per-call `SileroVad` instances, each holding its own recurrent state. After a stretch
+  of near-digital silence it starts afresh (grid of windows and state), so speech that
+  follows quiet is judged the same wherever it falls in the stream.
 - `WebRtcVad`: the WebRTC GMM detector; cheap, returns 1.0 or 0.0.
 """
 
@@ -27,6 +29,10 @@ VAD_KINDS = ("silero", "webrtc")
 _WINDOW = 512  # new samples per Silero inference (32 ms)
 _CONTEXT = 64  # samples of the previous window prepended to each inference
 _STATE_SHAPE = (1, 1, 128)
+# A frame this quiet (RMS in PCM16 units, about -60 dBFS) holds no speech. After
+# QUIET_FRAMES of them in a row the detector starts afresh at the next frame that is not.
+QUIET_RMS = 32.0
+QUIET_FRAMES = 5
 
 
 @runtime_checkable
@@ -86,10 +92,19 @@ class SileroModel:
 
 
 class SileroVad:
-    """Per-call Silero detector; buffers 20 ms frames into 512-sample windows.
+    """Per-call Silero detector; buffers 20 ms frames into 512-sample windows (the step the
+    model was trained on).
 
     `process` returns the probability of the most recent complete window (0.0 before the
     first), so it lags the audio by up to one window (32 ms).
+
+    The grid of 512-sample windows falls against 20 ms frames in one of 8 phases, and the
+    phase changes a window's probability: the same utterance would be voiced on slightly
+    different frames depending on how many frames came before it (and so be decoded over a
+    different span, and transcribed differently). So after `QUIET_FRAMES` frames of
+    near-digital silence (no speech can hide there) the detector resets: probability 0
+    without inference until a frame is louder, which then starts a new grid and a fresh
+    state. Speech after quiet is judged exactly as if the call had begun with it.
     """
 
     def __init__(self, session: SileroModel | None = None) -> None:
@@ -102,10 +117,21 @@ class SileroVad:
         self._context = np.zeros(_CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
         self._prob = 0.0
+        self._quiet = 0
 
     def process(self, frame: bytes) -> float:
         _check_frame(frame)
-        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32) / np.float32(32768.0)
+        pcm = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+        if float(np.mean(pcm * pcm)) < QUIET_RMS * QUIET_RMS:
+            self._quiet += 1
+            if self._quiet == QUIET_FRAMES:
+                self.reset()
+                self._quiet = QUIET_FRAMES
+            if self._quiet >= QUIET_FRAMES:
+                return 0.0
+        else:
+            self._quiet = 0
+        samples = pcm / np.float32(32768.0)
         self._pending = np.concatenate([self._pending, samples])
         while self._pending.size >= _WINDOW:
             new, self._pending = self._pending[:_WINDOW], self._pending[_WINDOW:]

@@ -28,6 +28,8 @@ class StreamConfig:
     session_id: str
     language: str  # primary subtag, lower case ("en")
     segmenter: SegmenterConfig
+    client_vad: bool = False
+    """Segment on each frame's `speech_probability`; the stream runs no VAD of its own."""
 
 
 def parse_config(
@@ -90,7 +92,12 @@ def parse_config(
         speculative_silence_ms=speculative_silence(base.speculative_silence_ms, silence),
         partials=config.partials,
     )
-    return StreamConfig(session_id=config.session_id, language=primary, segmenter=segmenter)
+    return StreamConfig(
+        session_id=config.session_id,
+        language=primary,
+        segmenter=segmenter,
+        client_vad=config.client_vad,
+    )
 
 
 def speculative_silence(preferred_ms: int, endpoint_silence_ms: int) -> int:

@@ -12,18 +12,19 @@ import asyncio
 from collections import deque
 from typing import Generic, TypeVar
 
+F = TypeVar("F")
 C = TypeVar("C")
 
 
-class Intake(Generic[C]):
-    """Frames are `bytes`; anything else is a control of type `C`."""
+class Intake(Generic[F, C]):
+    """Frames of type `F` (put with `put_frame`) and controls of type `C` (`put_control`)."""
 
     def __init__(self, max_frames: int, max_controls: int = 16) -> None:
         if max_frames < 1 or max_controls < 1:
             raise ValueError("Intake bounds must be positive")
         self._max_frames = max_frames
         self._max_controls = max_controls
-        self._items: deque[bytes | C] = deque()
+        self._items: deque[tuple[bool, F | C]] = deque()  # (is a frame, item)
         self._frames = 0
         self._controls = 0
         self._readable = asyncio.Event()
@@ -33,17 +34,17 @@ class Intake(Generic[C]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def put_frame(self, frame: bytes) -> int:
+    def put_frame(self, frame: F) -> int:
         """Queue a frame; returns how many frames were dropped to make room (0 or 1)."""
         dropped = 0
         if self._frames >= self._max_frames:
-            for i, item in enumerate(self._items):
-                if isinstance(item, bytes):
+            for i, (is_frame, _) in enumerate(self._items):
+                if is_frame:
                     del self._items[i]
                     break
             self._frames -= 1
             dropped = 1
-        self._items.append(frame)
+        self._items.append((True, frame))
         self._frames += 1
         self._readable.set()
         return dropped
@@ -52,16 +53,16 @@ class Intake(Generic[C]):
         while self._controls >= self._max_controls:
             self._control_room.clear()
             await self._control_room.wait()
-        self._items.append(control)
+        self._items.append((False, control))
         self._controls += 1
         self._readable.set()
 
-    async def get(self) -> bytes | C:
+    async def get(self) -> F | C:
         while not self._items:
             self._readable.clear()
             await self._readable.wait()
-        item = self._items.popleft()
-        if isinstance(item, bytes):
+        is_frame, item = self._items.popleft()
+        if is_frame:
             self._frames -= 1
         else:
             self._controls -= 1

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class SttServicer(stt_pb2_grpc.SpeechToTextServicer):
-    """`vad_factory` makes one detector per stream, e.g.
-    `lambda: SileroVad(shared_silero_model)`; the engine must be loaded before serving."""
+    """`vad_factory` makes one detector per stream that does not bring its own
+    (`client_vad`), e.g. `lambda: SileroVad(shared_silero_model)`; the engine must be loaded
+    before serving."""
 
     def __init__(
         self,
@@ -71,7 +72,7 @@ class SttServicer(stt_pb2_grpc.SpeechToTextServicer):
         stream = RecognizeStream(
             config,
             engine=self.engine,
-            vad=self._vad_factory(),
+            vad=None if config.client_vad else self._vad_factory(),
             metrics=self._metrics,
             events=self._events,
             tracer=self._tracer,

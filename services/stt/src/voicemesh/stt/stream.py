@@ -1,9 +1,13 @@
 """One Recognize stream: the async shell around the `Segmenter`.
 
 Three tasks under one TaskGroup:
-- reader: requests -> bounded `Intake` (frames dropped oldest-first when it is full);
-- processor: VAD + segmenter per item; starts decodes on the engine without waiting for
-  them and queues the stream's outputs, in order, in a bounded outbox;
+- reader: checks each request, places each frame on the media timeline by its sequence
+  (`media.Timeline`: out-of-order frames dropped) -> bounded `Intake` (frames dropped
+  oldest-first when it is full);
+- processor: VAD (or the client's `speech_probability` with `client_vad`) + segmenter per
+  item, with silence for every media frame that never reached it (lost upstream or dropped
+  by the intake); starts decodes on the engine without waiting for them and queues the
+  stream's outputs, in order, in a bounded outbox;
 - writer: takes outbox entries in order, awaits the ones still decoding, writes them.
 
 A stream's decodes take a FIFO lock, so a stream has at most one decode on the engine at a
@@ -24,17 +28,18 @@ from typing import Any, TypeVar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from voicemesh.audio.frames import FRAME_BYTES, pcm16_to_float
+from voicemesh.audio.frames import pcm16_to_float
 from voicemesh.audio.vad import Vad
 from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.events import EventSink
 from voicemesh.mesh.metrics import ServiceMetrics
-from voicemesh.v1 import events_pb2, stt_pb2
+from voicemesh.v1 import audio_pb2, events_pb2, stt_pb2
 
 from . import responses
 from .config import StreamConfig
 from .engine import DecodeResult, SpeechEngine
 from .intake import Intake
+from .media import SILENCE, Frame, FrameError, Timeline, check_frame
 from .segmenter import (
     Decision,
     DecodeKind,
@@ -94,7 +99,7 @@ class RecognizeStream:
         config: StreamConfig,
         *,
         engine: SpeechEngine,
-        vad: Vad,
+        vad: Vad | None,
         metrics: ServiceMetrics,
         events: EventSink,
         tracer: trace.Tracer,
@@ -102,6 +107,10 @@ class RecognizeStream:
         limits: StreamLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`vad` judges the audio of a stream without `config.client_vad` (it is never used
+        for one with it, and may be None then)."""
+        if vad is None and not config.client_vad:
+            raise ValueError("a stream without client_vad needs a VAD")
         self.config = config
         self._engine = engine
         self._vad = vad
@@ -112,7 +121,9 @@ class RecognizeStream:
         self._limits = limits or StreamLimits()
         self._clock = clock
         self._segmenter = Segmenter(config.segmenter)
-        self._intake: Intake[_Flush | _End] = Intake(self._limits.max_queued_frames)
+        self._timeline = Timeline()  # the reader's: sequence -> media frame index
+        self._next_index = 0  # the processor's: media frame index the segmenter is at
+        self._intake: Intake[Frame, _Flush | _End] = Intake(self._limits.max_queued_frames)
         self._outbox: asyncio.Queue[_Out | None] = asyncio.Queue(self._limits.max_outbox)
         self._tag = uuid.uuid4().hex[:8]
         self._decode_lock = asyncio.Lock()  # FIFO: this stream's decodes run one at a time
@@ -153,14 +164,7 @@ class RecognizeStream:
         async for request in requests:
             kind = request.WhichOneof("kind")
             if kind == "audio":
-                pcm = request.audio.pcm
-                if len(pcm) != FRAME_BYTES:
-                    raise InvalidInput(
-                        f"audio.pcm must be {FRAME_BYTES} bytes (20 ms of PCM16 16 kHz mono), got {len(pcm)}",
-                        "bad_frame",
-                    )
-                if self._intake.put_frame(pcm):
-                    self._metrics.dropped("frame")
+                self._read_frame(request.audio)
                 await asyncio.sleep(0)  # a burst of frames must not starve the processor
             elif kind == "flush":
                 await self._intake.put_control(_Flush(request.flush.flush_id, self._clock()))
@@ -170,18 +174,43 @@ class RecognizeStream:
                 raise InvalidInput("request carries none of config, audio, flush", "bad_request")
         await self._intake.put_control(_END)
 
+    def _read_frame(self, audio: audio_pb2.AudioFrame) -> None:
+        try:
+            prob = check_frame(audio, self.config.client_vad)
+        except FrameError as exc:
+            raise InvalidInput(str(exc), "bad_frame") from None
+        placement = self._timeline.place(audio.sequence)
+        if placement is None:
+            self._metrics.dropped("frame_out_of_order")
+            return
+        if placement.lost:
+            self._metrics.dropped("frame_lost_upstream", placement.lost)
+        if placement.unfilled:
+            log.warning(
+                "sequence jumped too far to fill: media time falls behind",
+                extra={
+                    "session_id": self.config.session_id,
+                    "lost_frames": placement.lost,
+                    "unfilled_frames": placement.unfilled,
+                },
+            )
+        if self._intake.put_frame(Frame(placement.index, audio.pcm, prob)):
+            self._metrics.dropped("frame")  # its media frame is filled with silence
+
     # -- processor ---------------------------------------------------------------------
 
     async def _process(self) -> None:
         while True:
             item = await self._intake.get()
             decided_at = self._clock()
-            if isinstance(item, bytes):
-                idle = self._decoding == 0 and self._engine.pending == 0
-                decisions: list[Decision] = self._segmenter.push(
-                    item, self._vad.process(item), decoder_idle=idle
-                )
-            elif isinstance(item, _Flush):
+            if isinstance(item, Frame):
+                # media frames that never came (lost upstream, dropped by the intake)
+                for _ in range(item.index - self._next_index):
+                    await self._push(SILENCE, 0.0, decided_at)
+                await self._push(item.pcm, self._speech_probability(item), decided_at)
+                self._next_index = item.index + 1
+                continue
+            if isinstance(item, _Flush):
                 decided_at = item.received
                 decisions = self._segmenter.flush(item.flush_id)
             else:
@@ -191,6 +220,18 @@ class RecognizeStream:
             if isinstance(item, _End):
                 await self._outbox.put(None)
                 return
+
+    async def _push(self, pcm: bytes, prob: float, decided_at: float) -> None:
+        idle = self._decoding == 0 and self._engine.pending == 0
+        for decision in self._segmenter.push(pcm, prob, decoder_idle=idle):
+            await self._act(decision, decided_at)
+
+    def _speech_probability(self, frame: Frame) -> float:
+        if frame.speech_probability is not None:
+            return frame.speech_probability  # the client's (client_vad): no VAD of ours
+        if self._vad is None:  # __init__ refuses this; check_frame gives client_vad frames one
+            raise RuntimeError("no VAD for a stream without client_vad")
+        return self._vad.process(frame.pcm)
 
     async def _act(self, decision: Decision, decided_at: float) -> None:
         if isinstance(decision, SpeechStarted):
