@@ -237,3 +237,18 @@ async def test_a_silent_caller_is_asked_whether_they_are_still_there(mesh: Local
             sender.cancel()
     assert responses[0].startswith("Hi.")
     assert responses[1].startswith("Are you still there?"), responses
+
+
+async def test_asking_for_a_person_transfers_the_call_and_the_caller_is_told_where(mesh: LocalMesh) -> None:
+    wavs = [FIXTURES / "caller_person.wav", FIXTURES / "caller_yes.wav"]
+    result = await place_call(mesh.edge_url, mesh.token, wavs, turn_timeout_s=30)
+    assert result.ok, result.errors
+    assert "put you through" in result.turns[0].reply_text, result.turns[0]
+    assert result.transferred_to == "sip:host@bellavista.example"
+    assert result.end_reason == "transfer"
+    assert [Path(u).name for u in result.unanswered] == ["caller_yes.wav"]  # handed on before it
+    events = await fetch_events(mesh.nats_url, result.session_id)
+    (transferred,) = [e.call_transferred for e in events if event_name(e) == "call_transferred"]
+    assert (transferred.target, transferred.method) == ("sip:host@bellavista.example", "native")
+    (ended,) = [e.call_ended for e in events if event_name(e) == "call_ended"]
+    assert ended.reason == "transfer"

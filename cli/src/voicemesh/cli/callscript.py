@@ -201,6 +201,8 @@ class CallScript:
         self.edge_state = ""
         self.ended_by = ""
         self.end_reason = ""
+        self.transferred_to = ""  # where the agent handed the call on, if it did
+        self.digits_received = ""  # keys the agent sent
         self.errors: list[str] = []  # call-level problems (edge errors, a dropped connection)
         self.stray_audio_bytes = 0
         if self.phase is Phase.SPEAKING:
@@ -257,6 +259,10 @@ class CallScript:
             self.edge_state = msg.state.state
         elif kind == "error":
             self.errors.append(f"edge error {msg.error.code}: {msg.error.message}")
+        elif kind == "transfer":
+            self.transferred_to = msg.transfer.target
+        elif kind == "dtmf":
+            self.digits_received += msg.dtmf.digits
         elif kind == "end":
             self._finish("agent", now, reason=msg.end.reason)
             return

@@ -138,6 +138,8 @@ class LocalMesh:
         self.ports = ports or MeshPorts()
         self.default_agent = default_agent
         self.token = token or os.environ.get("VOICEMESH_EDGE_TOKEN") or secrets.token_urlsafe(24)
+        # Even the local Twilio stream is authenticated: requests must carry its signature.
+        self.twilio_auth_token = os.environ.get("VOICEMESH_TWILIO_AUTH_TOKEN") or secrets.token_hex(16)
         self.extra_env = extra_env or {}
         self.log = log
         self.servers: list[LocalServer] = []
@@ -146,6 +148,11 @@ class LocalMesh:
     @property
     def edge_url(self) -> str:
         return f"ws://127.0.0.1:{self.ports.ws}/v1/call"
+
+    @property
+    def twilio_url(self) -> str:
+        """The Twilio Media Streams endpoint; also the URL its requests are signed over."""
+        return f"ws://127.0.0.1:{self.ports.ws}/v1/twilio"
 
     @property
     def redis_url(self) -> str:
@@ -162,6 +169,8 @@ class LocalMesh:
             edge_token=self.token,
             redis_url=self.redis_url,
             nats_url=self.nats_url,
+            twilio_url=self.twilio_url,
+            twilio_auth_token=self.twilio_auth_token,
             services=[
                 ServiceEndpoint(
                     name=s.name,
@@ -190,6 +199,8 @@ class LocalMesh:
         if name == "media-edge":
             env["VOICEMESH_WS_PORT"] = str(self.ports.ws)
             env["VOICEMESH_EDGE_TOKEN"] = self.token
+            env["VOICEMESH_TWILIO_AUTH_TOKEN"] = self.twilio_auth_token
+            env["VOICEMESH_TWILIO_STREAM_URL"] = self.twilio_url
             env["VOICEMESH_ROUTER_ADDRESS"] = f"127.0.0.1:{self.ports.grpc['session-router']}"
         if name == "reasoning":
             env["VOICEMESH_AGENTS_DIR"] = str(self.agents_dir)

@@ -127,6 +127,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for (name, addr), status, svc in zip(rows, health, state.services, strict=True):
         print(f"{name:<{width}}  {addr:<16}  {status:<12}  {svc.metrics_url}")
     print(f"{'edge (calls)':<{width}}  {state.edge_url}")
+    if state.twilio_url:
+        print(f"{'twilio stream':<{width}}  {state.twilio_url}  (signed with twilio_auth_token in state.json)")
     print(f"{'valkey':<{width}}  {state.redis_url}")
     print(f"{'nats':<{width}}  {state.nats_url}")
     return 0 if all(h == "SERVING" for h in health) else 1

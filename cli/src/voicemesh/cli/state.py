@@ -1,7 +1,7 @@
 """Where a locally running mesh is: written by `voicemesh up`, read by the other commands.
 
 The file is `<home>/state.json` (home: $VOICEMESH_HOME, default ./.voicemesh), mode 0600
-because it holds the edge's access token.
+because it holds the edge's access token and the Twilio stream's auth token.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class MeshState:
     redis_url: str
     nats_url: str
     services: list[ServiceEndpoint] = field(default_factory=list)
+    # The Twilio Media Streams endpoint and the auth token its requests are signed with.
+    twilio_url: str = ""
+    twilio_auth_token: str = ""
 
     def service(self, name: str) -> ServiceEndpoint:
         for svc in self.services:

@@ -46,6 +46,7 @@ class CallResult:
     turns: list[TurnResult]
     ended_by: str  # "caller", "agent", or "edge" (the connection dropped)
     end_reason: str = ""
+    transferred_to: str = ""  # the agent handed the call on to this number or SIP URI
     errors: list[str] = field(default_factory=list)  # call-level: edge errors, a dropped call
     # WAVs left out because the agent ended the call before they became a turn.
     unanswered: list[str] = field(default_factory=list)
@@ -88,6 +89,7 @@ class CallResult:
             "turns": [t.to_json() for t in self.turns],
             "ended_by": self.ended_by,
             "end_reason": self.end_reason,
+            "transferred_to": self.transferred_to or None,
             "errors": list(self.errors),
             "unanswered": list(self.unanswered),
         }
@@ -218,6 +220,7 @@ class CallClient:
             turns=script.turn_results(),
             ended_by=script.ended_by,
             end_reason=script.end_reason,
+            transferred_to=script.transferred_to,
             errors=list(script.errors),
             unanswered=script.unanswered(),
             frames_sent=len(script.send_times),

@@ -28,6 +28,8 @@ STAGE_BUCKETS = (
     5.0,
     10.0,
 )
+# Buckets for the work one 20 ms frame costs (media-edge: port -> VAD -> core -> stt).
+FRAME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class ServiceMetrics:
     sessions_total: Counter
     errors_total: Counter
     dropped_total: Counter
+    frame_processing: Histogram
     # Sessions this process serves now (what graceful drain waits for).
     active: int = field(default=0, init=False)
 
@@ -81,10 +84,20 @@ class ServiceMetrics:
                 ["service", "what"],
                 registry=reg,
             ),
+            frame_processing=Histogram(
+                "voicemesh_frame_processing_seconds",
+                "Time spent on one caller frame (VAD, turn decisions, forwarding), by transport.",
+                ["service", "transport"],
+                buckets=FRAME_BUCKETS,
+                registry=reg,
+            ),
         )
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_latency.labels(self.service, stage).observe(max(0.0, seconds))
+
+    def observe_frame(self, transport: str, seconds: float) -> None:
+        self.frame_processing.labels(self.service, transport).observe(max(0.0, seconds))
 
     def session_started(self) -> None:
         self.active += 1

@@ -1,6 +1,14 @@
 """One gRPC bidirectional stream seen from the client: a bounded outbound queue drained by a
-single writer task (grpc.aio allows one write at a time), control messages ahead of queued
-data, and the responses as an async iterator."""
+single writer task (grpc.aio allows one write at a time), and the responses as an async
+iterator.
+
+Three ways in:
+- `send_control`: ahead of everything queued, never dropped (cancel, config);
+- `send` / `send_ordered`: in order with the data, never dropped (`send` waits for room,
+  `send_ordered` never waits: a Flush must stay behind the frames it finalizes);
+- `send_live`: live audio; when `max_queued` frames wait, the oldest *frame* is dropped
+  (and counted), never an ordered message.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +38,8 @@ class Duplex(Generic[Req, Resp]):
         self.call = call
         self.name = name
         self._metrics = metrics
-        self._data: deque[Req] = deque()
+        self._data: deque[tuple[bool, Req]] = deque()  # (droppable, message)
+        self._live = 0  # droppable messages in _data
         self._control: deque[Req] = deque()
         self._max_queued = max_queued
         self._wake = asyncio.Event()
@@ -43,10 +52,22 @@ class Duplex(Generic[Req, Resp]):
         """Queue live data (audio): when the queue is full the oldest item is dropped."""
         if self._closing:
             return
-        if len(self._data) >= self._max_queued:
-            self._data.popleft()
+        if self._live >= self._max_queued:
+            for i, (droppable, _) in enumerate(self._data):
+                if droppable:
+                    del self._data[i]
+                    self._live -= 1
+                    break
             self._metrics.dropped(f"{self.name}_frame")
-        self._data.append(req)
+        self._data.append((True, req))
+        self._live += 1
+        self._wake.set()
+
+    def send_ordered(self, req: Req) -> None:
+        """Queue a message in order with the data that is never dropped and never waits."""
+        if self._closing:
+            return
+        self._data.append((False, req))
         self._wake.set()
 
     async def send(self, req: Req) -> None:
@@ -56,7 +77,7 @@ class Duplex(Generic[Req, Resp]):
             await self._room.wait()
         if self._closing:
             return
-        self._data.append(req)
+        self._data.append((False, req))
         self._wake.set()
 
     def send_control(self, req: Req) -> None:
@@ -81,7 +102,12 @@ class Duplex(Generic[Req, Resp]):
                     return
                 self._wake.clear()
                 await self._wake.wait()
-            req = self._control.popleft() if self._control else self._data.popleft()
+            if self._control:
+                req = self._control.popleft()
+            else:
+                droppable, req = self._data.popleft()
+                if droppable:
+                    self._live -= 1
             if len(self._data) < self._max_queued:
                 self._room.set()
             await self.call.write(req)

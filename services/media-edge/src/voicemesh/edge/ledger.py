@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from voicemesh.v1 import reasoning_pb2
-
-from .transport import TurnTiming
+from .decisions import CallAction
+from .port import TurnTiming
 
 FRAME_MS = 20
 
@@ -34,7 +33,7 @@ class Response:
     cancelled: bool = False
     finished: bool = False
     text: str = ""
-    action: reasoning_pb2.Action | None = None
+    action: CallAction | None = None
     # (offset_ms, clause text) from tts marks: what the caller heard if playout stops.
     clauses: list[tuple[int, str]] = field(default_factory=list)
     played_frames: int = 0

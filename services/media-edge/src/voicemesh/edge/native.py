@@ -1,6 +1,7 @@
 """The native WebSocket media stream (used by the CLI and SDKs): protobuf-JSON control
 messages (`voicemesh.v1.edge_pb2`) and binary PCM16 audio, authenticated by a bearer token.
-See docs/protocol.md.
+Its port is also the call's observer: the client is shown states, transcripts, reply text,
+playout marks and timings. See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -15,24 +16,29 @@ from urllib.parse import parse_qs, urlsplit
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
 
 from voicemesh.audio.frames import FRAME_BYTES, SAMPLE_RATE, Framer
 from voicemesh.audio.resample import StreamResampler
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.v1 import edge_pb2
 
-from .transport import (
-    CallChannel,
+from .ingress import WebSocketIngress
+from .port import (
     CallHandler,
-    CallRequest,
+    CallInfo,
+    CallObserver,
     CallTransport,
+    Dtmf,
+    EndReason,
+    Frame,
     Hangup,
-    Inbound,
-    InboundFrame,
+    MediaPort,
+    PortEvent,
     TurnTiming,
+    check_digits,
 )
 
 log = logging.getLogger(__name__)
@@ -57,26 +63,36 @@ def parse_client_message(text: str) -> edge_pb2.ClientMessage:
         json_format.Parse(text, msg)
     except json_format.ParseError as exc:
         raise BadMessage(f"not a ClientMessage: {exc}") from None
-    if msg.WhichOneof("kind") is None:
-        raise BadMessage("message has none of: start, stop")
+    kind = msg.WhichOneof("kind")
+    if kind is None:
+        raise BadMessage("message has none of: start, stop, dtmf")
+    if kind == "dtmf":
+        try:
+            check_digits(msg.dtmf.digits)
+        except ValueError as exc:
+            raise BadMessage(f"dtmf.digits: {exc}") from None
     return msg
 
 
-class NativeChannel(CallChannel):
-    def __init__(self, ws: ServerConnection, sample_rate: int, metrics: ServiceMetrics) -> None:
+class NativePort(MediaPort, CallObserver):
+    def __init__(self, ws: ServerConnection, info: CallInfo, sample_rate: int, metrics: ServiceMetrics) -> None:
+        self.info = info
         self._ws = ws
         self._rate = sample_rate
         self._metrics = metrics
         self._framer = Framer(FRAME_BYTES)
         self._inbound = StreamResampler(sample_rate, SAMPLE_RATE)
         self._outbound = StreamResampler(SAMPLE_RATE, sample_rate)
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[PortEvent] = deque()
         self._frames = 0
         self._messages = 0
         self._frame_message: deque[tuple[int, int]] = deque(maxlen=_INDEX_HISTORY)
         self._closed = False
 
-    async def receive(self) -> Inbound:
+    def observer(self) -> CallObserver:
+        return self
+
+    async def receive(self) -> PortEvent:
         while not self._pending:
             try:
                 raw = await self._ws.recv()
@@ -87,23 +103,25 @@ class NativeChannel(CallChannel):
                 self._messages += 1
                 pcm = self._inbound.process(raw) if raw else b""
                 for frame in self._framer.push(pcm):
-                    self._pending.append(frame)
-                    self._frame_message.append((self._frames + len(self._pending) - 1, message_index))
+                    self._frame_message.append((self._frames, message_index))
+                    self._frames += 1
+                    self._pending.append(Frame(frame))
                 continue
             try:
                 msg = parse_client_message(raw)
             except BadMessage as exc:
                 self._metrics.error("bad_client_message")
-                await self.send_error("bad_message", str(exc))
+                await self.error("bad_message", str(exc))
                 continue
-            if msg.WhichOneof("kind") == "stop":
+            kind = msg.WhichOneof("kind")
+            if kind == "stop":
                 return Hangup(msg.stop.reason or "caller hung up")
+            if kind == "dtmf":
+                self._pending.append(Dtmf(msg.dtmf.digits))
+                continue
             self._metrics.error("bad_client_message")
-            await self.send_error("bad_message", "the call has already started")
-        frame = self._pending.popleft()
-        index = self._frames
-        self._frames += 1
-        return InboundFrame(index, frame)
+            await self.error("bad_message", "the call has already started")
+        return self._pending.popleft()
 
     def message_index(self, frame_index: int) -> int:
         for frame, message in reversed(self._frame_message):
@@ -122,31 +140,54 @@ class NativeChannel(CallChannel):
     async def _send_msg(self, **kind: Message) -> None:
         await self._send(encode(edge_pb2.ServerMessage(**kind)))
 
-    async def send_audio(self, pcm: bytes) -> None:
+    # ---- MediaPort ----
+
+    async def play(self, pcm: bytes) -> None:
         out = self._outbound.process(pcm)
         if out:
             await self._send(out)
 
-    async def send_ready(self, session_id: str, agent: str) -> None:
+    async def mark(self, name: str) -> bool:
+        return True  # audio is paced by the edge: what was sent has been played
+
+    async def clear(self) -> None:
+        return None  # nothing is buffered at the far end
+
+    async def transfer(self, target: str) -> str:
+        await self._send_msg(transfer=edge_pb2.CallTransfer(target=target))
+        return "native"
+
+    async def send_dtmf(self, digits: str) -> None:
+        await self._send_msg(dtmf=edge_pb2.SendDigits(digits=digits))
+
+    async def close(self, reason: EndReason, message: str = "") -> None:
+        await self._send_msg(end=edge_pb2.CallEnd(reason=reason.value))
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self._ws.close(1000, reason.value[:100])
+
+    # ---- CallObserver ----
+
+    async def ready(self, session_id: str, agent: str) -> None:
         await self._send_msg(
             ready=edge_pb2.CallReady(session_id=session_id, agent=agent, sample_rate_hz=self._rate)
         )
 
-    async def send_state(self, state: str) -> None:
+    async def state(self, state: str) -> None:
         await self._send_msg(state=edge_pb2.StateChanged(state=state))
 
-    async def send_transcript(self, turn_id: str, text: str, final: bool) -> None:
+    async def transcript(self, turn_id: str, text: str, final: bool) -> None:
         await self._send_msg(transcript=edge_pb2.TranscriptUpdate(turn_id=turn_id, text=text, final=final))
 
-    async def send_response(self, response_id: str, turn_id: str, text: str, final: bool) -> None:
+    async def response(self, response_id: str, turn_id: str, text: str, final: bool) -> None:
         await self._send_msg(
             response=edge_pb2.ResponseText(response_id=response_id, turn_id=turn_id, text=text, final=final)
         )
 
-    async def send_mark(self, response_id: str, name: str) -> None:
+    async def playout(self, response_id: str, name: str) -> None:
         await self._send_msg(mark=edge_pb2.PlayoutMark(response_id=response_id, name=name))
 
-    async def send_timing(self, timing: TurnTiming) -> None:
+    async def timing(self, timing: TurnTiming) -> None:
         await self._send_msg(
             timing=edge_pb2.TurnTiming(
                 turn_id=timing.turn_id,
@@ -159,76 +200,41 @@ class NativeChannel(CallChannel):
             )
         )
 
-    async def clear(self) -> None:
-        return None  # audio is paced by the edge: nothing is buffered at the far end
-
-    async def send_error(self, code: str, message: str) -> None:
+    async def error(self, code: str, message: str) -> None:
         await self._send_msg(error=edge_pb2.CallError(code=code, message=message))
-
-    async def close(self, reason: str) -> None:
-        await self._send_msg(end=edge_pb2.CallEnd(reason=reason))
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self._ws.close(1000, reason[:100])
 
 
 class NativeWebSocketTransport(CallTransport):
     name = "native-ws"
 
-    def __init__(self, host: str, port: int, token: str, metrics: ServiceMetrics) -> None:
+    def __init__(self, ingress: WebSocketIngress, token: str, metrics: ServiceMetrics) -> None:
         if not token:
             raise ValueError("the native WebSocket transport needs an access token")
-        self._host = host
-        self._port = port
+        self._ingress = ingress
         self._token = token.encode()
         self._metrics = metrics
-        self._server: Server | None = None
         self._handler: CallHandler | None = None
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            return self._port
-        return int(next(iter(self._server.sockets)).getsockname()[1])
-
     def describe(self) -> str:
-        return f"ws://{self._host}:{self.port}{PATH}"
+        return self._ingress.url(PATH)
 
-    def _authorized(self, request: Request) -> bool:
+    def _authorize(self, request: Request) -> tuple[HTTPStatus, str] | None:
         supplied = ""
         header = request.headers.get("Authorization", "")
         if header.lower().startswith("bearer "):
             supplied = header[7:].strip()
         else:  # browsers cannot set headers on a WebSocket: allow ?token=
             supplied = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
-        return hmac.compare_digest(supplied.encode(), self._token)
-
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        if urlsplit(request.path).path != PATH:
-            return conn.respond(HTTPStatus.NOT_FOUND, f"no such endpoint; calls go to {PATH}\n")
-        if not self._authorized(request):
-            self._metrics.error("unauthorized")
-            return conn.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong access token\n")
-        return None
+        if hmac.compare_digest(supplied.encode(), self._token):
+            return None
+        return HTTPStatus.UNAUTHORIZED, "missing or wrong access token"
 
     async def start(self, handler: CallHandler) -> None:
         self._handler = handler
-        try:
-            self._server = await serve(
-                self._serve_connection,
-                self._host,
-                self._port,
-                process_request=self._process_request,
-                max_size=1 << 20,
-                ping_interval=20,
-                ping_timeout=20,
-            )
-        except OSError as exc:
-            raise OSError(f"cannot listen on {self._host}:{self._port}: {exc.strerror or exc}") from None
+        self._ingress.add_socket(PATH, self._authorize, self._serve_connection)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close(close_connections=False)
+        return None  # the ingress stops accepting for every transport
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         assert self._handler is not None
@@ -253,6 +259,12 @@ class NativeWebSocketTransport(CallTransport):
             )
             await ws.close(1008, "bad start message")
             return
-        channel = NativeChannel(ws, rate, self._metrics)
-        request = CallRequest(self.name, msg.start.agent, dict(msg.start.metadata))
-        await self._handler(channel, request)
+        metadata = dict(msg.start.metadata)
+        info = CallInfo(
+            transport=self.name,
+            agent=msg.start.agent,
+            caller=metadata.get("from", ""),
+            callee=metadata.get("to", ""),
+            metadata=metadata,
+        )
+        await self._handler(NativePort(ws, info, rate, self._metrics))

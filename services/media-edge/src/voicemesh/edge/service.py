@@ -10,10 +10,12 @@ from voicemesh.mesh.service import MeshContext, MeshService
 from voicemesh.v1 import router_pb2_grpc
 
 from .channels import ChannelPool
+from .ingress import WebSocketIngress
 from .native import NativeWebSocketTransport
+from .port import CallTransport, EndReason, MediaPort
 from .session import CallSession, EdgeDeps
 from .settings import EdgeSettings
-from .transport import CallChannel, CallRequest, CallTransport
+from .twilio import TwilioStreamTransport
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,15 @@ class EdgeService(MeshService):
         self.ctx = ctx
         self.settings = settings
         self.channels = ChannelPool()
+        self.ingress = WebSocketIngress(settings.ws_host, settings.ws_port, ctx.metrics)
         self.transports: list[CallTransport] = [
-            NativeWebSocketTransport(settings.ws_host, settings.ws_port, settings.edge_token, ctx.metrics)
+            NativeWebSocketTransport(self.ingress, settings.edge_token, ctx.metrics),
+            TwilioStreamTransport(
+                self.ingress,
+                ctx.metrics,
+                auth_token=settings.twilio_auth_token,
+                stream_url=settings.twilio_stream_url,
+            ),
         ]
         self._calls: set[asyncio.Task[None]] = set()
         self._deps: EdgeDeps | None = None
@@ -46,6 +55,8 @@ class EdgeService(MeshService):
         )
         for transport in self.transports:
             await transport.start(self._on_call)
+        await self.ingress.start()
+        for transport in self.transports:
             log.info("transport listening", extra={"transport": transport.name, "url": transport.describe()})
 
     def add_to_server(self, server: object) -> None:
@@ -54,14 +65,16 @@ class EdgeService(MeshService):
     def active_sessions(self) -> int:
         return len(self._calls)
 
-    async def _on_call(self, channel: CallChannel, request: CallRequest) -> None:
+    async def _on_call(self, port: MediaPort) -> None:
         assert self._deps is not None
         if self._draining or len(self._calls) >= self.settings.max_calls:
             self.ctx.metrics.error("call_refused")
-            await channel.send_error("unavailable", "this edge is not taking new calls")
-            await channel.close("unavailable")
+            observer = port.observer()
+            if observer is not None:
+                await observer.error("unavailable", "this edge is not taking new calls")
+            await port.close(EndReason.UNAVAILABLE, "this edge is not taking new calls")
             return
-        session = CallSession(channel, request, self._deps)
+        session = CallSession(port, self._deps)
         task = asyncio.current_task()
         assert task is not None
         self._calls.add(task)  # type: ignore[arg-type]
@@ -74,6 +87,7 @@ class EdgeService(MeshService):
         self._draining = True
         for transport in self.transports:
             await transport.stop()
+        await self.ingress.stop()
 
     async def close(self) -> None:
         await self.channels.close()

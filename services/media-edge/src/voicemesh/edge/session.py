@@ -1,5 +1,10 @@
-"""One call through the mesh: caller audio -> VAD and turn-taking -> stt -> reasoning -> tts
--> paced playout back to the caller. Transport-agnostic (it only sees a CallChannel)."""
+"""One call: the thin async shell around the pure `CallCore`.
+
+It opens the call's role clients (stt, reasoning, tts) on the instances the router assigns,
+then runs five loops under one task set: caller events from the media port (VAD on each
+frame), stt, reasoning, tts, and paced playout. Each loop feeds events to the core and
+carries out the decisions it returns; no rule of the call lives here.
+"""
 
 from __future__ import annotations
 
@@ -15,40 +20,36 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from voicemesh.audio.frames import FRAME_SAMPLES
 from voicemesh.audio.vad import SileroModel, SileroVad, VoiceActivity
 from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.events import EventSink
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.mesh.tracing import outgoing_metadata
-from voicemesh.v1 import (
-    audio_pb2,
-    events_pb2,
-    reasoning_pb2,
-    router_pb2,
-    stt_pb2,
-    tts_pb2,
-)
+from voicemesh.v1 import events_pb2, reasoning_pb2, router_pb2, stt_pb2, tts_pb2
 
+from . import decisions as d
 from .channels import ChannelPool
-from .ledger import Response, Turn, turn_timing
-from .peers import CallFailed, Peers, assign, open_peers
+from .core import CallCore
 from .playout import PlayoutClock
-from .transport import CallChannel, CallRequest, Hangup, TurnTiming
-from .turns import (
-    BargeIn,
-    Decision,
-    EndOfTurn,
-    IdleTimeout,
-    Resumed,
-    SpeechStarted,
-    StateChange,
-    TurnConfig,
-    TurnTaker,
+from .port import (
+    CallObserver,
+    Dtmf,
+    EndReason,
+    Frame,
+    Hangup,
+    Hold,
+    MarkPlayed,
+    MediaPort,
+    TurnTiming,
 )
+from .roles import PCM16, ReasoningClient, RoleFailed, SttClient, TtsClient
+from .turns import TurnConfig
 
 log = logging.getLogger(__name__)
 PLAYOUT_QUEUE_FRAMES = 1500  # 30 s of agent audio
+SERVICES = ("stt", "reasoning", "tts")
+_END_MARK = "end:"
+_FAILURES = {"no_capacity": EndReason.NO_CAPACITY, "unknown_agent": EndReason.UNKNOWN_AGENT}
 
 
 @dataclass
@@ -65,27 +66,60 @@ class EdgeDeps:
     clock: Callable[[], float] = time.monotonic
 
 
+@dataclass(frozen=True)
+class _Roles:
+    stt: SttClient
+    reasoning: ReasoningClient
+    tts: TtsClient
+
+    async def aclose(self) -> None:
+        for role in (self.stt, self.reasoning, self.tts):
+            await role.aclose()
+
+
 _END = object()
 
 
+def to_action(action: reasoning_pb2.Action) -> d.CallAction | None:
+    kind = action.WhichOneof("kind")
+    if kind == "hangup":
+        return d.HangupCall(action.hangup.reason)
+    if kind == "transfer":
+        return d.TransferCall(action.transfer.target)
+    if kind == "dtmf":
+        return d.SendDigits(action.dtmf.digits)
+    return None
+
+
+async def assign(router: Any, session_id: str, region: str, metadata: list[tuple[str, str]]) -> dict[str, str]:
+    """service -> address of the instances the router reserved for this call."""
+    try:
+        resp = await router.Assign(
+            router_pb2.AssignRequest(session_id=session_id, region=region, services=list(SERVICES)),
+            timeout=2.0,
+            metadata=metadata,
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise RoleFailed("no_capacity", f"no instance can take the call: {exc.details()}") from None
+    return {a.service: a.address for a in resp.assignments}
+
+
 class CallSession:
-    def __init__(self, channel: CallChannel, request: CallRequest, deps: EdgeDeps) -> None:
-        self.channel = channel
-        self.request = request
+    def __init__(self, port: MediaPort, deps: EdgeDeps) -> None:
+        self.port = port
         self.deps = deps
         self.session_id = uuid.uuid4().hex
-        self.turns = TurnTaker(TurnConfig())
+        self.core = CallCore()
+        self._observer: CallObserver | None = port.observer()
         self._vad = SileroVad(deps.vad_model)
         self._activity = VoiceActivity()
-        self._turn_log: dict[str, Turn] = {}
-        self._responses: dict[str, Response] = {}
-        self._carry_text = ""
-        self._last_voiced_at = 0.0
+        self._frames = 0
         self._playout: asyncio.Queue[tuple[str, object]] = asyncio.Queue(PLAYOUT_QUEUE_FRAMES)
         self._over = asyncio.Event()
-        self._end_reason = "caller"
+        self._end_reason = EndReason.CALLER
+        self._end_message = ""
         self._agent = ""
-        self._peers: Peers | None = None
+        self._roles: _Roles | None = None
         self._call_ctx: otel_context.Context | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -94,7 +128,6 @@ class CallSession:
         deps = self.deps
         started = deps.clock()
         deps.metrics.session_started()
-        outcome = "ok"
         assigned = False
         span = deps.tracer.start_span("call", attributes={"voicemesh.session_id": self.session_id})
         ctx = trace.set_span_in_context(span)
@@ -105,24 +138,21 @@ class CallSession:
             metadata = outgoing_metadata(ctx)
             addresses = await assign(deps.router, self.session_id, deps.region, metadata)
             assigned = True
-            self._peers = await open_peers(
-                deps.channels, deps.metrics, addresses, metadata, self.session_id, self.request
-            )
-            profile = self._peers.profile
-            self._agent = profile.name
-            self.turns.configure(
-                TurnConfig(
-                    endpoint_silence_ms=profile.endpoint_silence_ms or 500,
-                    allow_barge_in=profile.allow_barge_in,
-                    idle_timeout_ms=profile.idle_timeout_ms,
-                )
-            )
+            self._roles = await self._open_roles(addresses, metadata)
+            info = self.port.info
             deps.events.emit(
                 self.session_id,
-                call_started=events_pb2.CallStarted(transport=self.request.transport, agent=self._agent),
+                call_started=events_pb2.CallStarted(
+                    transport=info.transport,
+                    agent=self._agent,
+                    caller=info.caller,
+                    callee=info.callee,
+                    carrier_call_id=info.carrier_call_id,
+                ),
             )
-            await self.channel.send_ready(self.session_id, self._agent)
-            await self.channel.send_state(self.turns.state.value)
+            if self._observer is not None:
+                await self._observer.ready(self.session_id, self._agent)
+                await self._observer.state(self.core.state)
             for name, coro in (
                 ("inbound", self._inbound_loop()),
                 ("stt", self._stt_loop()),
@@ -132,18 +162,16 @@ class CallSession:
             ):
                 tasks.append(asyncio.create_task(self._guard(name, coro), name=f"call-{name}"))
             await self._over.wait()
-        except CallFailed as exc:
-            outcome = "failed"
-            self._end_reason = exc.code
+        except RoleFailed as exc:
+            self._end_reason = _FAILURES.get(exc.code, EndReason.ERROR_REASONING)
+            self._end_message = str(exc)
             deps.metrics.error(exc.code)
-            log.warning(
-                "call failed", extra={"session": self.session_id, "code": exc.code, "error": str(exc)}
-            )
-            await self.channel.send_error(exc.code, str(exc))
+            log.warning("call failed", extra={"session": self.session_id, "code": exc.code, "error": str(exc)})
+            await self._show_error(exc.code, str(exc))
         finally:
             await cancel_and_wait(*tasks)
-            if self._peers is not None:
-                await self._peers.aclose()
+            if self._roles is not None:
+                await self._roles.aclose()
             if assigned:
                 try:
                     await deps.router.Release(
@@ -157,24 +185,77 @@ class CallSession:
             deps.events.emit(
                 self.session_id,
                 call_ended=events_pb2.CallEnded(
-                    reason=self._end_reason, duration_ms=duration_ms, turns=len(self._turn_log)
+                    reason=self._end_reason.value, duration_ms=duration_ms, turns=len(self.core.turn_log)
                 ),
             )
-            if self._over.is_set() and outcome == "ok" and self._end_reason.startswith("error"):
-                outcome = "failed"
-            deps.metrics.session_ended(outcome)
-            await self.channel.close(self._end_reason)
+            deps.metrics.session_ended("failed" if self._end_reason.failed else "ok")
+            await self.port.close(self._end_reason, self._end_message)
             span.end()
             otel_context.detach(token)
 
-    @property
-    def _p(self) -> Peers:
-        assert self._peers is not None, "peers are opened before any loop starts"
-        return self._peers
+    async def _open_roles(self, addresses: dict[str, str], metadata: list[tuple[str, str]]) -> _Roles:
+        """Start the reasoning session (it names the agent's voice, language and turn
+        settings), then open stt and tts configured for it."""
+        deps = self.deps
+        info = self.port.info
+        reasoning = ReasoningClient(
+            deps.channels,
+            deps.metrics,
+            addresses["reasoning"],
+            metadata,
+            reasoning_pb2.SessionStart(
+                session_id=self.session_id,
+                agent=info.agent,
+                metadata={"transport": info.transport, **info.metadata},
+            ),
+        )
+        try:
+            profile = await reasoning.ready()
+        except RoleFailed:
+            await reasoning.aclose()
+            raise
+        self._agent = profile.name
+        self.core.configure(
+            TurnConfig(
+                endpoint_silence_ms=profile.endpoint_silence_ms or 500,
+                allow_barge_in=profile.allow_barge_in,
+                idle_timeout_ms=profile.idle_timeout_ms,
+            )
+        )
+        stt = SttClient(
+            deps.channels,
+            deps.metrics,
+            addresses["stt"],
+            metadata,
+            stt_pb2.RecognitionConfig(
+                session_id=self.session_id,
+                format=PCM16,
+                language=profile.language or "en",
+                endpointing=stt_pb2.ENDPOINTING_EXTERNAL,
+                # the edge ends turns; stt times its pause decodes to be ready by then
+                endpoint_silence_ms=profile.endpoint_silence_ms,
+                partials=True,
+                client_vad=True,  # frames carry the edge's VAD result: one decision per frame
+            ),
+        )
+        tts = TtsClient(
+            deps.channels,
+            deps.metrics,
+            addresses["tts"],
+            metadata,
+            tts_pb2.SynthesisConfig(session_id=self.session_id, voice=profile.voice, format=PCM16),
+        )
+        return _Roles(stt, reasoning, tts)
 
-    def end(self, reason: str) -> None:
+    @property
+    def _r(self) -> _Roles:
+        assert self._roles is not None, "roles are opened before any loop starts"
+        return self._roles
+
+    def end(self, reason: EndReason, message: str = "") -> None:
         if not self._over.is_set():
             self._end_reason = reason
+            self._end_message = message
             self._over.set()
 
     async def _guard(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
@@ -183,8 +264,7 @@ class CallSession:
             if name != "inbound" and not self._over.is_set():
                 # the peer ended its stream while the call goes on (draining, restarted)
                 self.deps.metrics.error(f"{name}_ended")
-                await self.channel.send_error(f"{name}_failed", f"{name} ended the stream mid-call")
-                self.end(f"error:{name}")
+                await self._fail(name, f"{name}_failed", f"{name} ended the stream mid-call")
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as exc:
@@ -192,247 +272,105 @@ class CallSession:
             log.warning(
                 "stream failed", extra={"session": self.session_id, "stream": name, "code": exc.code().name}
             )
-            await self.channel.send_error(f"{name}_failed", f"{name}: {exc.code().name}: {exc.details()}")
-            self.end(f"error:{name}")
+            await self._fail(name, f"{name}_failed", f"{name}: {exc.code().name}: {exc.details()}")
         except Exception:
             self.deps.metrics.error(f"{name}_bug")
             log.exception("call task crashed", extra={"session": self.session_id, "task": name})
-            await self.channel.send_error("internal", f"{name} failed")
-            self.end(f"error:{name}")
+            await self._show_error("internal", f"{name} failed")
+            self.end(EndReason.ERROR_INTERNAL, f"{name} failed")
 
-    # ---- caller audio -----------------------------------------------------------------
+    async def _fail(self, role: str, code: str, message: str) -> None:
+        await self._show_error(code, message)
+        for decision in self.core.on_peer_failed(role):
+            if isinstance(decision, d.EndCall):
+                self.end(decision.reason, message)
 
-    async def _inbound_loop(self) -> None:
-        while True:
-            item = await self.channel.receive()
-            if isinstance(item, Hangup):
-                self.end("caller")
-                return
-            now = self.deps.clock()
-            voiced = self._activity.update(self._vad.process(item.pcm))
-            if voiced:
-                self._last_voiced_at = now
-            self._p.stt.send_live(
-                stt_pb2.RecognizeRequest(
-                    audio=audio_pb2.AudioFrame(
-                        sequence=item.index, timestamp=item.index * FRAME_SAMPLES, pcm=item.pcm
-                    )
-                )
-            )
-            for decision in self.turns.on_frame(item.index, voiced):
-                await self._act(decision, now)
+    async def _show_error(self, code: str, message: str) -> None:
+        if self._observer is not None:
+            await self._observer.error(code, message)
 
-    async def _act(self, decision: Decision, now: float) -> None:
+    # ---- carrying out decisions ------------------------------------------------------
+
+    async def _act(self, decisions: list[d.Decision]) -> None:
+        for decision in decisions:
+            await self._do(decision)
+
+    async def _do(self, x: d.Decision) -> None:
         sid = self.session_id
-        if isinstance(decision, StateChange):
-            await self.channel.send_state(decision.state.value)
-        elif isinstance(decision, SpeechStarted):
-            self._turn_log[decision.turn_id] = Turn(decision.turn_id)
-            self.deps.events.emit(sid, speech_started=events_pb2.SpeechStarted(audio_ms=decision.start_ms))
-        elif isinstance(decision, EndOfTurn):
-            turn = self._turn_log.setdefault(decision.turn_id, Turn(decision.turn_id))
-            turn.last_voiced_frame = decision.last_voiced_frame
-            turn.last_voiced_at = self._last_voiced_at
-            turn.endpoint_at = now
-            self._p.stt.send_live(stt_pb2.RecognizeRequest(flush=stt_pb2.Flush(flush_id=decision.turn_id)))
-            endpoint_ms = (now - turn.last_voiced_at) * 1000
-            self.deps.metrics.observe_stage("endpoint", endpoint_ms / 1000)
-            self.deps.events.emit(
+        events = self.deps.events
+        obs = self._observer
+        if isinstance(x, d.Observe):
+            self.deps.metrics.observe_stage(x.stage, x.seconds)
+        elif isinstance(x, d.SttFlush):
+            self._r.stt.flush(x.turn_id)
+        elif isinstance(x, d.SendTurn):
+            self._r.reasoning.turn(x.turn_id, x.text, x.confidence)
+        elif isinstance(x, d.SendDtmf):
+            self._r.reasoning.dtmf(x.turn_id, x.digits)
+        elif isinstance(x, d.CancelResponse):
+            self._r.tts.cancel(x.response_id)
+            self._r.reasoning.cancel(x.response_id, x.heard_text)
+        elif isinstance(x, d.Synthesize):
+            self._r.tts.text(x.response_id, x.text)
+        elif isinstance(x, d.EndSynthesis):
+            self._r.tts.end(x.response_id)
+        elif isinstance(x, d.ClearPlayout):
+            while not self._playout.empty():
+                self._playout.get_nowait()
+            await self.port.clear()
+        elif isinstance(x, d.CarryOut):
+            await self._carry_out(x.action)
+        elif isinstance(x, d.EndCall):
+            self.end(x.reason)
+        elif isinstance(x, d.SpeechStartedEvent):
+            events.emit(sid, speech_started=events_pb2.SpeechStarted(audio_ms=x.audio_ms))
+        elif isinstance(x, d.TurnEndedEvent):
+            events.emit(
                 sid,
                 turn_ended=events_pb2.TurnEnded(
-                    turn_id=decision.turn_id,
-                    last_voiced_ms=decision.last_voiced_ms,
-                    endpoint_ms=round(endpoint_ms),
+                    turn_id=x.turn_id, last_voiced_ms=x.last_voiced_ms, endpoint_ms=round(x.endpoint_ms)
                 ),
             )
-        elif isinstance(decision, IdleTimeout):
-            # an empty turn: the agent decides what silence means (re-ask, then give up)
-            self._turn_log[decision.turn_id] = Turn(decision.turn_id)
-            await self._p.reasoning.send(
-                reasoning_pb2.ConverseRequest(turn=reasoning_pb2.UserTurn(turn_id=decision.turn_id, text=""))
+        elif isinstance(x, d.TurnLatencyEvent):
+            self._publish_latency(x.timing)
+        elif isinstance(x, d.PlayoutFinishedEvent):
+            events.emit(
+                sid,
+                playout_finished=events_pb2.PlayoutFinished(
+                    response_id=x.response_id, played_ms=x.played_ms, interrupted=x.interrupted
+                ),
             )
-        elif isinstance(decision, Resumed):
-            old = self._turn_log.get(decision.turn_id)
-            if old is not None:
-                old.superseded = True
-                if old.text:
-                    self._carry_text = old.text
-                if old.response_id:
-                    await self._cancel_response(old.response_id)
-        elif isinstance(decision, BargeIn):
-            for resp in self._responses.values():
-                if resp.started_playout and not resp.finished and not resp.cancelled:
-                    await self._cancel_response(resp.response_id)
-            await self.channel.clear()
-
-    async def _cancel_response(self, response_id: str) -> None:
-        resp = self._responses.get(response_id)
-        if resp is None or resp.cancelled or resp.finished:
+        elif isinstance(x, d.DtmfEvent):
+            events.emit(sid, dtmf_received=events_pb2.DtmfReceived(digits=x.digits))
+        elif obs is None:
             return
-        resp.cancelled = True
-        self._p.tts.send_control(
-            tts_pb2.SynthesizeRequest(cancel=tts_pb2.CancelSynthesis(response_id=response_id))
-        )
-        self._p.reasoning.send_control(
-            reasoning_pb2.ConverseRequest(
-                cancel=reasoning_pb2.CancelResponse(response_id=response_id, heard_text=resp.heard_text())
-            )
-        )
-        if resp.started_playout:
-            resp.finished = True
-            await self.channel.send_mark(response_id, "end")
+        elif isinstance(x, d.ShowState):
+            await obs.state(x.state)
+        elif isinstance(x, d.ShowTranscript):
+            await obs.transcript(x.turn_id, x.text, x.final)
+        elif isinstance(x, d.ShowResponse):
+            await obs.response(x.response_id, x.turn_id, x.text, x.final)
+        elif isinstance(x, d.ShowPlayout):
+            await obs.playout(x.response_id, x.name)
+        elif isinstance(x, d.ShowTiming):
+            await obs.timing(x.timing)
+
+    async def _carry_out(self, action: d.CallAction) -> None:
+        if isinstance(action, d.TransferCall):
+            method = await self.port.transfer(action.target)
             self.deps.events.emit(
                 self.session_id,
-                playout_finished=events_pb2.PlayoutFinished(
-                    response_id=response_id, played_ms=resp.played_frames * 20, interrupted=True
-                ),
+                call_transferred=events_pb2.CallTransferred(target=action.target, method=method),
             )
-            for decision in self.turns.on_reply_finished():
-                await self._act(decision, self.deps.clock())
+        elif isinstance(action, d.SendDigits):
+            await self.port.send_dtmf(action.digits)
+        # a hangup is the EndCall that follows it: the port hangs up when the call closes
 
-    # ---- stt -> reasoning ---------------------------------------------------------------
-
-    async def _stt_loop(self) -> None:
-        async for resp in self._p.stt.responses():
-            if resp.WhichOneof("kind") != "transcript":
-                continue
-            tr = resp.transcript
-            if not tr.final:
-                await self.channel.send_transcript(self.turns.turn_id, tr.text, False)
-                continue
-            now = self.deps.clock()
-            turn = self._turn_log.get(tr.flush_id)
-            if turn is None:  # a final the service ended by itself: not ours to answer
-                continue
-            turn.final_at = now
-            text = " ".join(t for t in (self._carry_text, tr.text.strip()) if t)
-            if turn.superseded:
-                self._carry_text = text
-                continue
-            self._carry_text = ""
-            self.deps.metrics.observe_stage("stt_final", now - turn.endpoint_at)
-            if not text:
-                for decision in self.turns.on_nothing_to_say():
-                    await self._act(decision, now)
-                continue
-            turn.text = text
-            await self.channel.send_transcript(turn.turn_id, text, True)
-            await self._p.reasoning.send(
-                reasoning_pb2.ConverseRequest(
-                    turn=reasoning_pb2.UserTurn(turn_id=turn.turn_id, text=text, confidence=tr.confidence)
-                )
-            )
-
-    # ---- reasoning -> tts ---------------------------------------------------------------
-
-    async def _reasoning_loop(self) -> None:
-        async for msg in self._p.reasoning.responses():
-            kind = msg.WhichOneof("kind")
-            now = self.deps.clock()
-            if kind == "delta":
-                d = msg.delta
-                resp = self._responses.get(d.response_id)
-                if resp is None:
-                    resp = Response(d.response_id, d.in_reply_to, first_token_at=now)
-                    self._responses[d.response_id] = resp
-                    turn = self._turn_log.get(d.in_reply_to)
-                    if turn is not None:
-                        turn.response_id = d.response_id
-                        if turn.superseded:
-                            await self._cancel_response(d.response_id)
-                        elif turn.final_at:
-                            self.deps.metrics.observe_stage("first_token", now - turn.final_at)
-                if resp.cancelled:
-                    continue
-                resp.text += d.text
-                await self._p.tts.send(
-                    tts_pb2.SynthesizeRequest(text=tts_pb2.TextDelta(response_id=d.response_id, text=d.text))
-                )
-                await self.channel.send_response(d.response_id, resp.turn_id, d.text, False)
-            elif kind == "end":
-                resp = self._responses.get(msg.end.response_id)
-                if resp is None or resp.cancelled:
-                    continue
-                resp.text = msg.end.text or resp.text
-                await self._p.tts.send(
-                    tts_pb2.SynthesizeRequest(end=tts_pb2.EndOfText(response_id=resp.response_id))
-                )
-                await self.channel.send_response(resp.response_id, resp.turn_id, resp.text, True)
-            elif kind == "action":
-                resp = self._responses.get(msg.action.response_id)
-                if resp is None or resp.finished:
-                    self._do_action(msg.action)
-                else:
-                    resp.action = msg.action
-
-    def _do_action(self, action: reasoning_pb2.Action) -> None:
-        if action.WhichOneof("kind") == "hangup":
-            self.end("agent")
-
-    # ---- tts -> playout -----------------------------------------------------------------
-
-    async def _tts_loop(self) -> None:
-        async for msg in self._p.tts.responses():
-            kind = msg.WhichOneof("kind")
-            if kind == "audio":
-                resp = self._responses.get(msg.audio.response_id)
-                if resp is None or resp.cancelled:
-                    continue
-                if not resp.first_audio_at:
-                    resp.first_audio_at = self.deps.clock()
-                    self.deps.metrics.observe_stage(
-                        "tts_first_audio", resp.first_audio_at - resp.first_token_at
-                    )
-                await self._playout.put((resp.response_id, msg.audio.frame.pcm))
-            elif kind == "mark":
-                mark = msg.mark
-                resp = self._responses.get(mark.response_id)
-                if resp is None or resp.cancelled:
-                    continue
-                if mark.name == "clause":
-                    resp.clauses.append((mark.audio_offset_ms, mark.text))
-                elif mark.name == "end":
-                    await self._playout.put((resp.response_id, _END))
-
-    async def _playout_loop(self) -> None:
-        clock = PlayoutClock()
-        now_fn = self.deps.clock
-        while True:
-            response_id, item = await self._playout.get()
-            resp = self._responses.get(response_id)
-            if resp is None or resp.cancelled or resp.finished:
-                continue
-            if item is _END:
-                await self._finish_playout(resp)
-                continue
-            due = clock.due(now_fn())
-            delay = due - now_fn()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if resp.cancelled:
-                continue
-            if not resp.started_playout:
-                await self._start_playout(resp)
-            await self.channel.send_audio(item)  # type: ignore[arg-type]
-            clock.sent()
-            resp.played_frames += 1
-
-    async def _start_playout(self, resp: Response) -> None:
-        resp.started_playout = True
-        now = self.deps.clock()
-        await self.channel.send_mark(resp.response_id, "start")
-        for decision in self.turns.on_reply_started():
-            await self._act(decision, now)
-        turn = self._turn_log.get(resp.turn_id)
-        if turn is None or not turn.endpoint_at:
-            return
-        timing = turn_timing(turn, resp, now)
-        self._trace_turn(timing)
-        self.deps.metrics.observe_stage("voice_to_voice", timing.edge_voice_to_voice_ms / 1000)
+    def _publish_latency(self, timing: TurnTiming) -> None:
         self.deps.events.emit(
             self.session_id,
             turn_latency=events_pb2.TurnLatency(
-                turn_id=turn.turn_id,
+                turn_id=timing.turn_id,
                 endpoint_ms=round(timing.endpoint_ms),
                 stt_final_ms=round(timing.stt_final_ms),
                 first_token_ms=round(timing.first_token_ms),
@@ -440,11 +378,8 @@ class CallSession:
                 voice_to_voice_ms=round(timing.edge_voice_to_voice_ms),
             ),
         )
-        await self.channel.send_timing(timing)
-
-    def _trace_turn(self, timing: TurnTiming) -> None:
-        """A span per caller turn (last voiced frame -> first reply frame), after the fact:
-        its stages as attributes, under the call's span."""
+        # A span per caller turn (last voiced frame -> first reply frame), after the fact:
+        # its stages as attributes, under the call's span.
         end_ns = time.time_ns()
         span = self.deps.tracer.start_span(
             "turn",
@@ -461,18 +396,100 @@ class CallSession:
         )
         span.end(end_time=end_ns)
 
-    async def _finish_playout(self, resp: Response) -> None:
-        if not resp.started_playout:
-            await self._start_playout(resp)
-        resp.finished = True
-        await self.channel.send_mark(resp.response_id, "end")
-        self.deps.events.emit(
-            self.session_id,
-            playout_finished=events_pb2.PlayoutFinished(
-                response_id=resp.response_id, played_ms=resp.played_frames * 20, interrupted=False
-            ),
-        )
-        for decision in self.turns.on_reply_finished():
-            await self._act(decision, self.deps.clock())
-        if resp.action is not None:
-            self._do_action(resp.action)
+    # ---- the loops ---------------------------------------------------------------------
+
+    async def _inbound_loop(self) -> None:
+        clock = self.deps.clock
+        transport = self.port.info.transport
+        while True:
+            event = await self.port.receive()
+            if isinstance(event, Frame):
+                began = time.perf_counter()
+                prob = self._vad.process(event.pcm)
+                voiced = self._activity.update(prob)
+                index = self._frames
+                self._frames += 1
+                decisions = self.core.on_frame(index, voiced, clock())
+                if decisions and decisions[0] is d.FORWARD:
+                    self._r.stt.send_frame(event.pcm, 0.0 if self.core.held else prob)
+                    decisions = decisions[1:]
+                await self._act(decisions)
+                self.deps.metrics.observe_frame(transport, time.perf_counter() - began)
+            elif isinstance(event, MarkPlayed):
+                if event.name.startswith(_END_MARK):
+                    await self._act(self.core.on_playout_done(event.name[len(_END_MARK) :], clock()))
+            elif isinstance(event, Dtmf):
+                await self._act(self.core.on_dtmf(event.digits, clock()))
+            elif isinstance(event, Hold):
+                await self._act(self.core.on_hold(event.on))
+            elif isinstance(event, Hangup):
+                await self._act(self.core.on_hangup())
+                return
+
+    async def _stt_loop(self) -> None:
+        clock = self.deps.clock
+        async for resp in self._r.stt.responses():
+            if resp.WhichOneof("kind") != "transcript":
+                continue
+            tr = resp.transcript
+            if not tr.final:
+                await self._act(self.core.on_partial(tr.text))
+            else:
+                await self._act(self.core.on_final(tr.flush_id, tr.text, tr.confidence, clock()))
+
+    async def _reasoning_loop(self) -> None:
+        clock = self.deps.clock
+        async for msg in self._r.reasoning.responses():
+            kind = msg.WhichOneof("kind")
+            if kind == "delta":
+                dl = msg.delta
+                await self._act(self.core.on_delta(dl.response_id, dl.in_reply_to, dl.text, clock()))
+            elif kind == "end":
+                await self._act(self.core.on_response_end(msg.end.response_id, msg.end.text))
+            elif kind == "action":
+                action = to_action(msg.action)
+                if action is None:
+                    self.deps.metrics.error("unknown_action")
+                    continue
+                await self._act(self.core.on_action(msg.action.response_id, action))
+
+    async def _tts_loop(self) -> None:
+        clock = self.deps.clock
+        async for msg in self._r.tts.responses():
+            kind = msg.WhichOneof("kind")
+            if kind == "audio":
+                rid = msg.audio.response_id
+                if not self.core.accepts_audio(rid):
+                    continue
+                await self._act(self.core.on_tts_audio(rid, clock()))
+                await self._playout.put((rid, msg.audio.frame.pcm))
+            elif kind == "mark":
+                mark = msg.mark
+                if not self.core.accepts_audio(mark.response_id):
+                    continue
+                if mark.name == "clause":
+                    self.core.on_tts_clause(mark.response_id, mark.audio_offset_ms, mark.text)
+                elif mark.name == "end":
+                    await self._playout.put((mark.response_id, _END))
+
+    async def _playout_loop(self) -> None:
+        pacing = PlayoutClock()
+        now_fn = self.deps.clock
+        core = self.core
+        while True:
+            response_id, item = await self._playout.get()
+            if not core.accepts_audio(response_id):
+                continue
+            if item is _END:
+                if await self.port.mark(_END_MARK + response_id):
+                    await self._act(core.on_playout_done(response_id, now_fn()))
+                continue
+            delay = pacing.due(now_fn()) - now_fn()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not core.accepts_audio(response_id):
+                continue
+            await self._act(core.on_playout_started(response_id, now_fn()))
+            await self.port.play(item)  # type: ignore[arg-type]
+            pacing.sent()
+            core.on_frame_played(response_id)

@@ -14,8 +14,20 @@ class EdgeSettings(MeshSettings):
     ws_port: int = Field(default=8080, ge=0, le=65535)
     # Bearer token callers must present. Required: every ingress authenticates.
     edge_token: str = ""
+    # The Twilio Media Streams stream (/v1/twilio on the same port): the account's auth
+    # token, and the public URL Twilio connects to (the URL its X-Twilio-Signature signs).
+    # Without a token the stream is refused: every ingress authenticates.
+    twilio_auth_token: str = ""
+    twilio_stream_url: str = ""
     router_address: str = "127.0.0.1:50051"
     max_calls: int = Field(default=100, ge=1)
+
+    @field_validator("twilio_stream_url")
+    @classmethod
+    def _stream_url(cls, v: str) -> str:
+        if v and not v.startswith(("ws://", "wss://")):
+            raise ValueError("must be the stream's ws:// or wss:// URL, as written in the TwiML")
+        return v
 
     @field_validator("edge_token")
     @classmethod

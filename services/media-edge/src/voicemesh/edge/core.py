@@ -1,0 +1,311 @@
+"""The pure call core: every rule of a call, as events in and decisions out.
+
+No sockets, no asyncio, no clock: the shell passes each event with `now` (monotonic
+seconds, used only for latency figures) and carries out the decisions returned. Media time
+comes from frame indices: ports deliver gapless 20 ms frames, so frame i is at i * 20 ms.
+
+Rules (each tested on a virtual clock in tests/test_core.py):
+- turn-taking by `TurnTaker` (endpoint, resumed turn, barge-in, idle nudge);
+- the end of a caller turn flushes stt; its final goes to reasoning, unless the caller has
+  resumed meanwhile (the text is carried into the next turn) or it is empty (noise);
+- a resumed turn cancels the reply that was coming; barge-in cancels what is playing, clears
+  the far end's buffer and tells reasoning what the caller actually heard;
+- an agent action (hang up, transfer, send DTMF) is carried out once the response it follows
+  has been played, or at once if that response is already over;
+- DTMF goes to reasoning as an input of its own; hold pauses listening;
+- a peer failure or the caller hanging up ends the call.
+"""
+
+from __future__ import annotations
+
+from .decisions import (
+    FORWARD,
+    CallAction,
+    CancelResponse,
+    CarryOut,
+    ClearPlayout,
+    Decision,
+    DtmfEvent,
+    EndCall,
+    EndSynthesis,
+    HangupCall,
+    Observe,
+    PlayoutFinishedEvent,
+    SendDigits,
+    SendDtmf,
+    SendTurn,
+    ShowPlayout,
+    ShowResponse,
+    ShowState,
+    ShowTiming,
+    ShowTranscript,
+    SpeechStartedEvent,
+    SttFlush,
+    Synthesize,
+    TransferCall,
+    TurnEndedEvent,
+    TurnLatencyEvent,
+)
+from .ledger import FRAME_MS, Response, Turn, turn_timing
+from .port import EndReason
+from .turns import (
+    BargeIn,
+    EndOfTurn,
+    IdleTimeout,
+    Resumed,
+    SpeechStarted,
+    StateChange,
+    TurnConfig,
+    TurnTaker,
+)
+from .turns import Decision as TurnDecision
+
+_ROLE_FAILURE = {
+    "stt": EndReason.ERROR_STT,
+    "reasoning": EndReason.ERROR_REASONING,
+    "tts": EndReason.ERROR_TTS,
+}
+
+
+class CallCore:
+    def __init__(self, turn_config: TurnConfig | None = None) -> None:
+        self.turns = TurnTaker(turn_config or TurnConfig())
+        self.turn_log: dict[str, Turn] = {}
+        self.responses: dict[str, Response] = {}
+        self.ended: EndReason | None = None
+        self.held = False
+        self._carry_text = ""
+        self._last_voiced_at = 0.0
+        self._dtmf_inputs = 0
+
+    def configure(self, config: TurnConfig) -> None:
+        self.turns.configure(config)
+
+    @property
+    def state(self) -> str:
+        return self.turns.state.value
+
+    # ---- caller audio and call events ---------------------------------------------------
+
+    def on_frame(self, index: int, voiced: bool, now: float) -> list[Decision]:
+        """Caller frame `index` (gapless, from 0) and its VAD decision. On hold, the caller's
+        audio (hold music) counts as silence."""
+        if self.ended is not None:
+            return []
+        voiced = voiced and not self.held
+        if voiced:
+            self._last_voiced_at = now
+        out: list[Decision] = [FORWARD]
+        for d in self.turns.on_frame(index, voiced):
+            self._turn_decision(d, now, out)
+        return out
+
+    def on_dtmf(self, digits: str, now: float) -> list[Decision]:
+        """Keys the caller pressed: an input to the agent of its own."""
+        if self.ended is not None:
+            return []
+        self._dtmf_inputs += 1
+        turn_id = f"d{self._dtmf_inputs}"
+        self.turn_log[turn_id] = Turn(turn_id, endpoint_at=now, final_at=now)
+        return [DtmfEvent(digits), SendDtmf(turn_id, digits)]
+
+    def on_hold(self, on: bool) -> list[Decision]:
+        """While on hold the caller's audio is neither heard nor answered."""
+        self.held = on
+        return []
+
+    def on_hangup(self) -> list[Decision]:
+        return self._end(EndReason.CALLER)
+
+    def on_peer_failed(self, role: str) -> list[Decision]:
+        return self._end(_ROLE_FAILURE.get(role, EndReason.ERROR_INTERNAL))
+
+    # ---- stt ----------------------------------------------------------------------------
+
+    def on_partial(self, text: str) -> list[Decision]:
+        if self.ended is not None:
+            return []
+        return [ShowTranscript(self.turns.turn_id, text, False)]
+
+    def on_final(self, flush_id: str, text: str, confidence: float, now: float) -> list[Decision]:
+        """The final answering the flush of turn `flush_id`."""
+        turn = self.turn_log.get(flush_id)
+        if turn is None or self.ended is not None:
+            return []  # a final the service ended by itself: not ours to answer
+        turn.final_at = now
+        joined = " ".join(t for t in (self._carry_text, text.strip()) if t)
+        if turn.superseded:
+            self._carry_text = joined  # the caller went on talking: it joins the next turn
+            return []
+        self._carry_text = ""
+        out: list[Decision] = [Observe("stt_final", now - turn.endpoint_at)]
+        if not joined:
+            for d in self.turns.on_nothing_to_say():
+                self._turn_decision(d, now, out)
+            return out
+        turn.text = joined
+        out.append(ShowTranscript(turn.turn_id, joined, True))
+        out.append(SendTurn(turn.turn_id, joined, confidence))
+        return out
+
+    # ---- reasoning ----------------------------------------------------------------------
+
+    def on_delta(self, response_id: str, in_reply_to: str, text: str, now: float) -> list[Decision]:
+        out: list[Decision] = []
+        resp = self.responses.get(response_id)
+        if resp is None:
+            resp = Response(response_id, in_reply_to, first_token_at=now)
+            self.responses[response_id] = resp
+            turn = self.turn_log.get(in_reply_to)
+            if turn is not None:
+                turn.response_id = response_id
+                if turn.superseded:
+                    self._cancel(resp, out, now)
+                elif turn.final_at:
+                    out.append(Observe("first_token", now - turn.final_at))
+        if resp.cancelled or self.ended is not None:
+            return out
+        resp.text += text
+        out.append(Synthesize(response_id, text))
+        out.append(ShowResponse(response_id, resp.turn_id, text, False))
+        return out
+
+    def on_response_end(self, response_id: str, text: str) -> list[Decision]:
+        resp = self.responses.get(response_id)
+        if resp is None or resp.cancelled or self.ended is not None:
+            return []
+        resp.text = text or resp.text
+        return [EndSynthesis(response_id), ShowResponse(response_id, resp.turn_id, resp.text, True)]
+
+    def on_action(self, response_id: str, action: CallAction) -> list[Decision]:
+        """An agent action; carried out once the response it follows has been heard."""
+        if self.ended is not None:
+            return []
+        resp = self.responses.get(response_id)
+        if resp is not None and resp.cancelled:
+            return []  # the caller cut the agent off: the next turn decides again
+        if resp is None or resp.finished:
+            return self._carry_out(action)
+        resp.action = action
+        return []
+
+    # ---- tts and playout ----------------------------------------------------------------
+
+    def accepts_audio(self, response_id: str) -> bool:
+        resp = self.responses.get(response_id)
+        return resp is not None and not resp.cancelled and not resp.finished and self.ended is None
+
+    def on_tts_audio(self, response_id: str, now: float) -> list[Decision]:
+        """A frame of synthesized audio arrived (the shell queues it if `accepts_audio`)."""
+        resp = self.responses.get(response_id)
+        if resp is None or resp.first_audio_at:
+            return []
+        resp.first_audio_at = now
+        return [Observe("tts_first_audio", now - resp.first_token_at)]
+
+    def on_tts_clause(self, response_id: str, offset_ms: int, text: str) -> None:
+        resp = self.responses.get(response_id)
+        if resp is not None and not resp.cancelled:
+            resp.clauses.append((offset_ms, text))
+
+    def on_playout_started(self, response_id: str, now: float) -> list[Decision]:
+        """The first frame of a response went to the caller."""
+        resp = self.responses.get(response_id)
+        if resp is None or resp.started_playout:
+            return []
+        resp.started_playout = True
+        out: list[Decision] = [ShowPlayout(response_id, "start")]
+        for d in self.turns.on_reply_started():
+            self._turn_decision(d, now, out)
+        turn = self.turn_log.get(resp.turn_id)
+        if turn is not None and turn.endpoint_at and turn.last_voiced_frame >= 0:
+            timing = turn_timing(turn, resp, now)
+            out.append(Observe("voice_to_voice", timing.edge_voice_to_voice_ms / 1000))
+            out.append(TurnLatencyEvent(timing))
+            out.append(ShowTiming(timing))
+        return out
+
+    def on_frame_played(self, response_id: str) -> None:
+        resp = self.responses.get(response_id)
+        if resp is not None:
+            resp.played_frames += 1
+
+    def on_playout_done(self, response_id: str, now: float) -> list[Decision]:
+        """Every frame of the response has been played at the far end."""
+        resp = self.responses.get(response_id)
+        if resp is None or resp.cancelled or resp.finished:
+            return []
+        out: list[Decision] = []
+        if not resp.started_playout:  # a response without audio
+            out.extend(self.on_playout_started(response_id, now))
+        resp.finished = True
+        out.append(ShowPlayout(response_id, "end"))
+        out.append(PlayoutFinishedEvent(response_id, resp.played_frames * FRAME_MS, False))
+        for d in self.turns.on_reply_finished():
+            self._turn_decision(d, now, out)
+        if resp.action is not None:
+            out.extend(self._carry_out(resp.action))
+        return out
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _turn_decision(self, d: TurnDecision, now: float, out: list[Decision]) -> None:
+        if isinstance(d, StateChange):
+            out.append(ShowState(d.state.value))
+        elif isinstance(d, SpeechStarted):
+            self.turn_log[d.turn_id] = Turn(d.turn_id)
+            out.append(SpeechStartedEvent(d.start_ms))
+        elif isinstance(d, EndOfTurn):
+            turn = self.turn_log.setdefault(d.turn_id, Turn(d.turn_id))
+            turn.last_voiced_frame = d.last_voiced_frame
+            turn.last_voiced_at = self._last_voiced_at
+            turn.endpoint_at = now
+            endpoint_s = now - turn.last_voiced_at
+            out.append(SttFlush(d.turn_id))
+            out.append(Observe("endpoint", endpoint_s))
+            out.append(TurnEndedEvent(d.turn_id, d.last_voiced_ms, endpoint_s * 1000))
+        elif isinstance(d, IdleTimeout):
+            self.turn_log[d.turn_id] = Turn(d.turn_id)
+            out.append(SendTurn(d.turn_id, ""))
+        elif isinstance(d, Resumed):
+            old = self.turn_log.get(d.turn_id)
+            if old is not None:
+                old.superseded = True
+                if old.text:
+                    self._carry_text = old.text
+                resp = self.responses.get(old.response_id) if old.response_id else None
+                if resp is not None:
+                    self._cancel(resp, out, now)
+        elif isinstance(d, BargeIn):
+            for resp in list(self.responses.values()):
+                if resp.started_playout and not resp.finished and not resp.cancelled:
+                    self._cancel(resp, out, now)
+            out.append(ClearPlayout())
+
+    def _cancel(self, resp: Response, out: list[Decision], now: float) -> None:
+        if resp.cancelled or resp.finished:
+            return
+        resp.cancelled = True
+        out.append(CancelResponse(resp.response_id, resp.heard_text()))
+        if resp.started_playout:
+            resp.finished = True
+            out.append(ShowPlayout(resp.response_id, "end"))
+            out.append(PlayoutFinishedEvent(resp.response_id, resp.played_frames * FRAME_MS, True))
+            for d in self.turns.on_reply_finished():
+                self._turn_decision(d, now, out)
+
+    def _carry_out(self, action: CallAction) -> list[Decision]:
+        out: list[Decision] = [CarryOut(action)]
+        if isinstance(action, HangupCall):
+            out.extend(self._end(EndReason.AGENT))
+        elif isinstance(action, TransferCall):
+            out.extend(self._end(EndReason.TRANSFER))
+        elif isinstance(action, SendDigits):
+            pass  # the call goes on
+        return out
+
+    def _end(self, reason: EndReason) -> list[Decision]:
+        if self.ended is not None:
+            return []
+        self.ended = reason
+        return [EndCall(reason)]

@@ -1,0 +1,203 @@
+"""What the call core decides and what its shell carries out (typed, one class a decision).
+
+The shell (`session.CallRunner`) maps each to I/O: a role client (stt, reasoning, tts), the
+playout queue, the media port, the observer, session events or metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .port import EndReason, TurnTiming
+
+# ---- to stt ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForwardAudio:
+    """Send this caller frame (with its VAD result) to stt."""
+
+
+FORWARD = ForwardAudio()
+
+
+@dataclass(frozen=True)
+class SttFlush:
+    """The caller's turn ended: ask stt for its final (answered with `flush_id` = turn_id)."""
+
+    turn_id: str
+
+
+# ---- to reasoning ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendTurn:
+    turn_id: str
+    text: str  # "" for an idle nudge: the agent decides what silence means
+    confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class SendDtmf:
+    turn_id: str
+    digits: str
+
+
+@dataclass(frozen=True)
+class CancelResponse:
+    """Stop a response everywhere: reasoning (with what was heard), tts, queued playout."""
+
+    response_id: str
+    heard_text: str
+
+
+# ---- to tts and playout ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Synthesize:
+    response_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class EndSynthesis:
+    response_id: str
+
+
+@dataclass(frozen=True)
+class ClearPlayout:
+    """Barge-in: drop queued agent audio here and at the far end."""
+
+
+# ---- to the port -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HangupCall:
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TransferCall:
+    target: str
+
+
+@dataclass(frozen=True)
+class SendDigits:
+    digits: str
+
+
+CallAction = HangupCall | TransferCall | SendDigits
+
+
+@dataclass(frozen=True)
+class CarryOut:
+    """Carry out an agent action (after the response it followed has been heard)."""
+
+    action: CallAction
+
+
+@dataclass(frozen=True)
+class EndCall:
+    reason: EndReason
+
+
+# ---- to the observer (a rich client) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShowState:
+    state: str
+
+
+@dataclass(frozen=True)
+class ShowTranscript:
+    turn_id: str
+    text: str
+    final: bool
+
+
+@dataclass(frozen=True)
+class ShowResponse:
+    response_id: str
+    turn_id: str
+    text: str
+    final: bool
+
+
+@dataclass(frozen=True)
+class ShowPlayout:
+    response_id: str
+    name: str  # "start" | "end"
+
+
+@dataclass(frozen=True)
+class ShowTiming:
+    timing: TurnTiming
+
+
+# ---- session events and metrics ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeechStartedEvent:
+    audio_ms: int
+
+
+@dataclass(frozen=True)
+class TurnEndedEvent:
+    turn_id: str
+    last_voiced_ms: int
+    endpoint_ms: float
+
+
+@dataclass(frozen=True)
+class TurnLatencyEvent:
+    timing: TurnTiming
+
+
+@dataclass(frozen=True)
+class PlayoutFinishedEvent:
+    response_id: str
+    played_ms: int
+    interrupted: bool
+
+
+@dataclass(frozen=True)
+class DtmfEvent:
+    digits: str
+
+
+@dataclass(frozen=True)
+class Observe:
+    """A stage latency for the metrics histogram."""
+
+    stage: str
+    seconds: float
+
+
+Decision = (
+    ForwardAudio
+    | SttFlush
+    | SendTurn
+    | SendDtmf
+    | CancelResponse
+    | Synthesize
+    | EndSynthesis
+    | ClearPlayout
+    | CarryOut
+    | EndCall
+    | ShowState
+    | ShowTranscript
+    | ShowResponse
+    | ShowPlayout
+    | ShowTiming
+    | SpeechStartedEvent
+    | TurnEndedEvent
+    | TurnLatencyEvent
+    | PlayoutFinishedEvent
+    | DtmfEvent
+    | Observe
+)

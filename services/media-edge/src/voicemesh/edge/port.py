@@ -1,0 +1,207 @@
+"""The seam between call transports and the call: a transport-neutral media port.
+
+Every transport (the native WebSocket, the Twilio Media Streams WebSocket; SIP/RTP and
+WebRTC later) accepts calls and turns each into a `MediaPort`:
+
+- **in**: gapless 20 ms frames of 16 kHz PCM16 (640 bytes), one per 20 ms of the caller's
+  media time. A transport conceals loss (silence or its codec's PLC) and never skips, so the
+  frame index *is* media time. Call events come in on the same stream, in order: DTMF,
+  hold / resume, marks played, hangup.
+- **out**: `play` one 20 ms frame (the call paces them in real time), `clear` what the far
+  end buffered (barge-in), `mark` a point in the outgoing audio (answered by `MarkPlayed`
+  once the caller has heard everything before it), and call actions: hang up, transfer,
+  send DTMF.
+
+What a native client or a browser is shown (states, transcripts, reply text, timings) is
+not part of the port: a transport that wants it implements `CallObserver` as well.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from voicemesh.audio.frames import FRAME_BYTES
+
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def check_digits(digits: str) -> str:
+    """`digits` if every key is a DTMF key (0-9 * # A-D); ValueError naming the first that is not."""
+    if not digits:
+        raise ValueError("no DTMF digits")
+    for ch in digits:
+        if ch not in DTMF_DIGITS:
+            raise ValueError(f"{ch!r} is not a DTMF key (0-9, *, #, A-D)")
+    return digits
+
+
+class EndReason(StrEnum):
+    """Why a call ended (the `reason` of the CallEnded event and of the native `end`)."""
+
+    CALLER = "caller"
+    AGENT = "agent"
+    TRANSFER = "transfer"
+    UNAVAILABLE = "unavailable"
+    NO_CAPACITY = "no_capacity"
+    UNKNOWN_AGENT = "unknown_agent"
+    ERROR_STT = "error:stt"
+    ERROR_REASONING = "error:reasoning"
+    ERROR_TTS = "error:tts"
+    ERROR_INTERNAL = "error:internal"
+
+    @property
+    def failed(self) -> bool:
+        return self.value.startswith("error") or self in (EndReason.NO_CAPACITY, EndReason.UNKNOWN_AGENT)
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What the transport knows about the call when it starts."""
+
+    transport: str
+    agent: str = ""
+    caller: str = ""  # personal data: a number or address
+    callee: str = ""
+    carrier_call_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+# ---- events a port yields, in order --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    """20 ms of caller audio: exactly FRAME_BYTES of 16 kHz PCM16."""
+
+    pcm: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.pcm) != FRAME_BYTES:
+            raise ValueError(f"a port frame must be {FRAME_BYTES} bytes, got {len(self.pcm)}")
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    digits: str
+
+
+@dataclass(frozen=True)
+class Hold:
+    on: bool  # True: the caller put the call on hold; False: resumed
+
+
+@dataclass(frozen=True)
+class MarkPlayed:
+    """The far end has played every frame sent before `mark(name)` (or cleared them)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    reason: str
+
+
+PortEvent = Frame | Dtmf | Hold | MarkPlayed | Hangup
+
+
+class MediaPort(ABC):
+    """One live call, as a transport carries it."""
+
+    info: CallInfo
+
+    @abstractmethod
+    async def receive(self) -> PortEvent:
+        """The next caller frame or call event; `Hangup` once, when the caller is gone."""
+
+    @abstractmethod
+    async def play(self, pcm: bytes) -> None:
+        """One 20 ms frame of agent audio (16 kHz PCM16), already paced by the call."""
+
+    @abstractmethod
+    async def mark(self, name: str) -> None:
+        """Mark this point of the outgoing audio; `MarkPlayed(name)` follows once played."""
+
+    @abstractmethod
+    async def clear(self) -> None:
+        """Barge-in: drop agent audio the far end has buffered but not yet played."""
+
+    @abstractmethod
+    async def transfer(self, target: str) -> str:
+        """Hand the call on to `target` (a number or SIP URI); returns how it was carried
+        out (e.g. "native", "twilio-connect-action"). The call ends after it."""
+
+    @abstractmethod
+    async def send_dtmf(self, digits: str) -> None:
+        """Send keys to the far end."""
+
+    @abstractmethod
+    async def close(self, reason: EndReason, message: str = "") -> None:
+        """End the call from our side (hang up), once; `message` explains a failure."""
+
+    def observer(self) -> CallObserver | None:
+        """What this transport's client wants to be shown, if anything."""
+        return None
+
+
+@dataclass(frozen=True)
+class TurnTiming:
+    turn_id: str
+    # Index of the caller frame that held the last voiced audio.
+    last_voiced_frame: int
+    endpoint_ms: float
+    stt_final_ms: float
+    first_token_ms: float
+    tts_first_audio_ms: float
+    edge_voice_to_voice_ms: float
+
+
+class CallObserver(ABC):
+    """What a rich client is shown of its call. Every method is best effort: a slow or gone
+    client must not hold up the call."""
+
+    @abstractmethod
+    async def ready(self, session_id: str, agent: str) -> None: ...
+
+    @abstractmethod
+    async def state(self, state: str) -> None: ...
+
+    @abstractmethod
+    async def transcript(self, turn_id: str, text: str, final: bool) -> None: ...
+
+    @abstractmethod
+    async def response(self, response_id: str, turn_id: str, text: str, final: bool) -> None: ...
+
+    @abstractmethod
+    async def playout(self, response_id: str, name: str) -> None:
+        """"start" before a response's first frame, "end" after its last (or when stopped)."""
+
+    @abstractmethod
+    async def timing(self, timing: TurnTiming) -> None: ...
+
+    @abstractmethod
+    async def error(self, code: str, message: str) -> None: ...
+
+
+CallHandler = Callable[[MediaPort], Awaitable[None]]
+
+
+class CallTransport(ABC):
+    """Accepts calls of one kind and hands each, as a MediaPort, to the call handler."""
+
+    name: str
+
+    @abstractmethod
+    async def start(self, handler: CallHandler) -> None:
+        """Start listening; every accepted call runs `handler(port)`."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop accepting calls (live calls go on)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where callers reach it, e.g. ws://127.0.0.1:8080/v1/call."""

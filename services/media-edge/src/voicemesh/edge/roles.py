@@ -1,0 +1,235 @@
+"""Role clients: the call's stt, reasoning and tts peers behind typed methods.
+
+Each fronts one gRPC bidi stream (`Duplex`): control goes ahead of audio and is never
+dropped; live caller audio may be dropped oldest-first (and counted) when a peer stalls; a
+Flush stays in order behind the frames it finalizes. Each can be `reopen`ed against another
+instance mid-call: it opens a new stream, sends the same configuration, and `responses()`
+goes on from the new stream (failover builds on this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
+
+import grpc
+
+from voicemesh.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
+from voicemesh.mesh.metrics import ServiceMetrics
+from voicemesh.v1 import (
+    audio_pb2,
+    reasoning_pb2,
+    reasoning_pb2_grpc,
+    stt_pb2,
+    stt_pb2_grpc,
+    tts_pb2,
+    tts_pb2_grpc,
+)
+
+from .channels import ChannelPool
+from .duplex import Duplex
+
+PCM16 = audio_pb2.AudioFormat(
+    encoding=audio_pb2.AUDIO_ENCODING_PCM16, sample_rate_hz=SAMPLE_RATE, channels=1, frame_ms=20
+)
+STT_MAX_QUEUED_FRAMES = 50  # 1 s of live audio; older frames are dropped (and counted) first
+READY_TIMEOUT_S = 10.0
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class RoleFailed(Exception):
+    """A role's peer refused or failed the stream; `code` and the message go to the caller."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _RoleClient(Generic[Req, Resp]):
+    role: str
+
+    def __init__(
+        self,
+        pool: ChannelPool,
+        metrics: ServiceMetrics,
+        address: str,
+        metadata: list[tuple[str, str]],
+        max_queued: int = 250,
+    ) -> None:
+        self._pool = pool
+        self._metrics = metrics
+        self._metadata = metadata
+        self._max_queued = max_queued
+        self.address = address
+        self.generation = 0
+        self._stream = self._open(address)
+
+    def _call(self, channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
+        raise NotImplementedError
+
+    def _open(self, address: str) -> Duplex[Req, Resp]:
+        call = self._call(self._pool.get(address))
+        return Duplex[Req, Resp](call, self.role, self._metrics, max_queued=self._max_queued)
+
+    async def reopen(self, address: str) -> None:
+        """Move this role to another instance: a new stream, configured like the old one."""
+        old = self._stream
+        self.address = address
+        self._stream = self._open(address)
+        self.generation += 1
+        self._configure()
+        await old.aclose()
+
+    def _configure(self) -> None:
+        """Send the stream's first message(s) again (after reopen)."""
+
+    async def responses(self) -> AsyncIterator[Resp]:
+        """Every response, across reopens, until the current stream ends."""
+        while True:
+            generation = self.generation
+            stream = self._stream
+            try:
+                async for resp in stream.responses():
+                    yield resp
+            except grpc.aio.AioRpcError:
+                if self.generation == generation:
+                    raise  # a failure of the current stream, not of one we left
+            if self.generation == generation:
+                return  # the peer ended the stream (not a reopen)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class SttClient(_RoleClient[stt_pb2.RecognizeRequest, stt_pb2.RecognizeResponse]):
+    role = "stt"
+
+    def __init__(
+        self,
+        pool: ChannelPool,
+        metrics: ServiceMetrics,
+        address: str,
+        metadata: list[tuple[str, str]],
+        config: stt_pb2.RecognitionConfig,
+    ) -> None:
+        self._config = config
+        self._sequence = 0
+        super().__init__(pool, metrics, address, metadata, max_queued=STT_MAX_QUEUED_FRAMES)
+        self._configure()
+
+    def _call(self, channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
+        return stt_pb2_grpc.SpeechToTextStub(channel).Recognize(metadata=self._metadata)
+
+    def _configure(self) -> None:
+        self._stream.send_control(stt_pb2.RecognizeRequest(config=self._config))
+
+    def send_frame(self, pcm: bytes, speech_probability: float) -> None:
+        """One caller frame, numbered so stt sees any gap; dropped first when stt stalls."""
+        seq = self._sequence
+        self._sequence += 1
+        self._stream.send_live(
+            stt_pb2.RecognizeRequest(
+                audio=audio_pb2.AudioFrame(
+                    sequence=seq,
+                    timestamp=seq * FRAME_SAMPLES,
+                    pcm=pcm,
+                    speech_probability=speech_probability,
+                )
+            )
+        )
+
+    def flush(self, flush_id: str) -> None:
+        """Ask for the final of the audio sent so far: in order, never dropped."""
+        self._stream.send_ordered(stt_pb2.RecognizeRequest(flush=stt_pb2.Flush(flush_id=flush_id)))
+
+
+class ReasoningClient(_RoleClient[reasoning_pb2.ConverseRequest, reasoning_pb2.ConverseResponse]):
+    role = "reasoning"
+
+    def __init__(
+        self,
+        pool: ChannelPool,
+        metrics: ServiceMetrics,
+        address: str,
+        metadata: list[tuple[str, str]],
+        start: reasoning_pb2.SessionStart,
+    ) -> None:
+        self._start = start
+        super().__init__(pool, metrics, address, metadata)
+        self._configure()
+
+    def _call(self, channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
+        return reasoning_pb2_grpc.ReasoningStub(channel).Converse(metadata=self._metadata)
+
+    def _configure(self) -> None:
+        self._stream.send_control(reasoning_pb2.ConverseRequest(start=self._start))
+
+    async def ready(self) -> reasoning_pb2.AgentProfile:
+        """Wait for the session to start; the agent profile it names."""
+        try:
+            first = await self._stream.read(READY_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            code = "unknown_agent" if exc.code() == grpc.StatusCode.NOT_FOUND else "reasoning_failed"
+            raise RoleFailed(code, exc.details() or exc.code().name) from None
+        except (TimeoutError, EOFError):
+            raise RoleFailed("reasoning_failed", "the reasoning service did not start the session") from None
+        if first.WhichOneof("kind") != "ready":
+            raise RoleFailed("reasoning_failed", "the reasoning service did not answer with ready")
+        return first.ready.agent
+
+    def turn(self, turn_id: str, text: str, confidence: float) -> None:
+        self._stream.send_ordered(
+            reasoning_pb2.ConverseRequest(
+                turn=reasoning_pb2.UserTurn(turn_id=turn_id, text=text, confidence=confidence)
+            )
+        )
+
+    def dtmf(self, turn_id: str, digits: str) -> None:
+        self._stream.send_ordered(
+            reasoning_pb2.ConverseRequest(dtmf=reasoning_pb2.CallerDtmf(digits=digits, turn_id=turn_id))
+        )
+
+    def cancel(self, response_id: str, heard_text: str) -> None:
+        self._stream.send_control(
+            reasoning_pb2.ConverseRequest(
+                cancel=reasoning_pb2.CancelResponse(response_id=response_id, heard_text=heard_text)
+            )
+        )
+
+
+class TtsClient(_RoleClient[tts_pb2.SynthesizeRequest, tts_pb2.SynthesizeResponse]):
+    role = "tts"
+
+    def __init__(
+        self,
+        pool: ChannelPool,
+        metrics: ServiceMetrics,
+        address: str,
+        metadata: list[tuple[str, str]],
+        config: tts_pb2.SynthesisConfig,
+    ) -> None:
+        self._config = config
+        super().__init__(pool, metrics, address, metadata)
+        self._configure()
+
+    def _call(self, channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
+        return tts_pb2_grpc.TextToSpeechStub(channel).Synthesize(metadata=self._metadata)
+
+    def _configure(self) -> None:
+        self._stream.send_control(tts_pb2.SynthesizeRequest(config=self._config))
+
+    def text(self, response_id: str, text: str) -> None:
+        self._stream.send_ordered(
+            tts_pb2.SynthesizeRequest(text=tts_pb2.TextDelta(response_id=response_id, text=text))
+        )
+
+    def end(self, response_id: str) -> None:
+        self._stream.send_ordered(tts_pb2.SynthesizeRequest(end=tts_pb2.EndOfText(response_id=response_id)))
+
+    def cancel(self, response_id: str) -> None:
+        self._stream.send_control(
+            tts_pb2.SynthesizeRequest(cancel=tts_pb2.CancelSynthesis(response_id=response_id))
+        )
+
