@@ -395,3 +395,65 @@ async def test_too_many_waiting_turns_are_refused(gated_harness: Harness) -> Non
             await read(call)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert harness.errors("turn_backlog") == 1
+
+
+def dtmf(turn_id: str, digits: str) -> reasoning_pb2.ConverseRequest:
+    return reasoning_pb2.ConverseRequest(dtmf=reasoning_pb2.CallerDtmf(turn_id=turn_id, digits=digits))
+
+
+async def test_keys_pressed_are_answered_like_a_turn(harness: Harness) -> None:
+    """Asked for the party size, the caller presses 4: the agent moves on to the day."""
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    greeting = await read_response(call)
+    assert greeting.text.endswith("How many people will be joining?")
+    await call.write(dtmf("k1", "4"))
+    reply = await read_response(call)
+    assert (reply.in_reply_to, reply.text) == ("k1", "What day would you like to come?")
+    await call.write(turn("t2", "Tomorrow at 7.30 p.m."))
+    booking = await read_response(call)
+    assert booking.text == "And what name should I put the booking under?"
+    history = harness.backends[0].history.messages
+    assert [(m.role, m.text) for m in history][1:3] == [("user", "4"), ("assistant", reply.text)]
+    await call.done_writing()
+    assert await asyncio.wait_for(call.read(), timeout=10) is grpc.aio.EOF
+    published = [e.response for e in harness.events.events if e.WhichOneof("payload") == "response"]
+    assert [p.in_reply_to for p in published] == ["", "k1", "t2"]
+
+
+@pytest.mark.parametrize("digits", ["", "12x", "1 2", "a", "1" * 33])
+async def test_keys_that_are_not_dtmf_are_refused(harness: Harness, digits: str) -> None:
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(dtmf("k1", digits))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await read(call)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "dtmf.digits" in (info.value.details() or "")
+    assert harness.errors("bad_dtmf") == 1
+
+
+async def test_every_key_is_accepted(harness: Harness) -> None:
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(dtmf("k1", "0123456789*#ABCD" * 2))
+    reply = await read_response(call)
+    assert reply.in_reply_to == "k1"
+    await call.done_writing()
+
+
+async def test_an_empty_request_names_every_kind(harness: Harness) -> None:
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(reasoning_pb2.ConverseRequest())
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await read(call)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "start, turn, cancel, dtmf" in (info.value.details() or "")

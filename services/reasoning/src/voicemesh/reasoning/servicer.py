@@ -4,9 +4,11 @@
                                <- greeting: delta ... end, [action]
     caller -> turn (t1)        <- delta(in_reply_to=t1) ... end, [action]
     caller -> cancel (r2, heard_text)   stops r2: no more deltas, no end, no action
+    caller -> dtmf (t2, "4")   <- delta(in_reply_to=t2) ... end, [action]
 
-A reader task takes requests off the stream: turns go to a bounded queue, cancels act at
-once (control before queued data). A writer task answers the queued turns one at a time,
+A reader task takes requests off the stream: turns go to a bounded queue (keys the caller
+pressed too, as a turn whose text is the digits), cancels act at once (control before
+queued data). A writer task answers the queued turns one at a time,
 streaming the backend's items; a cancel for the response being streamed stops it between
 two items. The history keeps what the caller heard (`heard_text`), also for a cancel that
 comes after the response was complete (the usual barge-in: the caller interrupts playout).
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_TURN_BACKLOG = 8
+MAX_DTMF_DIGITS = 32
+_DTMF_DIGITS = re.compile(rf"[0-9*#A-D]{{1,{MAX_DTMF_DIGITS}}}")
 
 
 class _PeerError(Exception):
@@ -195,14 +200,9 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
         async for request in requests:
             kind = request.WhichOneof("kind")
             if kind == "turn":
-                try:
-                    turns.put_nowait((request.turn, self._clock()))
-                except asyncio.QueueFull:
-                    raise _PeerError(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"more than {self._turn_backlog} turns are waiting for a response",
-                        "turn_backlog",
-                    ) from None
+                self._enqueue(turns, request.turn)
+            elif kind == "dtmf":
+                self._enqueue(turns, dtmf_turn(request.dtmf))
             elif kind == "cancel":
                 self._cancel(session, request.cancel)
             elif kind == "start":
@@ -214,10 +214,24 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
             else:
                 raise _PeerError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    "empty ConverseRequest: set one of start, turn, cancel",
+                    "empty ConverseRequest: set one of start, turn, cancel, dtmf",
                     "empty_request",
                 )
         await turns.put(None)
+
+    def _enqueue(
+        self,
+        turns: asyncio.Queue[tuple[reasoning_pb2.UserTurn, float] | None],
+        turn: reasoning_pb2.UserTurn,
+    ) -> None:
+        try:
+            turns.put_nowait((turn, self._clock()))
+        except asyncio.QueueFull:
+            raise _PeerError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"more than {self._turn_backlog} turns are waiting for a response",
+                "turn_backlog",
+            ) from None
 
     async def _write(
         self,
@@ -364,6 +378,19 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
     def _today(self, agent: Agent) -> date:
         now = self._wall_clock()
         return (now.astimezone(ZoneInfo(agent.timezone)) if agent.timezone else now.astimezone()).date()
+
+
+def dtmf_turn(dtmf: reasoning_pb2.CallerDtmf) -> reasoning_pb2.UserTurn:
+    """The caller's key presses as a turn whose text is the digits, answered like speech
+    (`in_reply_to` = the dtmf's turn_id). Raises _PeerError for digits that are not keys;
+    the message never repeats them (they may be a PIN or a card number)."""
+    if not _DTMF_DIGITS.fullmatch(dtmf.digits):
+        raise _PeerError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"dtmf.digits must be 1 to {MAX_DTMF_DIGITS} keys, each one of 0-9, *, #, A-D",
+            "bad_dtmf",
+        )
+    return reasoning_pb2.UserTurn(turn_id=dtmf.turn_id, text=dtmf.digits, confidence=1.0)
 
 
 def build(
