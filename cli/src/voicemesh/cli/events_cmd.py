@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -47,11 +48,28 @@ async def iter_events(
     Raises ValueError for a session id that cannot be a subject token, and EventsError when
     NATS is unreachable (or, when following, has no session stream yet).
     """
-    import nats
     from nats.js.errors import NotFoundError
 
     subject_for(session_id, "x")  # validates the id
     subject = f"{SUBJECT_PREFIX}.{session_id}.>"
+    async with jetstream(nats_url, connect_timeout_s) as js:
+        try:
+            async for event in _read(js, subject, idle_s):
+                yield event
+        except NotFoundError:
+            if idle_s is None:
+                raise EventsError(
+                    f"NATS at {nats_url} has no {STREAM_NAME} stream yet (no service has published an event)"
+                ) from None
+
+
+@contextlib.asynccontextmanager
+async def jetstream(nats_url: str, connect_timeout_s: float = 3.0) -> AsyncIterator[JetStreamContext]:
+    """JetStream on a connection that fails fast, closed on exit. Raises EventsError (one
+    line) when NATS is unreachable or fails: JetStream disabled, the connection lost, ...
+    `nats.js.errors.NotFoundError` (no such stream) is left to the caller to catch inside."""
+    import nats
+
     seen: list[Exception] = []
 
     async def keep_error(exc: Exception) -> None:  # instead of nats-py's traceback on stderr
@@ -70,14 +88,8 @@ async def iter_events(
         cause = seen[-1] if seen else exc
         raise EventsError(f"cannot reach NATS at {nats_url}: {cause or type(cause).__name__}") from None
     try:
-        async for event in _read(nc.jetstream(), subject, idle_s):
-            yield event
-    except NotFoundError:
-        if idle_s is None:
-            raise EventsError(
-                f"NATS at {nats_url} has no {STREAM_NAME} stream yet (no service has published an event)"
-            ) from None
-    except nats.errors.Error as exc:  # JetStream disabled, the connection lost, ...
+        yield nc.jetstream()
+    except nats.errors.Error as exc:
         raise EventsError(f"NATS at {nats_url}: {exc or type(exc).__name__}") from None
     finally:
         await nc.close()
@@ -162,12 +174,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.nats_url or os.environ.get("VOICEMESH_NATS_URL")
-    if not url:
-        try:
-            url = read_state().nats_url
-        except StateError as exc:
-            return _fail(str(exc), 1)
+    try:
+        url = nats_url_from(args)
+    except StateError as exc:
+        return _fail(str(exc), 1)
     try:
         subject_for(args.session_id, "x")
     except ValueError:
@@ -194,6 +204,12 @@ async def _print_events(url: str, session_id: str, follow: bool, as_json: bool) 
             continue
         print(line, flush=True)
     return count
+
+
+def nats_url_from(args: argparse.Namespace) -> str:
+    """--nats-url, else $VOICEMESH_NATS_URL, else the local mesh's (raises StateError)."""
+    url: str = args.nats_url or os.environ.get("VOICEMESH_NATS_URL") or read_state().nats_url
+    return url
 
 
 def _fail(message: str, code: int) -> int:

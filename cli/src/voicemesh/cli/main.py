@@ -15,10 +15,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     meshcmds.register(sub)
-    from . import call, events_cmd  # the caller-side commands
+    from . import call, calls_cmd, events_cmd  # the caller-side commands
 
     call.register(sub)
     events_cmd.register(sub)
+    calls_cmd.register(sub)
     return parser
 
 
