@@ -3,6 +3,11 @@
 Each WAV is one caller turn. The command prints the greeting, each turn's transcript, the
 agent's reply and the latency of every stage (or one JSON object with `--json`), and can
 write the reply audio to a WAV file.
+
+With `--twilio` the call goes over the Twilio Media Streams endpoint instead, placed the way
+Twilio places it (twilio_client.py): signed upgrade, `start` with `--param` custom
+parameters, μ-law audio, marks echoed as the reply plays. That stream carries no transcripts:
+the output names the callSid to find the session in `voicemesh events`.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ import os
 import sys
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 from voicemesh.audio.wav import AudioFormatError, write_wav
 
 from .callscript import LatencyMs, Utterance
+from .carrier import QUIET_S, EndedBy, TurnOutcome, TwilioCallResult
 from .state import StateError, read_state
+from .twilio_client import place_twilio_call
 from .wsclient import CallClient, CallFailed, CallResult, load_utterances
 
 PROG = "voicemesh call"
@@ -40,7 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--greeting-out", type=Path, help="write the greeting audio as a WAV")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--agent", default="", help="agent id (default: the deployment's default)")
-    p.add_argument("--url", help="edge WebSocket URL (default: $VOICEMESH_EDGE_URL, else the local mesh)")
+    p.add_argument(
+        "--url",
+        help="edge WebSocket URL (default: $VOICEMESH_EDGE_URL, else the local mesh; "
+        "with --twilio: the local mesh's Twilio stream URL)",
+    )
     p.add_argument("--token", help="edge access token (default: $VOICEMESH_EDGE_TOKEN, else the local mesh)")
     p.add_argument(
         "--turn-timeout",
@@ -53,6 +65,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--no-greeting-wait",
         action="store_true",
         help="start speaking at once instead of waiting for the greeting to finish",
+    )
+    tw = p.add_argument_group(
+        "Twilio",
+        "place the call over the Twilio Media Streams endpoint, like a carrier would; the stream "
+        "is signed with $VOICEMESH_TWILIO_AUTH_TOKEN, else the local mesh's auth token",
+    )
+    tw.add_argument("--twilio", action="store_true", help="call the Twilio stream instead of /v1/call")
+    tw.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a <Parameter> of the <Stream> (start.customParameters; repeatable; --agent X is agent=X)",
+    )
+    tw.add_argument(
+        "--dtmf",
+        action="append",
+        default=[],
+        metavar="AFTER_TURN:DIGITS",
+        help="press DIGITS (0-9 * #) right after caller turn AFTER_TURN (1: the first WAV; repeatable)",
+    )
+    tw.add_argument(
+        "--action-url",
+        help="the <Connect action> URL Twilio requests when the stream ends "
+        "(default: the stream URL + /connect-action, over http(s))",
     )
     p.set_defaults(func=run)
 
@@ -75,6 +112,11 @@ def resolve_edge(url: str | None, token: str | None) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     if args.turn_timeout <= 0:
         return _fail("--turn-timeout must be positive", 2)
+    if args.twilio:
+        return run_twilio(args)
+    for flag, value in (("--param", args.param), ("--dtmf", args.dtmf), ("--action-url", args.action_url)):
+        if value:
+            return _fail(f"{flag} goes with --twilio", 2)
     try:
         utterances = load_utterances(args.wavs)
     except AudioFormatError as exc:
@@ -165,3 +207,172 @@ def report_problems(result: CallResult, err: TextIO) -> None:
 def _fail(message: str, code: int) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
+
+
+# -- --twilio ------------------------------------------------------------------------------
+
+
+def resolve_twilio(url: str | None) -> tuple[str, str]:
+    """The Twilio stream URL and auth token: --url and $VOICEMESH_TWILIO_AUTH_TOKEN, then the
+    local mesh's state."""
+    token = os.environ.get("VOICEMESH_TWILIO_AUTH_TOKEN")
+    if url and token is not None:
+        return url, token
+    try:
+        state = read_state()
+    except StateError:
+        if url:  # an explicit endpoint without a token: try unsigned
+            return url, ""
+        raise
+    if not url and not state.twilio_url:
+        raise StateError("the local mesh has no Twilio endpoint: pass --url ws://HOST:PORT/v1/twilio")
+    return url or state.twilio_url, token if token is not None else state.twilio_auth_token
+
+
+def default_action_url(stream_url: str) -> str:
+    """Where the mesh's TwiML points `<Connect action>`: the stream path + /connect-action."""
+    parts = urlsplit(stream_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/connect-action", "", ""))
+
+
+def parse_params(items: list[str], agent: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param {item!r}: use KEY=VALUE")
+        params[key] = value
+    if agent:
+        if params.get("agent", agent) != agent:
+            raise ValueError(f"--agent {agent} and --param agent={params['agent']} disagree")
+        params["agent"] = agent
+    return params
+
+
+def parse_dtmf(items: list[str], turns: int) -> dict[int, str]:
+    """`AFTER_TURN:DIGITS` (turns count from 1) -> {utterance index: digits}."""
+    out: dict[int, str] = {}
+    for item in items:
+        turn, sep, digits = item.partition(":")
+        if not sep or not turn.isdigit() or not digits or set(digits) - set("0123456789*#"):
+            raise ValueError(f"--dtmf {item!r}: use AFTER_TURN:DIGITS, e.g. 1:42# (digits 0-9 * #)")
+        if not 1 <= int(turn) <= turns:
+            raise ValueError(f"--dtmf {item!r}: there is no caller turn {turn} (turns are 1-{turns})")
+        out[int(turn) - 1] = out.get(int(turn) - 1, "") + digits
+    return out
+
+
+def run_twilio(args: argparse.Namespace) -> int:
+    if args.token is not None:
+        return _fail(
+            "--token is the native stream's; the Twilio stream is signed with $VOICEMESH_TWILIO_AUTH_TOKEN", 2
+        )
+    try:
+        params = parse_params(args.param, args.agent)
+        dtmf = parse_dtmf(args.dtmf, len(args.wavs))
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    try:
+        url, token = resolve_twilio(args.url)
+    except StateError as exc:
+        return _fail(str(exc), 1)
+    try:
+        result = asyncio.run(
+            place_twilio_call(
+                url,
+                token,
+                args.wavs,
+                custom_parameters=params,
+                action_url=args.action_url or default_action_url(url),
+                dtmf=dtmf,
+                turn_timeout_s=args.turn_timeout,
+                greeting_timeout_s=0.0 if args.no_greeting_wait else 15.0,
+            )
+        )
+    except AudioFormatError as exc:  # raised before connecting
+        return _fail(str(exc), 2)
+    except CallFailed as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+
+    try:
+        if args.out is not None:
+            write_wav(args.out, result.reply_pcm)
+        if args.greeting_out is not None:
+            write_wav(args.greeting_out, result.greeting_pcm)
+    except OSError as exc:
+        return _fail(f"cannot write {exc.filename}: {exc.strerror}", 1)
+
+    if args.json:
+        print(json.dumps(result.to_json() | {"custom_parameters": params}, ensure_ascii=False))
+    else:
+        for line in format_twilio(result, args.agent):
+            print(line)
+        if args.out is not None:
+            print(f"reply audio: {result.reply_audio_seconds:.1f} s written to {args.out}")
+    report_twilio_problems(result, args.turn_timeout, sys.stderr)
+    return 0 if result.ok else 1
+
+
+_OUTCOME_TEXT = {
+    TurnOutcome.BARGED_IN: "barged in",
+    TurnOutcome.TIMED_OUT: "timed out",
+    TurnOutcome.CUT_OFF: "cut off by the end of the call",
+}
+
+
+def format_twilio(result: TwilioCallResult, agent: str = "") -> list[str]:
+    call_sid = result.sids.call_sid
+    head = f"twilio call {call_sid} · stream {result.sids.stream_sid}"
+    lines = [head + (f" · agent {agent}" if agent else "")]
+    lines.append(f"transcripts: see `voicemesh events <session>` (the session of callSid {call_sid})")
+    if result.greeting_pcm:
+        lines.append(f"greeting: {len(result.greeting_pcm) / 32000:.1f} s of audio")
+    for i, turn in enumerate(result.turns, 1):
+        if turn.outcome is TurnOutcome.NOT_SPOKEN:
+            continue
+        v2v = turn.voice_to_voice_ms
+        parts = [
+            f"reply {turn.reply_audio_seconds:.1f} s",
+            f"voice-to-voice {'–' if v2v is None else f'{v2v:.0f} ms'}",
+            f"marks {turn.marks}",
+            f"clears {turn.clears}",
+        ]
+        if turn.dtmf:
+            parts.append(f"dtmf {turn.dtmf}")
+        if turn.outcome in _OUTCOME_TEXT:
+            parts.append(_OUTCOME_TEXT[turn.outcome])
+        lines.append(f"turn {i} [{Path(turn.wav).name}]: " + " · ".join(parts))
+    lines.append(
+        f"media sent {result.media_sent} · received {result.media_received} · "
+        f"marks echoed {len(result.marks)} · clears {len(result.clears)}"
+    )
+    if result.ended_by is EndedBy.CARRIER:
+        lines.append("call ended by the caller (stop)")
+    else:
+        reason = f": {result.close_reason}" if result.close_reason else ""
+        lines.append(f"call ended by the server (close {result.close_code}{reason})")
+    if result.action is not None:
+        twiml = " ".join(result.action.body.split())
+        lines.append(f"connect action: HTTP {result.action.status} {twiml}".rstrip())
+    return lines
+
+
+def report_twilio_problems(result: TwilioCallResult, turn_timeout_s: float, err: TextIO) -> None:
+    for i, turn in enumerate(result.turns, 1):
+        if turn.outcome is TurnOutcome.TIMED_OUT:
+            print(
+                f"{PROG}: error: turn {i} ({turn.wav}): no reply played out within {turn_timeout_s:g} s "
+                f"(reply audio, a mark back, then {QUIET_S:g} s without media)",
+                file=err,
+            )
+    for problem, count in result.problems.items():
+        print(f"{PROG}: {problem}" + (f" (x{count})" if count > 1 else ""), file=err)
+    if result.ended_by is EndedBy.SERVER and not result.ok and result.close_code not in (1000, 1001):
+        print(f"{PROG}: the server dropped the stream (close {result.close_code})", file=err)
+    if result.action_error:
+        print(f"{PROG}: {result.action_error}", file=err)
+    if result.unanswered:
+        print(f"{PROG}: the call ended before these were answered: " + ", ".join(result.unanswered), file=err)

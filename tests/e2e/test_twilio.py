@@ -1,0 +1,180 @@
+"""Calls over the Twilio Media Streams endpoint, placed by a simulated carrier that behaves
+as Twilio documents it (cli/carrier.py: signed upgrade, 20 ms μ-law media, marks echoed
+once the audio before them has played, `clear` honoured). Twilio itself cannot reach this
+machine: the carrier stands in for it, everything behind the edge is real."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+import websockets
+
+from voicemesh.cli.calls_cmd import calls_from_events, fetch_call_events
+from voicemesh.cli.carrier import EndedBy
+from voicemesh.cli.events_cmd import fetch_events
+from voicemesh.cli.localmesh import LocalMesh
+from voicemesh.cli.twilio_client import StreamRefused, place_twilio_call, sign
+from voicemesh.mesh.events import event_name
+
+from .conftest import FIXTURES
+from .test_call import stt_address, transcribe, wer
+
+pytestmark = pytest.mark.e2e
+SILENCE_200MS = bytes(6400)
+
+
+def action_url(mesh: LocalMesh) -> str:
+    return f"http://127.0.0.1:{mesh.ports.ws}/v1/twilio/connect-action"
+
+
+async def session_of(mesh: LocalMesh, call_sid: str) -> str:
+    """The voicemesh session that carried a Twilio call, found by its callSid."""
+    events = await fetch_call_events(mesh.nats_url)
+    for row in calls_from_events(events, now=datetime.now(UTC), limit=1000):
+        if row.carrier_call_id == call_sid:
+            return row.session_id
+    raise AssertionError(f"no session for {call_sid}")
+
+
+async def test_a_twilio_call_is_answered_and_its_parties_are_on_the_session(mesh: LocalMesh) -> None:
+    result = await place_twilio_call(
+        mesh.twilio_url,
+        mesh.twilio_auth_token,
+        [FIXTURES / "caller_party.wav"],
+        custom_parameters={"agent": "restaurant", "from": "+15550100", "to": "+15550199", "campaign": "e2e"},
+        action_url=action_url(mesh),
+    )
+    assert result.ok, (result.problems, result.close_code, result.turns)
+    assert result.greeting_pcm and result.marks, "the greeting played and its marks came back"
+    assert all(not m.cleared for m in result.marks)
+    (turn,) = result.turns
+    heard = await transcribe(stt_address(mesh), turn.reply_pcm)
+    assert "day" in heard.lower(), heard  # "What day would you like to come?"
+    assert turn.voice_to_voice_ms is not None and turn.voice_to_voice_ms > 0
+
+    session = await session_of(mesh, result.sids.call_sid)
+    events = await fetch_events(mesh.nats_url, session)
+    (started,) = [e.call_started for e in events if event_name(e) == "call_started"]
+    assert (started.transport, started.caller, started.callee) == ("twilio-stream", "+15550100", "+15550199")
+    assert started.agent == "Bella Vista"
+    names = [event_name(e) for e in events]
+    assert "turn_latency" in names and "playout_finished" in names
+
+
+async def test_barge_in_on_a_twilio_call_sends_clear(mesh: LocalMesh) -> None:
+    result = await place_twilio_call(
+        mesh.twilio_url,
+        mesh.twilio_auth_token,
+        [FIXTURES / "caller_party.wav", FIXTURES / "caller_when.wav"],
+        barge_in={1: 300},  # talk over the reply to the first turn, 300 ms into it
+    )
+    assert result.clears, "the edge cleared Twilio's buffer when the caller talked over it"
+    session = await session_of(mesh, result.sids.call_sid)
+    events = await fetch_events(mesh.nats_url, session)
+    interrupted = [e.playout_finished for e in events if event_name(e) == "playout_finished"]
+    assert any(p.interrupted for p in interrupted)
+
+
+async def test_a_transfer_on_a_twilio_call_ends_the_stream_and_the_callback_dials_the_target(
+    mesh: LocalMesh,
+) -> None:
+    result = await place_twilio_call(
+        mesh.twilio_url,
+        mesh.twilio_auth_token,
+        [FIXTURES / "caller_person.wav", FIXTURES / "caller_yes.wav"],
+        action_url=action_url(mesh),
+    )
+    assert result.ended_by is EndedBy.SERVER and result.close_code == 1000
+    assert result.action is not None and result.action.status == 200
+    assert "<Dial><Sip>sip:host@bellavista.example</Sip></Dial>" in result.action.body
+    heard = await transcribe(stt_address(mesh), result.turns[0].reply_pcm)
+    assert wer("Of course. Please hold while I put you through to a member of our team.", heard) <= 0.3, heard
+    session = await session_of(mesh, result.sids.call_sid)
+    events = await fetch_events(mesh.nats_url, session)
+    (transferred,) = [e.call_transferred for e in events if event_name(e) == "call_transferred"]
+    assert transferred.method == "twilio-connect-action"
+
+
+async def test_an_agent_hangup_is_answered_with_hangup_twiml(mesh: LocalMesh) -> None:
+    result = await place_twilio_call(
+        mesh.twilio_url,
+        mesh.twilio_auth_token,
+        [FIXTURES / "caller_yes.wav"],
+        custom_parameters={"agent": "listener"},
+        action_url=action_url(mesh),
+    )
+    assert result.ended_by is EndedBy.SERVER
+    assert result.action is not None and "<Hangup/>" in result.action.body
+
+
+async def test_dtmf_reaches_the_agent(mesh: LocalMesh) -> None:
+    """Pressing 4 answers "How many people?" as saying it would."""
+    result = await place_twilio_call(
+        mesh.twilio_url, mesh.twilio_auth_token, [SILENCE_200MS], dtmf={0: "4"}
+    )
+    heard = await transcribe(stt_address(mesh), result.turns[0].reply_pcm)
+    assert "day" in heard.lower(), heard
+    session = await session_of(mesh, result.sids.call_sid)
+    events = await fetch_events(mesh.nats_url, session)
+    assert [e.dtmf_received.digits for e in events if event_name(e) == "dtmf_received"] == ["4"]
+
+
+async def test_a_wrong_signature_is_refused_before_the_upgrade(mesh: LocalMesh) -> None:
+    with pytest.raises(StreamRefused) as info:
+        await place_twilio_call(mesh.twilio_url, "not-the-token", [SILENCE_200MS])
+    assert info.value.status == 403
+    with pytest.raises(websockets.InvalidStatus) as raw:
+        async with websockets.connect(mesh.twilio_url):  # no signature at all
+            pass
+    assert raw.value.response.status_code == 403
+
+
+async def test_malformed_twilio_messages_are_dropped_and_the_call_goes_on(mesh: LocalMesh) -> None:
+    """Junk on one stream, mid-call, while a real call runs beside it: the junk is counted,
+    the stream it came on carries on, and the call beside it completes."""
+    headers = sign(mesh.twilio_auth_token, mesh.twilio_url)
+    junk = [
+        "not json",
+        "{}",
+        '{"event": "media"}',
+        '{"event": "media", "sequenceNumber": "x", "media": {"payload": "%%%"}}',
+        '{"event": "dtmf", "sequenceNumber": "3", "dtmf": {"digit": "Z"}}',
+        '{"event": "clear"}',
+        "[" * 10000,
+        b"\xff\xfe binary",
+    ]
+    beside = asyncio.create_task(
+        place_twilio_call(mesh.twilio_url, mesh.twilio_auth_token, [FIXTURES / "caller_party.wav"])
+    )
+    async with websockets.connect(mesh.twilio_url, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(
+            json.dumps(
+                {
+                    "event": "start",
+                    "sequenceNumber": "1",
+                    "streamSid": "MZjunk",
+                    "start": {
+                        "streamSid": "MZjunk",
+                        "accountSid": "ACjunk",
+                        "callSid": "CAjunk",
+                        "tracks": ["inbound"],
+                        "customParameters": {},
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    },
+                }
+            )
+        )
+        for item in junk:
+            await ws.send(item)
+        # the stream is still served: the greeting's audio arrives
+        async with asyncio.timeout(15):
+            while True:
+                raw = await ws.recv()
+                if isinstance(raw, str) and json.loads(raw).get("event") == "media":
+                    break
+    result = await beside
+    assert result.ok and result.turns[0].reply_pcm
