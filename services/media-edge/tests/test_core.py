@@ -53,9 +53,16 @@ class Call:
         for offset, clause in clauses:
             self.core.on_tts_clause(rid, offset, clause)
 
-    def play(self, rid: str, frames: int) -> list[d.Decision]:
+    def play(self, rid: str, frames: int, far_end_lag: int = 0) -> list[d.Decision]:
+        """Play `frames` frames; clause marks come back played `far_end_lag` frames later
+        (0: at once, as on a port without a far-end buffer)."""
         out = self.record(self.core.on_playout_started(rid, self.now))
-        for _ in range(frames):
+        pending: list[tuple[int, int]] = []
+        for frame in range(frames):
+            pending += [(frame + far_end_lag, i) for i in self.core.clause_marks_due(rid)]
+            for back in [p for p in pending if p[0] <= frame]:
+                self.core.on_clause_heard(rid, back[1])
+                pending.remove(back)
             self.core.on_frame_played(rid)
         return out
 
@@ -145,6 +152,21 @@ def test_barge_in_stops_playout_clears_the_far_end_and_reports_what_was_heard() 
     assert d.ShowPlayout("r1", "end") in out
     assert call.core.state == "user_speaking"
     assert not call.core.accepts_audio("r1")
+
+
+def test_a_clause_still_in_the_far_ends_buffer_was_not_heard() -> None:
+    """On a carrier that buffers (Twilio), a clause counts as heard only once its mark has
+    come back; marks the carrier returns after a clear prove nothing."""
+    call = Call()
+    call.speak(400)
+    call.silence(520)
+    call.core.on_final("t1", "four", 0.9, call.now)
+    call.reply("r1", "t1", "Great. What day?", [(0, "Great."), (580, "What day?")])
+    call.play("r1", frames=30, far_end_lag=5)  # 600 ms sent; "What day?" marked at 580 ms, not back
+    out = call.speak(200)
+    assert of(d.CancelResponse, out) == [d.CancelResponse("r1", "Great.")]
+    call.core.on_clause_heard("r1", 1)  # returned by the clear
+    assert call.core.responses["r1"].heard_text() == "Great."
 
 
 def test_no_barge_in_when_the_agent_forbids_it() -> None:

@@ -8,12 +8,11 @@ from voicemesh.edge.native import BadMessage, parse_client_message
 pytestmark = pytest.mark.unit
 
 
-def test_what_the_caller_heard_is_the_clauses_that_started_playing() -> None:
+def test_what_the_caller_heard_is_the_clauses_whose_marks_came_back() -> None:
     resp = Response("r1", "t1", clauses=[(0, "Sorry,"), (600, "I didn't catch that."), (1900, "How many?")])
-    resp.played_frames = 50  # 1 s
-    assert resp.heard_text() == "Sorry, I didn't catch that."
-    resp.played_frames = 0
     assert resp.heard_text() == ""
+    resp.heard = {0, 1}
+    assert resp.heard_text() == "Sorry, I didn't catch that."
 
 
 def test_turn_timing_splits_voice_to_voice_into_its_stages() -> None:

@@ -225,6 +225,26 @@ class CallCore:
             out.append(ShowTiming(timing))
         return out
 
+    def clause_marks_due(self, response_id: str) -> list[int]:
+        """Clauses starting at or before the next frame to play: mark each in the outgoing
+        audio (once), so the far end tells when the caller began to hear it."""
+        resp = self.responses.get(response_id)
+        if resp is None or resp.cancelled:
+            return []
+        offset_ms = resp.played_frames * FRAME_MS
+        due = []
+        while resp.marked < len(resp.clauses) and resp.clauses[resp.marked][0] <= offset_ms:
+            due.append(resp.marked)
+            resp.marked += 1
+        return due
+
+    def on_clause_heard(self, response_id: str, index: int) -> None:
+        """The far end played up to a clause's mark. A mark returned after the response was
+        stopped (a carrier returns pending marks on `clear`) proves nothing: ignored."""
+        resp = self.responses.get(response_id)
+        if resp is not None and not resp.cancelled and 0 <= index < len(resp.clauses):
+            resp.heard.add(index)
+
     def on_frame_played(self, response_id: str) -> None:
         resp = self.responses.get(response_id)
         if resp is not None:

@@ -37,10 +37,13 @@ class Response:
     # (offset_ms, clause text) from tts marks: what the caller heard if playout stops.
     clauses: list[tuple[int, str]] = field(default_factory=list)
     played_frames: int = 0
+    # Clauses marked in the outgoing audio so far, and those the far end has played into.
+    marked: int = 0
+    heard: set[int] = field(default_factory=set)
 
     def heard_text(self) -> str:
-        played_ms = self.played_frames * FRAME_MS
-        return " ".join(t for off, t in self.clauses if off < played_ms).strip()
+        """The clauses the caller has begun to hear (their mark came back played)."""
+        return " ".join(t for i, (_, t) in enumerate(self.clauses) if i in self.heard).strip()
 
 
 def turn_timing(turn: Turn, resp: Response, first_frame_sent_at: float) -> TurnTiming:

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 PLAYOUT_QUEUE_FRAMES = 1500  # 30 s of agent audio
 SERVICES = ("stt", "reasoning", "tts")
 _END_MARK = "end:"
+_CLAUSE_MARK = "clause:"  # clause:<response id>:<index>
 _FAILURES = {"no_capacity": EndReason.NO_CAPACITY, "unknown_agent": EndReason.UNKNOWN_AGENT}
 
 
@@ -418,6 +419,10 @@ class CallSession:
             elif isinstance(event, MarkPlayed):
                 if event.name.startswith(_END_MARK):
                     await self._act(self.core.on_playout_done(event.name[len(_END_MARK) :], clock()))
+                elif event.name.startswith(_CLAUSE_MARK):
+                    rid, _, index = event.name[len(_CLAUSE_MARK) :].rpartition(":")
+                    if index.isdigit():
+                        self.core.on_clause_heard(rid, int(index))
             elif isinstance(event, Dtmf):
                 await self._act(self.core.on_dtmf(event.digits, clock()))
             elif isinstance(event, Hold):
@@ -490,6 +495,9 @@ class CallSession:
             if not core.accepts_audio(response_id):
                 continue
             await self._act(core.on_playout_started(response_id, now_fn()))
+            for clause in core.clause_marks_due(response_id):
+                if await self.port.mark(f"{_CLAUSE_MARK}{response_id}:{clause}"):
+                    core.on_clause_heard(response_id, clause)
             await self.port.play(item)  # type: ignore[arg-type]
             pacing.sent()
             core.on_frame_played(response_id)
