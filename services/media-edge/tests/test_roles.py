@@ -77,7 +77,7 @@ async def test_a_reopened_role_is_configured_again_and_goes_on_from_the_new_inst
     _, addr_a = await servers.start("a")
     b, addr_b = await servers.start("b")
     pool = ChannelPool()
-    client = SttClient(pool, ServiceMetrics.create("media-edge"), addr_a, [], config())
+    client = SttClient.open(pool, ServiceMetrics.create("media-edge"), addr_a, [], config())
     try:
         reader = asyncio.create_task(first_final(client))
         for _ in range(3):
@@ -105,7 +105,7 @@ async def test_a_flush_behind_a_stalled_peer_is_never_dropped_and_stays_behind_i
     peer, address = await servers.start("p", stall)
     pool = ChannelPool()
     metrics = ServiceMetrics.create("media-edge")
-    client = SttClient(pool, metrics, address, [], config())
+    client = SttClient.open(pool, metrics, address, [], config())
     try:
         for _ in range(200):  # 4 s of audio while the peer reads nothing
             client.send_frame(FRAME, 0.0)

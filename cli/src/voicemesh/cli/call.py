@@ -94,6 +94,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+def _write_audio(args: argparse.Namespace, reply: bytes, greeting: bytes) -> int | None:
+    """Write --out / --greeting-out; the exit code when that fails."""
+    try:
+        if args.out is not None:
+            write_wav(args.out, reply)
+        if args.greeting_out is not None:
+            write_wav(args.greeting_out, greeting)
+    except OSError as exc:
+        return _fail(f"cannot write {exc.filename}: {exc.strerror}", 1)
+    return None
+
+
 def resolve_edge(url: str | None, token: str | None) -> tuple[str, str]:
     """The edge URL and token: flags, then the environment, then the local mesh's state."""
     url = url or os.environ.get("VOICEMESH_EDGE_URL") or None
@@ -134,13 +146,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
 
-    try:
-        if args.out is not None:
-            write_wav(args.out, result.reply_audio)
-        if args.greeting_out is not None:
-            write_wav(args.greeting_out, result.greeting_audio)
-    except OSError as exc:
-        return _fail(f"cannot write {exc.filename}: {exc.strerror}", 1)
+    failed = _write_audio(args, result.reply_audio, result.greeting_audio)
+    if failed is not None:
+        return failed
 
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
@@ -297,13 +305,9 @@ def run_twilio(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
 
-    try:
-        if args.out is not None:
-            write_wav(args.out, result.reply_pcm)
-        if args.greeting_out is not None:
-            write_wav(args.greeting_out, result.greeting_pcm)
-    except OSError as exc:
-        return _fail(f"cannot write {exc.filename}: {exc.strerror}", 1)
+    failed = _write_audio(args, result.reply_pcm, result.greeting_pcm)
+    if failed is not None:
+        return failed
 
     if args.json:
         print(json.dumps(result.to_json() | {"custom_parameters": params}, ensure_ascii=False))

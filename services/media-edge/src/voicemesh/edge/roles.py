@@ -50,28 +50,27 @@ class RoleFailed(Exception):
 class _RoleClient(Generic[Req, Resp]):
     role: str
 
+    max_queued = 250
+
     def __init__(
-        self,
-        pool: ChannelPool,
-        metrics: ServiceMetrics,
-        address: str,
-        metadata: list[tuple[str, str]],
-        max_queued: int = 250,
+        self, pool: ChannelPool, metrics: ServiceMetrics, address: str, metadata: list[tuple[str, str]], first: Req
     ) -> None:
+        """`first`: the stream's opening message (its config), sent again on every reopen."""
         self._pool = pool
         self._metrics = metrics
         self._metadata = metadata
-        self._max_queued = max_queued
+        self._first = first
         self.address = address
         self.generation = 0
         self._stream = self._open(address)
+        self._configure()
 
     def _call(self, channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
         raise NotImplementedError
 
     def _open(self, address: str) -> Duplex[Req, Resp]:
         call = self._call(self._pool.get(address))
-        return Duplex[Req, Resp](call, self.role, self._metrics, max_queued=self._max_queued)
+        return Duplex[Req, Resp](call, self.role, self._metrics, max_queued=self.max_queued)
 
     async def reopen(self, address: str) -> None:
         """Move this role to another instance: a new stream, configured like the old one."""
@@ -83,7 +82,7 @@ class _RoleClient(Generic[Req, Resp]):
         await old.aclose()
 
     def _configure(self) -> None:
-        """Send the stream's first message(s) again (after reopen)."""
+        self._stream.send_control(self._first)
 
     async def responses(self) -> AsyncIterator[Resp]:
         """Every response, across reopens, until the current stream ends."""
@@ -105,30 +104,23 @@ class _RoleClient(Generic[Req, Resp]):
 
 class SttClient(_RoleClient[stt_pb2.RecognizeRequest, stt_pb2.RecognizeResponse]):
     role = "stt"
+    max_queued = STT_MAX_QUEUED_FRAMES
+    _sequence = 0
 
-    def __init__(
-        self,
-        pool: ChannelPool,
-        metrics: ServiceMetrics,
-        address: str,
-        metadata: list[tuple[str, str]],
+    @classmethod
+    def open(
+        cls, pool: ChannelPool, metrics: ServiceMetrics, address: str, metadata: list[tuple[str, str]],
         config: stt_pb2.RecognitionConfig,
-    ) -> None:
-        self._config = config
-        self._sequence = 0
-        super().__init__(pool, metrics, address, metadata, max_queued=STT_MAX_QUEUED_FRAMES)
-        self._configure()
+    ) -> SttClient:
+        return cls(pool, metrics, address, metadata, stt_pb2.RecognizeRequest(config=config))
 
     def _call(self, channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
         return stt_pb2_grpc.SpeechToTextStub(channel).Recognize(metadata=self._metadata)
 
-    def _configure(self) -> None:
-        self._stream.send_control(stt_pb2.RecognizeRequest(config=self._config))
-
     def send_frame(self, pcm: bytes, speech_probability: float) -> None:
         """One caller frame, numbered so stt sees any gap; dropped first when stt stalls."""
         seq = self._sequence
-        self._sequence += 1
+        self._sequence = seq + 1
         self._stream.send_live(
             stt_pb2.RecognizeRequest(
                 audio=audio_pb2.AudioFrame(
@@ -148,23 +140,15 @@ class SttClient(_RoleClient[stt_pb2.RecognizeRequest, stt_pb2.RecognizeResponse]
 class ReasoningClient(_RoleClient[reasoning_pb2.ConverseRequest, reasoning_pb2.ConverseResponse]):
     role = "reasoning"
 
-    def __init__(
-        self,
-        pool: ChannelPool,
-        metrics: ServiceMetrics,
-        address: str,
-        metadata: list[tuple[str, str]],
+    @classmethod
+    def open(
+        cls, pool: ChannelPool, metrics: ServiceMetrics, address: str, metadata: list[tuple[str, str]],
         start: reasoning_pb2.SessionStart,
-    ) -> None:
-        self._start = start
-        super().__init__(pool, metrics, address, metadata)
-        self._configure()
+    ) -> ReasoningClient:
+        return cls(pool, metrics, address, metadata, reasoning_pb2.ConverseRequest(start=start))
 
     def _call(self, channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
         return reasoning_pb2_grpc.ReasoningStub(channel).Converse(metadata=self._metadata)
-
-    def _configure(self) -> None:
-        self._stream.send_control(reasoning_pb2.ConverseRequest(start=self._start))
 
     async def ready(self) -> reasoning_pb2.AgentProfile:
         """Wait for the session to start; the agent profile it names."""
@@ -202,23 +186,15 @@ class ReasoningClient(_RoleClient[reasoning_pb2.ConverseRequest, reasoning_pb2.C
 class TtsClient(_RoleClient[tts_pb2.SynthesizeRequest, tts_pb2.SynthesizeResponse]):
     role = "tts"
 
-    def __init__(
-        self,
-        pool: ChannelPool,
-        metrics: ServiceMetrics,
-        address: str,
-        metadata: list[tuple[str, str]],
+    @classmethod
+    def open(
+        cls, pool: ChannelPool, metrics: ServiceMetrics, address: str, metadata: list[tuple[str, str]],
         config: tts_pb2.SynthesisConfig,
-    ) -> None:
-        self._config = config
-        super().__init__(pool, metrics, address, metadata)
-        self._configure()
+    ) -> TtsClient:
+        return cls(pool, metrics, address, metadata, tts_pb2.SynthesizeRequest(config=config))
 
     def _call(self, channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
         return tts_pb2_grpc.TextToSpeechStub(channel).Synthesize(metadata=self._metadata)
-
-    def _configure(self) -> None:
-        self._stream.send_control(tts_pb2.SynthesizeRequest(config=self._config))
 
     def text(self, response_id: str, text: str) -> None:
         self._stream.send_ordered(

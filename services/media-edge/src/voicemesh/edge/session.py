@@ -199,7 +199,7 @@ class CallSession:
         settings), then open stt and tts configured for it."""
         deps = self.deps
         info = self.port.info
-        reasoning = ReasoningClient(
+        reasoning = ReasoningClient.open(
             deps.channels,
             deps.metrics,
             addresses["reasoning"],
@@ -223,7 +223,7 @@ class CallSession:
                 idle_timeout_ms=profile.idle_timeout_ms,
             )
         )
-        stt = SttClient(
+        stt = SttClient.open(
             deps.channels,
             deps.metrics,
             addresses["stt"],
@@ -239,7 +239,7 @@ class CallSession:
                 client_vad=True,  # frames carry the edge's VAD result: one decision per frame
             ),
         )
-        tts = TtsClient(
+        tts = TtsClient.open(
             deps.channels,
             deps.metrics,
             addresses["tts"],
