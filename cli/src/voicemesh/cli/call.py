@@ -194,8 +194,11 @@ def format_human(result: CallResult) -> list[str]:
         lines.append(format_latency(turn.latency))
     if len(result.turns) > 1:
         lines.append("median " + format_latency(result.latency_ms))
-    ended = {"caller": "the caller", "agent": "the agent", "edge": "the edge dropping it"}
-    lines.append(f"call ended by {ended.get(result.ended_by, result.ended_by)}")
+    if result.transferred_to:
+        lines.append(f"the agent transferred the call to {result.transferred_to}")
+    else:
+        ended = {"caller": "the caller", "agent": "the agent", "edge": "the edge dropping it"}
+        lines.append(f"call ended by {ended.get(result.ended_by, result.ended_by)}")
     return lines
 
 

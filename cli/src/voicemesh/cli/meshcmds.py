@@ -73,6 +73,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(
         f"\nvoicemesh is up in {time.monotonic() - started:.1f} s; agent '{args.agent}' answers at {mesh.edge_url}\n"
         f"  place a call:   .venv/bin/voicemesh call tests/e2e/fixtures/caller_party.wav\n"
+        f"  as Twilio:      .venv/bin/voicemesh call --twilio tests/e2e/fixtures/caller_party.wav"
+        f"   (stream {mesh.twilio_url})\n"
+        f"  recent calls:   .venv/bin/voicemesh calls\n"
         f"  status:         .venv/bin/voicemesh status\n"
         f"  stop:           Ctrl-C here, or .venv/bin/voicemesh down",
         flush=True,
