@@ -6,8 +6,11 @@ machine: the carrier stands in for it, everything behind the edge is real."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import websockets
@@ -178,3 +181,60 @@ async def test_malformed_twilio_messages_are_dropped_and_the_call_goes_on(mesh: 
                     break
     result = await beside
     assert result.ok and result.turns[0].reply_pcm
+
+
+async def test_the_reference_messages_played_at_20_ms_get_answers_shaped_like_the_reference(
+    mesh: LocalMesh, assets_dir: Path
+) -> None:
+    """Twilio's own reference messages (shared/assets/twilio), played as a carrier would:
+    connected, start, the real 2020 call's 160-byte media every 20 ms, a dtmf, stop. What
+    comes back is media / mark only, keyed exactly like the reference replies."""
+    ref = assets_dir / "twilio"
+    load = lambda name: json.loads((ref / name).read_text())  # noqa: E731
+    start = load("from_twilio_start.json")
+    sid = start["streamSid"]
+    media = load("real_call_2020/from_twilio_media.json")
+    media["streamSid"] = sid
+    shapes = {m["event"]: m for m in (load("to_twilio_media.json"), load("to_twilio_mark.json"))}
+    received: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    async with websockets.connect(mesh.twilio_url, additional_headers=sign(mesh.twilio_auth_token, mesh.twilio_url)) as ws:
+
+        async def read() -> None:
+            async for raw in ws:
+                msg = json.loads(raw)
+                received.append(msg)
+                if msg["event"] == "mark":  # echo it, as Twilio does once it has played
+                    await ws.send(json.dumps({"event": "mark", "streamSid": sid, "sequenceNumber": "0", "mark": msg["mark"]}))
+
+        reader = asyncio.create_task(read())
+        await ws.send(json.dumps(load("from_twilio_connected.json")))
+        await ws.send(json.dumps(start))
+        next_at = loop.time()
+        for chunk in range(1, 301):  # 6 s
+            media["sequenceNumber"] = str(chunk + 1)
+            media["media"]["chunk"] = str(chunk)
+            media["media"]["timestamp"] = str(52 + (chunk - 1) * 20)
+            await ws.send(json.dumps(media))
+            next_at += 0.020
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+        dtmf = load("from_twilio_dtmf.json")
+        dtmf["sequenceNumber"] = "302"
+        await ws.send(json.dumps(dtmf))
+        stop = load("from_twilio_stop.json")
+        stop["sequenceNumber"] = "303"
+        await ws.send(json.dumps(stop))
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await asyncio.wait_for(reader, 10)
+    events = {m["event"] for m in received}
+    assert "media" in events and "mark" in events  # the greeting played, marked
+    assert events <= {"media", "mark", "clear"}  # never "connected" or anything else
+    for msg in received:
+        if msg["event"] in shapes:
+            reference = shapes[msg["event"]]
+            assert msg.keys() == reference.keys(), msg
+            inner = msg["event"]
+            assert msg[inner].keys() == reference[inner].keys(), msg  # type: ignore[union-attr]
+            assert msg["streamSid"] == sid
+    first = next(m for m in received if m["event"] == "media")
+    assert len(base64.b64decode(first["media"]["payload"])) == 160  # type: ignore[index]

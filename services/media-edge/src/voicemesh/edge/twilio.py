@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 PATH = "/v1/twilio"
 ACTION_PATH = "/v1/twilio/connect-action"
 TWILIO_RATE = 8000
+TWILIO_FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
 START_TIMEOUT_S = 10.0
 MAX_GAP_FILL_MS = 1000  # a hole in the media longer than this is filled only this far
 _ULAW_SILENCE_MS = 20
@@ -108,6 +109,7 @@ class TwilioPort(MediaPort):
         self._inbound = StreamResampler(TWILIO_RATE, SAMPLE_RATE)
         self._outbound = StreamResampler(SAMPLE_RATE, TWILIO_RATE)
         self._framer = Framer(FRAME_BYTES)
+        self._out_framer = Framer(TWILIO_FRAME_BYTES)  # 20 ms of μ-law a media message
         self._pending: deque[PortEvent] = deque()
         self._next_timestamp_ms: int | None = None
         self._closed = False
@@ -166,10 +168,13 @@ class TwilioPort(MediaPort):
 
     async def play(self, pcm: bytes) -> None:
         out = self._outbound.process(pcm)
-        if out:
-            await self._send(tw.encode_media(self._sid, ulaw_encode(out)))
+        for chunk in self._out_framer.push(ulaw_encode(out)) if out else ():
+            await self._send(tw.encode_media(self._sid, chunk))
 
     async def mark(self, name: str) -> bool:
+        rest = self._out_framer.flush(pad=False)  # what precedes the mark goes before it
+        if rest:
+            await self._send(tw.encode_media(self._sid, rest))
         await self._send(tw.encode_mark(self._sid, name))
         return self._closed  # Twilio echoes the mark once it has played what came before
 
