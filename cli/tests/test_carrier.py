@@ -12,7 +12,8 @@ import pytest
 
 from voicemesh.audio.g711 import ulaw_encode
 from voicemesh.cli.callscript import Utterance
-from voicemesh.cli.carrier import (
+from voicemesh.cli.carrier import TwilioCarrier
+from voicemesh.cli.carrier_types import (
     FRAME_ULAW,
     QUIET_S,
     EndedBy,
@@ -22,7 +23,6 @@ from voicemesh.cli.carrier import (
     ServerMedia,
     StreamSids,
     TurnOutcome,
-    TwilioCarrier,
     parse_server_message,
 )
 

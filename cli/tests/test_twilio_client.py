@@ -32,7 +32,7 @@ from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from voicemesh.audio.g711 import ulaw_decode, ulaw_encode
 from voicemesh.audio.wav import read_wav, write_wav
 from voicemesh.cli import call
-from voicemesh.cli.carrier import EndedBy, TurnOutcome
+from voicemesh.cli.carrier_types import EndedBy, TurnOutcome
 from voicemesh.cli.twilio_client import StreamRefused, place_twilio_call
 
 pytestmark = pytest.mark.integration

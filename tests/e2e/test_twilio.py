@@ -16,7 +16,7 @@ import pytest
 import websockets
 
 from voicemesh.cli.calls_cmd import calls_from_events, fetch_call_events
-from voicemesh.cli.carrier import EndedBy
+from voicemesh.cli.carrier_types import EndedBy
 from voicemesh.cli.events_cmd import fetch_events
 from voicemesh.cli.localmesh import LocalMesh
 from voicemesh.cli.twilio_client import StreamRefused, place_twilio_call, sign

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from voicemesh.audio.wav import AudioFormatError, write_wav
 
 from .callscript import LatencyMs, Utterance
-from .carrier import QUIET_S, EndedBy, TurnOutcome, TwilioCallResult
+from .carrier_types import QUIET_S, EndedBy, TurnOutcome, TwilioCallResult
 from .state import StateError, read_state
 from .twilio_client import place_twilio_call
 from .wsclient import CallClient, CallFailed, CallResult, load_utterances

@@ -32,7 +32,8 @@ from voicemesh.edge.twilio_signature import compute_signature
 from voicemesh.mesh.aio import cancel_and_wait
 
 from .callscript import FRAME_S
-from .carrier import ActionResponse, EndedBy, TwilioCallResult, TwilioCarrier, parse_server_message
+from .carrier import TwilioCarrier
+from .carrier_types import ActionResponse, EndedBy, TwilioCallResult, parse_server_message
 from .wsclient import CallFailed, load_utterances
 
 Clock = Callable[[], float]
