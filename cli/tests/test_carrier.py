@@ -30,7 +30,14 @@ pytestmark = pytest.mark.unit
 
 TICK = 0.02
 SIDS = StreamSids("MZ" + "a" * 32, "CA" + "b" * 32, "AC" + "c" * 32)
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "assets" / "twilio"
+FIXTURES = Path("shared/assets/twilio")  # set from the assets_dir fixture below
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _reference_messages(assets_dir: Path) -> None:
+    """The Twilio reference messages, wherever the shared assets sit (see conftest.py)."""
+    global FIXTURES
+    FIXTURES = assets_dir / "twilio"
 SILENCE = b"\xff" * FRAME_ULAW
 
 
