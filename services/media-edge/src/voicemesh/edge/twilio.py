@@ -233,7 +233,10 @@ class TwilioStreamTransport(CallTransport):
         scheme = "https" if parts.scheme == "wss" else "http"
         return urlunsplit((scheme, parts.netloc, ACTION_PATH, "", ""))
 
-    def _verify(self, request: Request, signed_url: str) -> tuple[HTTPStatus, str] | None:
+    def _verify(self, request: Request, public_url: str) -> tuple[HTTPStatus, str] | None:
+        """Twilio signs the URL it requested: our public URL with the query it sent."""
+        query = urlsplit(request.path).query
+        signed_url = public_url + (f"?{query}" if query else "")
         if not self._auth_token:
             return HTTPStatus.FORBIDDEN, "the Twilio stream is not configured (VOICEMESH_TWILIO_AUTH_TOKEN)"
         signature = request.headers.get("X-Twilio-Signature", "")
@@ -242,12 +245,10 @@ class TwilioStreamTransport(CallTransport):
         return None
 
     def _authorize_stream(self, request: Request) -> tuple[HTTPStatus, str] | None:
-        query = urlsplit(request.path).query
-        return self._verify(request, self.stream_url + (f"?{query}" if query else ""))
+        return self._verify(request, self.stream_url)
 
     def _authorize_action(self, request: Request) -> tuple[HTTPStatus, str] | None:
-        query = urlsplit(request.path).query
-        return self._verify(request, self.action_url + (f"?{query}" if query else ""))
+        return self._verify(request, self.action_url)
 
     def _connect_action(self, request: Request) -> tuple[HTTPStatus, str, str]:
         params = parse_qs(urlsplit(request.path).query)

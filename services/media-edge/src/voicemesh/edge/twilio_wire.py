@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from .port import DTMF_DIGITS
+
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "Connected",
@@ -38,7 +40,6 @@ __all__ = [
 MAX_MESSAGE_BYTES = 64 * 1024
 # Numbers on the wire (sequenceNumber, chunk, timestamp) beyond this are not a real stream.
 _MAX_NUMBER = 2**63 - 1
-_DTMF_DIGITS = frozenset("0123456789*#ABCD")
 # Events only the server sends; one arriving from Twilio is a protocol error.
 _SERVER_EVENTS = frozenset({"clear"})
 
@@ -267,7 +268,7 @@ def _parse_dtmf(msg: Mapping[str, Any]) -> Dtmf:
     dtmf = _object(msg, "dtmf", "dtmf")
     track = _string(dtmf, "track", "dtmf.track")
     digit = _string(dtmf, "digit", "dtmf.digit", empty=True)
-    if digit not in _DTMF_DIGITS:
+    if digit not in DTMF_DIGITS:
         _fail(f"dtmf.digit must be one of 0-9, *, #, A-D, got {_show(digit)}")
     return Dtmf(stream_sid=stream_sid, sequence_number=sequence_number, track=track, digit=digit)
 
