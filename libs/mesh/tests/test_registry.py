@@ -21,7 +21,7 @@ from voicemesh.mesh.registry import (
 
 pytestmark = pytest.mark.integration
 
-STT = InstanceInfo("stt", "stt-1", "10.0.0.5:50051", "eu-west", 8)
+STT = InstanceInfo("stt", "stt-1", "10.0.0.5:50051", "eu-west", 8, zone="eu-west-1b")
 TTS = InstanceInfo("tts", "tts-1", "10.0.0.6:50051", "us-east", 4)
 
 

@@ -7,7 +7,7 @@ Key schema (prefix "vm:" by default; <service> never contains ":"):
 
     vm:services                       set    names of services that ever registered
     vm:svc:<service>                  set    instance ids of that service
-    vm:inst:<service>:<instance_id>   hash   address, region, capacity, draining ("0"/"1"),
+    vm:inst:<service>:<instance_id>   hash   address, region, zone, capacity, draining ("0"/"1"),
                                              started_at (unix seconds); PEXPIRE retain_s,
                                              pushed forward by every heartbeat
     vm:alive:<service>:<instance_id>  string "1" with PEXPIRE ttl_s: the instance is alive
@@ -82,6 +82,8 @@ class InstanceInfo:
     address: str
     region: str
     capacity: int
+    # Failure domain inside the region (Kubernetes: topology.kubernetes.io/zone); may be "".
+    zone: str = ""
 
     def __post_init__(self) -> None:
         check_service_name(self.service)
@@ -177,16 +179,18 @@ class InstanceRegistry:
                 continue
             async with self.redis.pipeline(transaction=False) as pipe:
                 for iid in ids:
-                    pipe.hmget(k.instance(svc, iid), "address", "region", "capacity", "draining")
+                    pipe.hmget(
+                        k.instance(svc, iid), "address", "region", "capacity", "draining", "zone"
+                    )
                     pipe.exists(k.alive(svc, iid))
                     pipe.zcount(k.load(svc, iid), f"({now_ms}", "+inf")
                 replies = await pipe.execute()
             for n, iid in enumerate(ids):
                 fields, alive, active = replies[3 * n : 3 * n + 3]
-                address, region, capacity, draining = (_text(f) for f in fields)
+                address, region, capacity, draining, zone = (_text(f) for f in fields)
                 if not address:  # the record expired; the router's script forgets the id
                     continue
-                info = InstanceInfo(svc, iid, address, region, int(capacity or 0))
+                info = InstanceInfo(svc, iid, address, region, int(capacity or 0), zone)
                 states.append(InstanceState(info, int(active), draining == "1", bool(alive)))
         return states
 
@@ -195,7 +199,12 @@ class InstanceRegistry:
         record's static fields, its expiry and the membership sets."""
         k = self.keys
         inst = k.instance(info.service, info.instance_id)
-        static = {"address": info.address, "region": info.region, "capacity": info.capacity}
+        static = {
+            "address": info.address,
+            "region": info.region,
+            "zone": info.zone,
+            "capacity": info.capacity,
+        }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(k.alive(info.service, info.instance_id), "1", px=self._ttl_ms, get=True)
             pipe.hset(inst, mapping=static)

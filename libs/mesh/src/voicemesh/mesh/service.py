@@ -152,6 +152,7 @@ async def serve(
             instance_id=settings.instance_id,
             address=settings.advertise_address(port),
             region=settings.region,
+            zone=settings.zone,
             capacity=settings.capacity,
         )
         await registry.register(info)

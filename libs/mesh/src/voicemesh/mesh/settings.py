@@ -32,6 +32,8 @@ class MeshSettings(BaseSettings):
 
     instance_id: str = Field(default_factory=_default_instance_id)
     region: str = "local"
+    # Failure domain inside the region (on Kubernetes the node's topology zone); "" if none.
+    zone: str = ""
     # Address the gRPC server binds; `advertise_host` is what others dial.
     bind_host: str = "127.0.0.1"
     advertise_host: str = "127.0.0.1"
