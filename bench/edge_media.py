@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "e2e" / "fixtures"
 FAKEPEERS = Path(__file__).resolve().parent / "fakepeers.py"
 DEFAULT_STEPS = (1, 5, 10, 20, 40, 60, 80, 100)
-TRANSPORT_LABEL = {"native": "native-ws", "twilio": "twilio-stream"}
+TRANSPORT_LABEL = {"native": "native", "twilio": "twilio"}  # the edge metrics' transport label
 TICK_S = 0.020
 PAUSE_S = 1.5
 WARMUP_S = 3.0
@@ -580,7 +580,7 @@ def start_all(procs: Processes, max_calls: int) -> EdgeAddress:
             "VOICEMESH_EDGE_TOKEN": edge.token,
             "VOICEMESH_TWILIO_AUTH_TOKEN": edge.twilio_token,
             "VOICEMESH_TWILIO_STREAM_URL": edge.twilio_url,
-            "VOICEMESH_MAX_CALLS": str(max_calls),
+            "VOICEMESH_CAPACITY": str(max_calls),
             "VOICEMESH_DRAIN_TIMEOUT_S": "5",
             "VOICEMESH_LOG_FORMAT": "json",
         }

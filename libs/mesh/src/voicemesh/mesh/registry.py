@@ -40,6 +40,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+# The roles a call reserves a slot on (media-edge asks the router for one instance of each).
+PLACED_ROLES = ("stt", "reasoning", "tts")
+
 
 @dataclass(frozen=True)
 class Keys:

@@ -1,9 +1,15 @@
 """The process runner every voicemesh service shares.
 
-Start-up, in order: metrics endpoint, Redis/Valkey, NATS JetStream, gRPC server with the
-health service (NOT_SERVING), the service's own `start()` (models load here), registry
-entry, then SERVING. Shutdown (SIGTERM/SIGINT): NOT_SERVING, draining in the registry, wait
-for live sessions (up to `drain_timeout_s`), leave the registry, `server.stop(grace)`.
+Start-up, in order: metrics endpoint (capacity, region and zone already set), Redis/Valkey,
+NATS JetStream, gRPC server with the health service (NOT_SERVING), the service's own
+`start()` (models load here), registry entry, then SERVING. Shutdown (SIGTERM/SIGINT):
+`voicemesh_draining` 1, NOT_SERVING, draining in the registry, wait for live sessions (up to
+`drain_timeout_s`), leave the registry, `server.stop(grace)`. SIGUSR1 (DRAIN_SIGNAL, sent by
+`python -m voicemesh.mesh.probe drain`, the Kubernetes preStop hook) begins the same drain
+without stopping, so the hook can wait for the calls before Kubernetes sends SIGTERM.
+The health service's "" (and each service name) is readiness; LIVENESS stays SERVING while
+the process runs, so a liveness probe does not restart a pod that drains; DRAINED turns
+SERVING once a drain has no live session left.
 Anything that prevents start-up is one clear line on stderr and a non-zero exit.
 """
 
@@ -37,6 +43,13 @@ from .settings import MeshSettings, SettingsError, load_settings
 from .tracing import make_tracer_provider
 
 log = logging.getLogger(__name__)
+
+# gRPC health service name for liveness probes: SERVING from start until the process exits.
+LIVENESS = "voicemesh.liveness"
+# SERVING once a draining instance has no live session left (what the preStop hook waits for).
+DRAINED = "voicemesh.drained"
+# Begins the drain without stopping (see the module docstring).
+DRAIN_SIGNAL = signal.SIGUSR1
 
 
 class StartupError(RuntimeError):
@@ -91,9 +104,17 @@ async def serve(
     factory: Factory,
     stop: asyncio.Event,
     on_ready: Callable[[int], None] | None = None,
+    drain_request: asyncio.Event | None = None,
 ) -> None:
-    """Run one service until `stop` is set. Raises StartupError when it cannot start."""
+    """Run one service until `stop` is set. Raises StartupError when it cannot start.
+
+    `drain_request` (SIGUSR1 in a service process; the Kubernetes preStop hook sends it)
+    starts the drain without stopping: NOT_SERVING, draining in the registry, no new
+    sessions, while live ones go on. `stop` (SIGTERM) drains too if that has not begun, waits
+    for live sessions until `drain_timeout_s` after the drain began, then stops.
+    """
     metrics = ServiceMetrics.create(name)
+    metrics.describe_instance(settings.region, settings.zone, settings.capacity)
     metrics_server = None
     if settings.metrics_port:
         try:
@@ -132,6 +153,10 @@ async def serve(
         names = ("", *service.health_names)
         for hn in names:
             await health.set(hn, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Liveness answers SERVING while the process is up, draining included: a liveness
+        # probe on "" would restart a pod that is draining its calls.
+        await health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        await health.set(DRAINED, health_pb2.HealthCheckResponse.NOT_SERVING)
         service.add_to_server(server)
         try:
             port = server.add_insecure_port(settings.grpc_bind)
@@ -165,15 +190,21 @@ async def serve(
         if on_ready is not None:
             on_ready(port)
 
-        await stop.wait()
+        await _first_of(stop, drain_request)
 
+        metrics.set_draining()
         log.info("draining", extra={"active": service.active_sessions()})
+        deadline = time.monotonic() + settings.drain_timeout_s
         for hn in names:
             await health.set(hn, health_pb2.HealthCheckResponse.NOT_SERVING)
         with contextlib.suppress(Exception):
             await registry.set_draining(info, True)
         await service.drain()
-        deadline = time.monotonic() + settings.drain_timeout_s
+        while service.active_sessions() > 0 and not (stop.is_set() and time.monotonic() >= deadline):
+            await asyncio.sleep(0.05)
+        if not service.active_sessions():
+            await health.set(DRAINED, health_pb2.HealthCheckResponse.SERVING)
+        await stop.wait()
         while service.active_sessions() > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if service.active_sessions():
@@ -197,6 +228,16 @@ async def serve(
             metrics_server.server_close()
         if info is not None:  # it served; a failed start says why in its one error line
             log.info("stopped")
+
+
+async def _first_of(*events: asyncio.Event | None) -> None:
+    """Return once any of `events` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events if e is not None]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 async def _heartbeat(
@@ -230,10 +271,12 @@ def run_main(name: str, settings_cls: type[S], factory: Callable[[S], Factory]) 
 
     async def main() -> None:
         stop = asyncio.Event()
+        drain_request = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(name, settings, service_factory, stop)
+        loop.add_signal_handler(DRAIN_SIGNAL, drain_request.set)
+        await serve(name, settings, service_factory, stop, drain_request=drain_request)
 
     try:
         asyncio.run(main())

@@ -4,10 +4,15 @@ Every transport that speaks over WebSocket (the native stream at /v1/call, the T
 Media Streams stream at /v1/twilio) registers a route with its own authentication check;
 plain HTTP GET endpoints (Twilio's <Connect action> callback) register too. A request for
 another path gets 404, an unauthenticated one 401/403, before any upgrade.
+
+Every connection is kept alive by websockets' keepalive: a ping every `ping_interval_s`, the
+connection dropped when its pong takes longer than `ping_timeout_s`. The round trip of every
+ping is observed in `voicemesh_media_rtt_seconds` under the route's transport label.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +22,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.typing import DataLike
 
 from voicemesh.mesh.metrics import ServiceMetrics
 
@@ -29,23 +35,60 @@ SocketHandler = Callable[[ServerConnection], Awaitable[None]]
 HttpHandler = Callable[[Request], tuple[HTTPStatus, str, str]]
 
 
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 20.0
+
+
 @dataclass(frozen=True)
 class _Route:
     authorize: Authorize
     socket: SocketHandler | None = None
     http: HttpHandler | None = None
+    transport_label: str = ""
+
+
+class _TimedConnection(ServerConnection):
+    """A server connection that reports the round trip of each ping it sends, the
+    keepalive's included (websockets resolves a ping's future with its latency on the pong)."""
+
+    on_round_trip: Callable[[float], None] | None = None
+
+    async def ping(self, data: DataLike | None = None) -> Awaitable[float]:
+        pong = await super().ping(data)
+        report = self.on_round_trip
+        if report is not None and isinstance(pong, asyncio.Future):
+
+            def done(fut: asyncio.Future[float]) -> None:
+                if not fut.cancelled() and fut.exception() is None:
+                    report(fut.result())
+
+            pong.add_done_callback(done)
+        return pong
 
 
 class WebSocketIngress:
-    def __init__(self, host: str, port: int, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: ServiceMetrics,
+        *,
+        ping_interval_s: float = PING_INTERVAL_S,
+        ping_timeout_s: float = PING_TIMEOUT_S,
+    ) -> None:
         self._host = host
         self._port = port
         self._metrics = metrics
+        self._ping_interval_s = ping_interval_s
+        self._ping_timeout_s = ping_timeout_s
         self._routes: dict[str, _Route] = {}
         self._server: Server | None = None
 
-    def add_socket(self, path: str, authorize: Authorize, handler: SocketHandler) -> None:
-        self._routes[path] = _Route(authorize, socket=handler)
+    def add_socket(
+        self, path: str, authorize: Authorize, handler: SocketHandler, *, transport_label: str
+    ) -> None:
+        """A WebSocket endpoint; `transport_label` labels its connections' round trips."""
+        self._routes[path] = _Route(authorize, socket=handler, transport_label=transport_label)
 
     def add_http(self, path: str, authorize: Authorize, handler: HttpHandler) -> None:
         self._routes[path] = _Route(authorize, http=handler)
@@ -86,6 +129,9 @@ class WebSocketIngress:
         assert ws.request is not None
         route = self._routes[urlsplit(ws.request.path).path]
         assert route.socket is not None
+        if isinstance(ws, _TimedConnection):
+            label, metrics = route.transport_label, self._metrics
+            ws.on_round_trip = lambda seconds: metrics.observe_rtt(label, seconds)
         await route.socket(ws)
 
     async def start(self) -> None:
@@ -96,8 +142,9 @@ class WebSocketIngress:
                 self._port,
                 process_request=self._process_request,
                 max_size=1 << 20,
-                ping_interval=20,
-                ping_timeout=20,
+                ping_interval=self._ping_interval_s,
+                ping_timeout=self._ping_timeout_s,
+                create_connection=_TimedConnection,
             )
         except OSError as exc:
             raise OSError(f"cannot listen on {self._host}:{self._port}: {exc.strerror or exc}") from None

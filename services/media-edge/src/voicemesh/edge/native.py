@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,6 +28,7 @@ from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.v1 import edge_pb2
 
 from .ingress import WebSocketIngress
+from .media_quality import JitterEstimator
 from .port import (
     CallHandler,
     CallInfo,
@@ -43,6 +46,7 @@ from .port import (
 
 log = logging.getLogger(__name__)
 PATH = "/v1/call"
+LABEL = "native"  # the transport label of its metrics
 SUPPORTED_RATES = (8000, 16000, 24000, 48000)
 START_TIMEOUT_S = 10.0
 # Frame index -> message index entries kept for timing reports (one minute of audio).
@@ -75,7 +79,19 @@ def parse_client_message(text: str) -> edge_pb2.ClientMessage:
 
 
 class NativePort(MediaPort, CallObserver):
-    def __init__(self, ws: ServerConnection, info: CallInfo, sample_rate: int, metrics: ServiceMetrics) -> None:
+    """Media time of the caller's audio is the samples it has sent (at its own rate): jitter is
+    each audio message's arrival against it. Over TCP nothing is lost or concealed."""
+
+    transport_label = LABEL
+
+    def __init__(
+        self,
+        ws: ServerConnection,
+        info: CallInfo,
+        sample_rate: int,
+        metrics: ServiceMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.info = info
         self._ws = ws
         self._rate = sample_rate
@@ -88,6 +104,9 @@ class NativePort(MediaPort, CallObserver):
         self._messages = 0
         self._frame_message: deque[tuple[int, int]] = deque(maxlen=_INDEX_HISTORY)
         self._closed = False
+        self._clock = clock
+        self._jitter = JitterEstimator()
+        self._samples_in = 0  # caller samples received, at the caller's rate: media time
 
     def observer(self) -> CallObserver:
         return self
@@ -99,6 +118,11 @@ class NativePort(MediaPort, CallObserver):
             except ConnectionClosed:
                 return Hangup("caller disconnected")
             if isinstance(raw, bytes):
+                if raw:
+                    jitter = self._jitter.arrived(self._clock(), self._samples_in / self._rate)
+                    self._samples_in += len(raw) // 2
+                    if jitter is not None:
+                        self._metrics.observe_jitter(LABEL, jitter)
                 message_index = self._messages
                 self._messages += 1
                 pcm = self._inbound.process(raw) if raw else b""
@@ -206,6 +230,7 @@ class NativePort(MediaPort, CallObserver):
 
 class NativeWebSocketTransport(CallTransport):
     name = "native-ws"
+    transport_label = LABEL
 
     def __init__(self, ingress: WebSocketIngress, token: str, metrics: ServiceMetrics) -> None:
         if not token:
@@ -231,7 +256,7 @@ class NativeWebSocketTransport(CallTransport):
 
     async def start(self, handler: CallHandler) -> None:
         self._handler = handler
-        self._ingress.add_socket(PATH, self._authorize, self._serve_connection)
+        self._ingress.add_socket(PATH, self._authorize, self._serve_connection, transport_label=LABEL)
 
     async def stop(self) -> None:
         return None  # the ingress stops accepting for every transport

@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import ClassVar
 
 from voicemesh.audio.frames import FRAME_BYTES
 
@@ -109,9 +110,14 @@ PortEvent = Frame | Dtmf | Hold | MarkPlayed | Hangup
 
 
 class MediaPort(ABC):
-    """One live call, as a transport carries it."""
+    """One live call, as a transport carries it.
+
+    The port also measures the caller's media as it arrives (jitter, frames lost, frames
+    it conceals) in the `voicemesh_media_*` metrics, labelled with its `transport_label`."""
 
     info: CallInfo
+    # The `transport` label of this transport's metrics: "native", "twilio" (later "sip", ...).
+    transport_label: ClassVar[str]
 
     @abstractmethod
     async def receive(self) -> PortEvent:
@@ -193,6 +199,7 @@ class CallTransport(ABC):
     """Accepts calls of one kind and hands each, as a MediaPort, to the call handler."""
 
     name: str
+    transport_label: ClassVar[str]  # the same as its ports'
 
     @abstractmethod
     async def start(self, handler: CallHandler) -> None:

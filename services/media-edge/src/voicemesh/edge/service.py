@@ -37,6 +37,8 @@ class EdgeService(MeshService):
                 stream_url=settings.twilio_stream_url,
             ),
         ]
+        for transport in self.transports:
+            ctx.metrics.prepare_transport(transport.transport_label)
         self._calls: set[asyncio.Task[None]] = set()
         self._deps: EdgeDeps | None = None
         self._draining = False
@@ -67,7 +69,7 @@ class EdgeService(MeshService):
 
     async def _on_call(self, port: MediaPort) -> None:
         assert self._deps is not None
-        if self._draining or len(self._calls) >= self.settings.max_calls:
+        if self._draining or len(self._calls) >= self.settings.capacity:
             self.ctx.metrics.error("call_refused")
             observer = port.observer()
             if observer is not None:

@@ -24,6 +24,7 @@ from voicemesh.audio.vad import SileroModel, SileroVad, VoiceActivity
 from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.events import EventSink
 from voicemesh.mesh.metrics import ServiceMetrics
+from voicemesh.mesh.registry import PLACED_ROLES
 from voicemesh.mesh.tracing import outgoing_metadata
 from voicemesh.v1 import events_pb2, reasoning_pb2, router_pb2, stt_pb2, tts_pb2
 
@@ -47,7 +48,7 @@ from .turns import TurnConfig
 
 log = logging.getLogger(__name__)
 PLAYOUT_QUEUE_FRAMES = 1500  # 30 s of agent audio
-SERVICES = ("stt", "reasoning", "tts")
+SERVICES = PLACED_ROLES
 _END_MARK = "end:"
 _CLAUSE_MARK = "clause:"  # clause:<response id>:<index>
 _FAILURES = {"no_capacity": EndReason.NO_CAPACITY, "unknown_agent": EndReason.UNKNOWN_AGENT}
@@ -128,6 +129,7 @@ class CallSession:
     async def run(self) -> None:
         deps = self.deps
         started = deps.clock()
+        deps.metrics.call_started(self.port.transport_label)
         deps.metrics.session_started()
         assigned = False
         span = deps.tracer.start_span("call", attributes={"voicemesh.session_id": self.session_id})
@@ -315,7 +317,8 @@ class CallSession:
             self._r.tts.text(x.response_id, x.text)
         elif isinstance(x, d.EndSynthesis):
             self._r.tts.end(x.response_id)
-        elif isinstance(x, d.ClearPlayout):
+        elif isinstance(x, d.ClearPlayout):  # the core decides it only for a barge-in
+            self.deps.metrics.barge_in(self.port.transport_label)
             while not self._playout.empty():
                 self._playout.get_nowait()
             await self.port.clear()
@@ -401,7 +404,7 @@ class CallSession:
 
     async def _inbound_loop(self) -> None:
         clock = self.deps.clock
-        transport = self.port.info.transport
+        transport = self.port.transport_label
         while True:
             event = await self.port.receive()
             if isinstance(event, Frame):

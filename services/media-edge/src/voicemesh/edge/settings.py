@@ -20,10 +20,11 @@ class EdgeSettings(MeshSettings):
     twilio_auth_token: str = ""
     twilio_stream_url: str = ""
     router_address: str = "127.0.0.1:50051"
-    # Calls one edge process takes at once. One process is one event loop on one core; on
-    # 2 cores (bench/edge_media.py, docs/performance.md) it held 80 native and 40 Twilio
-    # calls without falling behind, so 40 by default. Past it, calls are refused cleanly.
-    max_calls: int = Field(default=40, ge=1)
+    # Calls one edge process takes at once (VOICEMESH_CAPACITY: also what it registers). One
+    # process is one event loop on one core; on 2 cores (bench/edge_media.py,
+    # docs/performance.md) it held 80 native and 40 Twilio calls without falling behind, so
+    # 40 by default. Past it, calls are refused cleanly.
+    capacity: int = Field(default=40, ge=1)
 
     @field_validator("twilio_stream_url")
     @classmethod

@@ -4,7 +4,9 @@ at the edge just works (see docs/telephony.md).
 - In: `connected`, `start` (customParameters: `agent` picks the agent, `from` / `to` name
   the call's parties, the rest is session metadata), `media` (base64 μ-law 8 kHz, any size;
   a hole in the media timestamps is filled with silence so frames stay gapless), `dtmf`,
-  `mark` (Twilio has played everything before it), `stop`.
+  `mark` (Twilio has played everything before it), `stop`. Media quality is measured on
+  the `media` timestamps: their holes are frames lost (and those filled, frames concealed),
+  and each message's arrival against its timestamp gives the jitter.
 - Out: `media`, `mark`, `clear`. Every request must carry a valid `X-Twilio-Signature` over
   the configured public stream URL; without an auth token the stream is refused.
 - Transfer: the edge ends the stream after the agent's last words; the TwiML's
@@ -21,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 from xml.sax.saxutils import escape
@@ -36,6 +39,7 @@ from voicemesh.mesh.metrics import ServiceMetrics
 
 from . import twilio_wire as tw
 from .ingress import WebSocketIngress
+from .media_quality import FRAME_MS, JitterEstimator, frames_in
 from .port import (
     CallHandler,
     CallInfo,
@@ -52,6 +56,7 @@ from .twilio_signature import valid_signature
 
 log = logging.getLogger(__name__)
 PATH = "/v1/twilio"
+LABEL = "twilio"  # the transport label of its metrics
 ACTION_PATH = "/v1/twilio/connect-action"
 TWILIO_RATE = 8000
 TWILIO_FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
@@ -95,8 +100,15 @@ def connect_action_twiml(target: str | None) -> str:
 
 
 class TwilioPort(MediaPort):
+    transport_label = LABEL
+
     def __init__(
-        self, ws: ServerConnection, start: tw.Start, info: CallInfo, transport: TwilioStreamTransport
+        self,
+        ws: ServerConnection,
+        start: tw.Start,
+        info: CallInfo,
+        transport: TwilioStreamTransport,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.info = info
         self._ws = ws
@@ -113,6 +125,8 @@ class TwilioPort(MediaPort):
         self._pending: deque[PortEvent] = deque()
         self._next_timestamp_ms: int | None = None
         self._closed = False
+        self._clock = clock
+        self._jitter = JitterEstimator()
 
     async def receive(self) -> PortEvent:
         while not self._pending:
@@ -146,13 +160,20 @@ class TwilioPort(MediaPort):
     def _media(self, msg: tw.Media) -> None:
         if msg.track not in ("inbound", "inbound_track", ""):
             return  # only the caller's audio is ours to hear
+        jitter = self._jitter.arrived(self._clock(), msg.timestamp_ms / 1000)
+        if jitter is not None:
+            self._metrics.observe_jitter(LABEL, jitter)
         pcm = b""
         expected = self._next_timestamp_ms
-        if expected is not None and msg.timestamp_ms > expected + _ULAW_SILENCE_MS:
-            # media went missing upstream: conceal with silence, never skip
-            gap_ms = min(msg.timestamp_ms - expected, MAX_GAP_FILL_MS)
-            self._metrics.dropped("twilio_media_gap")
-            pcm = bytes(gap_ms * TWILIO_RATE // 1000 * 2)
+        if expected is not None and msg.timestamp_ms >= expected + FRAME_MS:
+            missing_ms = msg.timestamp_ms - expected
+            self._metrics.frames_lost(LABEL, frames_in(missing_ms))
+            if missing_ms > _ULAW_SILENCE_MS:
+                # media went missing upstream: conceal with silence, never skip
+                gap_ms = min(missing_ms, MAX_GAP_FILL_MS)
+                self._metrics.dropped("twilio_media_gap")
+                self._metrics.frames_concealed(LABEL, frames_in(gap_ms))
+                pcm = bytes(gap_ms * TWILIO_RATE // 1000 * 2)
         pcm += ulaw_decode(msg.payload)
         self._next_timestamp_ms = msg.timestamp_ms + len(msg.payload) * 1000 // TWILIO_RATE
         for frame in self._framer.push(self._inbound.process(pcm)):
@@ -202,6 +223,7 @@ class TwilioPort(MediaPort):
 
 class TwilioStreamTransport(CallTransport):
     name = "twilio-stream"
+    transport_label = LABEL
 
     def __init__(
         self,
@@ -258,7 +280,7 @@ class TwilioStreamTransport(CallTransport):
 
     async def start(self, handler: CallHandler) -> None:
         self._handler = handler
-        self._ingress.add_socket(PATH, self._authorize_stream, self._serve_connection)
+        self._ingress.add_socket(PATH, self._authorize_stream, self._serve_connection, transport_label=LABEL)
         self._ingress.add_http(ACTION_PATH, self._authorize_action, self._connect_action)
 
     async def stop(self) -> None:

@@ -12,6 +12,8 @@ queued data). A writer task answers the queued turns one at a time,
 streaming the backend's items; a cancel for the response being streamed stops it between
 two items. The history keeps what the caller heard (`heard_text`), also for a cancel that
 comes after the response was complete (the usual barge-in: the caller interrupts playout).
+A response counts in `voicemesh_requests_in_flight` from the moment it is asked of the backend
+until it is complete, cancelled, failed or its stream is gone.
 """
 
 from __future__ import annotations
@@ -274,16 +276,19 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
         first_token_s: float | None = None
         cancelled = False
         session.current = response
-        with self._tracer.start_as_current_span(
-            "reasoning.response",
-            context=session.trace_ctx,
-            attributes={
-                "voicemesh.session_id": session.session_id,
-                "voicemesh.response_id": rid,
-                "voicemesh.in_reply_to": response.in_reply_to,
-                "voicemesh.agent": session.agent.id,
-            },
-        ) as span:
+        with (
+            self._metrics.in_flight(),
+            self._tracer.start_as_current_span(
+                "reasoning.response",
+                context=session.trace_ctx,
+                attributes={
+                    "voicemesh.session_id": session.session_id,
+                    "voicemesh.response_id": rid,
+                    "voicemesh.in_reply_to": response.in_reply_to,
+                    "voicemesh.agent": session.agent.id,
+                },
+            ) as span,
+        ):
             try:
                 async with contextlib.aclosing(until_stopped(items, response.cancel_requested)) as stream:
                     async for item in stream:

@@ -1,14 +1,20 @@
-"""The session-router process: `SessionRouter` over the registry in Valkey/Redis."""
+"""The session-router process: `SessionRouter` over the registry in Valkey/Redis, and the
+registry census (`voicemesh_registry_instances`) refreshed in the background while it runs."""
 
 from __future__ import annotations
+
+import asyncio
 
 import grpc
 from pydantic import Field
 
+from voicemesh.mesh.aio import cancel_and_wait
+from voicemesh.mesh.registry import InstanceRegistry
 from voicemesh.mesh.service import Factory, MeshContext, MeshService, run_main
 from voicemesh.mesh.settings import MeshSettings
 from voicemesh.v1 import router_pb2_grpc
 
+from .census import DEFAULT_REFRESH_S, RegistryCensus
 from .servicer import RouterServicer
 from .store import DEFAULT_LEASE_S
 
@@ -17,6 +23,8 @@ class RouterSettings(MeshSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     # How long a session's reservation lives without Release (a crashed edge frees slots then).
     router_lease_s: float = Field(default=DEFAULT_LEASE_S, gt=0)
+    # How often the registry census (instances per role, region and state) is refreshed.
+    router_census_s: float = Field(default=DEFAULT_REFRESH_S, gt=0)
 
 
 class RouterService(MeshService):
@@ -28,9 +36,18 @@ class RouterService(MeshService):
         self.servicer = RouterServicer(
             ctx.redis, ctx.metrics, ctx.events, ctx.tracer, lease_s=settings.router_lease_s
         )
+        self.census = RegistryCensus(
+            InstanceRegistry(ctx.redis, ttl_s=settings.registry_ttl_s), ctx.metrics, settings.router_census_s
+        )
+        self._census_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.servicer.start()
+        self._census_task = asyncio.create_task(self.census.run(), name="registry-census")
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._census_task)
+        self._census_task = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         router_pb2_grpc.add_SessionRouterServicer_to_server(self.servicer, server)

@@ -1,5 +1,14 @@
 """SessionRouter gRPC servicer: validates requests, runs the store's scripts, maps outcomes to
-gRPC status codes, and reports metrics, events and spans."""
+gRPC status codes, and reports metrics, events and spans.
+
+Every Assign that places a session counts one decision per role in
+`voicemesh_router_decisions_total{role,result}`: `local` when the instance is in the caller's
+region (or the caller named none), `spilled` when it is in another; a refusal counts
+`no_capacity` for the role that had no room, a registry failure `error` for every role asked
+for. A repeated Assign that only renews the session's leases decides nothing and counts nothing;
+one that replaces a reservation on a dead instance counts every role of its answer again (the
+script does not say which roles it re-placed).
+"""
 
 from __future__ import annotations
 
@@ -15,12 +24,12 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from voicemesh.mesh.events import EventSink, subject_for
-from voicemesh.mesh.metrics import ServiceMetrics
-from voicemesh.mesh.registry import Keys, check_service_name
+from voicemesh.mesh.metrics import RouterResult, ServiceMetrics
+from voicemesh.mesh.registry import PLACED_ROLES, Keys, check_service_name
 from voicemesh.mesh.tracing import incoming_context
 from voicemesh.v1 import events_pb2, router_pb2, router_pb2_grpc
 
-from .store import DEFAULT_LEASE_S, NoCapacity, SessionStore
+from .store import DEFAULT_LEASE_S, Assignment, NoCapacity, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,13 @@ def _distinct_services(names: list[str]) -> list[str]:
     return out
 
 
+def placement(caller_region: str, instance_region: str) -> RouterResult:
+    """`local` for the caller's region (or a caller that named none), else `spilled`."""
+    if not caller_region or instance_region == caller_region:
+        return RouterResult.LOCAL
+    return RouterResult.SPILLED
+
+
 class RouterServicer(router_pb2_grpc.SessionRouterServicer):
     """Assign/Release over gRPC. `clock` gives unix seconds (lease deadlines)."""
 
@@ -68,6 +84,7 @@ class RouterServicer(router_pb2_grpc.SessionRouterServicer):
     ) -> None:
         self.store = SessionStore(redis, keys=keys, lease_s=lease_s)
         self._metrics = metrics
+        metrics.declare_router_decisions(PLACED_ROLES)
         self._events = events
         self._tracer = tracer
         self._clock = clock
@@ -97,16 +114,20 @@ class RouterServicer(router_pb2_grpc.SessionRouterServicer):
                 result = await self.store.assign(sid, request.region, services, self._clock())
             except NoCapacity as exc:
                 span.set_attribute("voicemesh.no_capacity", exc.service)
+                self._metrics.router_decision(exc.service, RouterResult.NO_CAPACITY)
                 self._metrics.error("no_capacity")
                 log.warning("no capacity", extra={"session_id": sid, "service": exc.service})
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self._decided_error(services)
                 self._metrics.error("redis_unavailable")
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis/Valkey unavailable: {exc}")
             except RedisError as exc:
+                self._decided_error(services)
                 self._metrics.error("redis_error")
                 log.error("assign script failed", extra={"session_id": sid, "error": str(exc)})
                 await context.abort(grpc.StatusCode.INTERNAL, "assignment failed in Redis/Valkey")
+        self._decided(request.region, result)
         assignments = [
             router_pb2.Assignment(
                 service=r.service, instance_id=r.instance_id, address=r.address, region=r.region
@@ -117,6 +138,16 @@ class RouterServicer(router_pb2_grpc.SessionRouterServicer):
             self._events.emit(sid, assigned=events_pb2.Assigned(assignments=assignments))
         self._metrics.observe_stage("assign", time.perf_counter() - started)
         return router_pb2.AssignResponse(assignments=assignments)
+
+    def _decided(self, caller_region: str, result: Assignment) -> None:
+        if not result.new:
+            return  # only the leases were renewed
+        for r in result.reservations:
+            self._metrics.router_decision(r.service, placement(caller_region, r.region))
+
+    def _decided_error(self, services: list[str]) -> None:
+        for service in services:
+            self._metrics.router_decision(service, RouterResult.ERROR)
 
     async def Release(
         self, request: router_pb2.ReleaseRequest, context: grpc.aio.ServicerContext

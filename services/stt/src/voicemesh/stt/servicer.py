@@ -1,5 +1,7 @@
 """The `SpeechToText` gRPC servicer: validates each stream's config and runs a
-`RecognizeStream` for it."""
+`RecognizeStream` for it. It reports the decode queue, `voicemesh_queue_depth{queue="decode"}`:
+decodes on the engine (running or queued for its worker) and decodes waiting for their
+stream's turn."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from voicemesh.v1 import stt_pb2, stt_pb2_grpc
 from .config import ConfigError, parse_config
 from .engine import SpeechEngine
 from .segmenter import SegmenterConfig
-from .stream import InvalidInput, RecognizeStream, StreamLimits
+from .stream import MEDIA_LABEL, DecodeBacklog, InvalidInput, RecognizeStream, StreamLimits
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,13 @@ class SttServicer(stt_pb2_grpc.SpeechToTextServicer):
         self._defaults = segmenter_defaults or SegmenterConfig()
         self._limits = limits or StreamLimits()
         self.active_streams = 0
+        self._backlog = DecodeBacklog()
+        metrics.watch_queue("decode", self.decode_queue_depth)
+        metrics.prepare_media(MEDIA_LABEL)
+
+    def decode_queue_depth(self) -> int:
+        """Decodes waiting or running: on the engine, or waiting for their stream's turn."""
+        return self.engine.pending + self._backlog.waiting
 
     async def Recognize(
         self,
@@ -78,6 +87,7 @@ class SttServicer(stt_pb2_grpc.SpeechToTextServicer):
             tracer=self._tracer,
             trace_context=incoming_context(context.invocation_metadata()),
             limits=self._limits,
+            backlog=self._backlog,
         )
         self._metrics.session_started()
         self.active_streams += 1

@@ -12,12 +12,19 @@ Three tasks under one TaskGroup:
 
 A stream's decodes take a FIFO lock, so a stream has at most one decode on the engine at a
 time; partials are only asked for when the engine is idle. Stale speculative decodes are
-cancelled (those not yet started never run).
+cancelled (those not yet started never run). Decodes waiting for their stream's turn are
+counted in a `DecodeBacklog` shared by the servicer's streams: with the engine's `pending`,
+the decode queue (`voicemesh_queue_depth{queue="decode"}`).
+
+Media metrics: frames missing in the sequence are `voicemesh_media_frames_lost_total` and
+every frame filled with silence `voicemesh_media_frames_concealed_total`, both under
+transport "grpc" (the edge -> stt hop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -53,6 +60,7 @@ from .segmenter import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+MEDIA_LABEL = "grpc"  # the transport label of stt's media metrics: frames from the edge
 Write = Callable[[stt_pb2.RecognizeResponse], Awaitable[None]]
 
 
@@ -69,6 +77,14 @@ class StreamLimits:
     max_queued_frames: int = 100  # 2 s of audio
     max_outbox: int = 64
     max_engine_backlog: int = 4  # speculative decodes are skipped beyond this many pending
+
+
+@dataclass
+class DecodeBacklog:
+    """Decodes waiting for their stream's turn on the engine, over every stream of a servicer
+    (a plain count: the metrics thread reads it at scrape time)."""
+
+    waiting: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,9 +122,11 @@ class RecognizeStream:
         trace_context: otel_context.Context | None = None,
         limits: StreamLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        backlog: DecodeBacklog | None = None,
     ) -> None:
         """`vad` judges the audio of a stream without `config.client_vad` (it is never used
-        for one with it, and may be None then)."""
+        for one with it, and may be None then). `backlog` counts decodes waiting for their
+        turn (the servicer shares one among its streams)."""
         if vad is None and not config.client_vad:
             raise ValueError("a stream without client_vad needs a VAD")
         self.config = config
@@ -127,6 +145,7 @@ class RecognizeStream:
         self._outbox: asyncio.Queue[_Out | None] = asyncio.Queue(self._limits.max_outbox)
         self._tag = uuid.uuid4().hex[:8]
         self._decode_lock = asyncio.Lock()  # FIFO: this stream's decodes run one at a time
+        self._backlog = backlog if backlog is not None else DecodeBacklog()
         self._decoding = 0  # decode tasks not finished yet
         self._reusable: dict[int, asyncio.Task[DecodeResult | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -185,6 +204,7 @@ class RecognizeStream:
             return
         if placement.lost:
             self._metrics.dropped("frame_lost_upstream", placement.lost)
+            self._metrics.frames_lost(MEDIA_LABEL, placement.lost)
         if placement.unfilled:
             log.warning(
                 "sequence jumped too far to fill: media time falls behind",
@@ -205,7 +225,10 @@ class RecognizeStream:
             decided_at = self._clock()
             if isinstance(item, Frame):
                 # media frames that never came (lost upstream, dropped by the intake)
-                for _ in range(item.index - self._next_index):
+                missing = item.index - self._next_index
+                if missing:
+                    self._metrics.frames_concealed(MEDIA_LABEL, missing)
+                for _ in range(missing):
                     await self._push(SILENCE, 0.0, decided_at)
                 await self._push(item.pcm, self._speech_probability(item), decided_at)
                 self._next_index = item.index + 1
@@ -371,7 +394,7 @@ class RecognizeStream:
 
         async def run() -> DecodeResult | None:
             try:
-                async with self._decode_lock:
+                async with self._engine_turn():
                     result = await self._engine.decode(samples, self.config.language)
             except asyncio.CancelledError:
                 raise
@@ -396,6 +419,19 @@ class RecognizeStream:
 
     def _decode_done(self, _: asyncio.Task[DecodeResult | None]) -> None:
         self._decoding -= 1
+
+    @contextlib.asynccontextmanager
+    async def _engine_turn(self) -> AsyncIterator[None]:
+        """This stream's turn on the engine (FIFO); counted in the backlog until it comes."""
+        self._backlog.waiting += 1
+        try:
+            await self._decode_lock.acquire()
+        finally:
+            self._backlog.waiting -= 1
+        try:
+            yield
+        finally:
+            self._decode_lock.release()
 
     def _span(self, index: int) -> trace.Span:
         span = self._spans.get(index)

@@ -12,6 +12,11 @@ output rate, both gapless across responses (a response's frames follow the previ
 response's). Marks: "clause" before a clause's first frame, with its text and its offset in
 the response's audio; "end" after a response's last frame (zero-padded to a whole frame),
 its offset being the response's whole audio length.
+
+Load: `voicemesh_queue_depth{queue="synthesis"}` counts this stream's synthesis jobs, the
+clauses queued in its responses plus the one on the engine (running, or waiting for the
+engine's worker). The stream keeps its share of the gauge in step after every change and
+takes all of it back when it ends, however it ends.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .responses import Clause, ProtocolError, Response, ResponseBook
 
 log = logging.getLogger(__name__)
 
+QUEUE = "synthesis"
 Write = Callable[[tts_pb2.SynthesizeResponse], Awaitable[None]]
 
 
@@ -77,6 +83,8 @@ class SynthesisStream:
         self._clock = clock
         self._changed = asyncio.Event()
         self._sequence = 0
+        self._speaking = False  # a clause is on the engine
+        self._jobs_reported = 0  # this stream's share of the synthesis queue gauge
 
     async def run(self, requests: AsyncIterator[tts_pb2.SynthesizeRequest]) -> None:
         """Serve until the client has closed its side and every response is spoken.
@@ -89,6 +97,15 @@ class SynthesisStream:
         finally:
             for response in self._book.cancel(""):  # whatever was left when the stream broke
                 self._report(response)
+            self._metrics.queue_changed(QUEUE, -self._jobs_reported)
+            self._jobs_reported = 0
+
+    def _sync_queue(self) -> None:
+        """Bring this stream's share of the synthesis queue gauge up to date."""
+        jobs = sum(len(r.clauses) for r in self._book.open_responses()) + (1 if self._speaking else 0)
+        if jobs != self._jobs_reported:
+            self._metrics.queue_changed(QUEUE, jobs - self._jobs_reported)
+            self._jobs_reported = jobs
 
     # --- reader ----------------------------------------------------------------------------
 
@@ -111,6 +128,7 @@ class SynthesisStream:
             raise ProtocolError("config may only be sent once, as the first request")
         else:
             raise ProtocolError("request has no kind set (text, end or cancel)")
+        self._sync_queue()
         self._changed.set()
 
     # --- speaker ---------------------------------------------------------------------------
@@ -143,7 +161,13 @@ class SynthesisStream:
                     )
                 assert span is not None
                 if isinstance(step, Clause):
-                    await self._speak_clause(playback, step.text, span)
+                    self._speaking = True
+                    self._sync_queue()
+                    try:
+                        await self._speak_clause(playback, step.text, span)
+                    finally:
+                        self._speaking = False
+                        self._sync_queue()
                 else:
                     await self._finish(playback)
         finally:
