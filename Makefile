@@ -6,9 +6,10 @@ UV_VERSION := 0.13.9
 UV := .tools/uv/bin/uv
 VENV := .venv
 export HF_HUB_OFFLINE := 1
+export ORT_DISABLE_TELEMETRY := 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: up down test test-fast proto proto-check bench lint env tools
+.PHONY: up down test test-fast proto proto-check bench lint env tools images image-proof kind-up kind-down
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools/uv uv==$(UV_VERSION)
@@ -41,6 +42,18 @@ proto-check: env
 
 bench: env
 	$(VENV)/bin/python bench/voice_to_voice.py
+
+images:  ## build every image (docker, podman or buildah: scripts/images.sh); KEYS="stt tts" for some
+	scripts/images.sh $(KEYS)
+
+image-proof:  ## build images with buildah from a local Debian base and run them with podman (root; minutes)
+	scripts/image_proof.sh $(KEYS)
+
+kind-up:  ## kind cluster "voicemesh" (2 zones) + local registry on localhost:5001 (needs docker, kind, kubectl)
+	deploy/kind/registry.sh up
+
+kind-down:  ## delete the kind cluster and its registry
+	deploy/kind/registry.sh down
 
 lint: env
 	$(VENV)/bin/ruff check .

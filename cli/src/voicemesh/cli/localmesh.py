@@ -187,6 +187,8 @@ class LocalMesh:
         env.update(
             {
                 "HF_HUB_OFFLINE": "1",
+                # onnxruntime (piper, Silero) would otherwise keep a device id and telemetry.
+                "ORT_DISABLE_TELEMETRY": "1",
                 "VOICEMESH_INSTANCE_ID": f"{name}-local",
                 "VOICEMESH_GRPC_PORT": str(self.ports.grpc[name]),
                 "VOICEMESH_METRICS_PORT": str(self.ports.metrics[name]),

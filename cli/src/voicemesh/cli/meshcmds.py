@@ -12,23 +12,10 @@ import time
 from pathlib import Path
 
 from voicemesh.mesh.grpcutil import check_health
+from voicemesh.mesh.localservers import pid_alive
 
 from .localmesh import LocalMesh, MeshError, MeshPorts
 from .state import StateError, clear_state, default_home, read_state, write_state
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, exited but not yet reaped by its parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _default_agents_dir() -> Path:
@@ -43,7 +30,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         existing = read_state(home)
     except StateError:
         existing = None
-    if existing is not None and _pid_alive(existing.supervisor_pid):
+    if existing is not None and pid_alive(existing.supervisor_pid):
         print(
             f"voicemesh up: error: a mesh is already running here (pid {existing.supervisor_pid}); "
             "stop it with `voicemesh down`",
@@ -99,15 +86,15 @@ def cmd_down(args: argparse.Namespace) -> int:
     except StateError as exc:
         print(f"voicemesh down: {exc}", file=sys.stderr)
         return 1
-    if not _pid_alive(state.supervisor_pid):
+    if not pid_alive(state.supervisor_pid):
         clear_state(args.home)
         print("voicemesh down: the mesh was not running (removed its stale state file)")
         return 0
     os.kill(state.supervisor_pid, signal.SIGTERM)
     deadline = time.monotonic() + 40
-    while _pid_alive(state.supervisor_pid) and time.monotonic() < deadline:
+    while pid_alive(state.supervisor_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _pid_alive(state.supervisor_pid):
+    if pid_alive(state.supervisor_pid):
         print(f"voicemesh down: error: pid {state.supervisor_pid} did not stop", file=sys.stderr)
         return 1
     print("stopped")
