@@ -1,0 +1,164 @@
+"""Fixtures for the deployment checks: the real tools under .tools/ and rendered charts.
+
+Rendering is the slow part (a helm process each), so every distinct
+(helm, values files, --set flags, kube version) is rendered once per session and shared.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "deploy" / "helm" / "voicemesh"
+HELMS = ("helm3", "helm4")
+# Two supported Kubernetes minors: the oldest and the newest the chart is tested on.
+KUBE_VERSIONS = ("1.31.0", "1.35.0")
+RELEASE = "vm"
+NAMESPACE = "voice"
+# The one value an install must give; lint and the plain renders set it.
+TOKEN_SET = ("auth.edgeToken.existingSecret=voicemesh-edge-token",)
+
+
+def ci_values_files() -> list[Path]:
+    return sorted((CHART / "ci").glob("*-values.yaml"))
+
+
+@dataclass(frozen=True)
+class Render:
+    """One `helm template` run: its exit status, output and the parsed objects."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    docs: list[dict[str, Any]] = field(default_factory=list)
+
+    def ok(self) -> Render:
+        assert self.returncode == 0, f"helm template failed ({' '.join(self.args)}):\n{self.stderr}"
+        return self
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        found = [d for d in self.docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+        return found[0]
+
+    def names(self, kind: str) -> set[str]:
+        return {d["metadata"]["name"] for d in self.of_kind(kind)}
+
+
+class Renderer:
+    """Runs helm against a chart directory; caches each distinct invocation."""
+
+    def __init__(self, helms: dict[str, Path], chart: Path = CHART) -> None:
+        self.helms = helms
+        self.chart = chart
+        self._cache: dict[tuple[Any, ...], Render] = {}
+        self._lock = threading.Lock()
+
+    def template(
+        self,
+        helm: str = "helm4",
+        values: Sequence[Path | str] = (),
+        sets: Iterable[str] = TOKEN_SET,
+        kube_version: str = KUBE_VERSIONS[-1],
+        set_strings: Iterable[str] = (),
+        release: str = RELEASE,
+        chart: Path | None = None,
+    ) -> Render:
+        chart = chart or self.chart
+        args = [str(self.helms[helm]), "template", release, str(chart), "--namespace", NAMESPACE]
+        args += ["--kube-version", kube_version, "--api-versions", "monitoring.coreos.com/v1"]
+        for v in values:
+            args += ["-f", str(v)]
+        for s in sets:
+            args += ["--set", s]
+        for s in set_strings:
+            args += ["--set-string", s]
+        key = tuple(args)
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+        docs: list[dict[str, Any]] = []
+        if proc.returncode == 0:
+            docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+        result = Render(tuple(args[1:]), proc.returncode, proc.stdout, proc.stderr, docs)
+        with self._lock:
+            self._cache[key] = result
+        return result
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def chart_dir() -> Path:
+    return CHART
+
+
+@pytest.fixture(scope="session")
+def helm_binaries() -> dict[str, Path]:
+    """The pinned helm v3 and v4 that scripts/tools.sh installs."""
+    helms = {name: REPO_ROOT / ".tools" / "k8s" / name for name in HELMS}
+    missing = [str(p) for p in helms.values() if not p.exists()]
+    if missing:
+        pytest.fail(f"helm missing: {', '.join(missing)} (run scripts/tools.sh)")
+    return helms
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    path = REPO_ROOT / ".tools" / "node" / "node_modules"
+    if not (path / "@kubernetes-models" / "prometheus-operator").is_dir():
+        pytest.fail(f"@kubernetes-models/prometheus-operator missing under {path} (run scripts/tools.sh)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def node_binary() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not on PATH (scripts/tools.sh needs it too)")
+    return node
+
+
+@pytest.fixture(scope="session")
+def renderer(helm_binaries: dict[str, Path]) -> Renderer:
+    return Renderer(helm_binaries)
+
+
+@pytest.fixture(scope="session")
+def ci_renders(renderer: Renderer) -> dict[tuple[str, str, str], Render]:
+    """Every ci/*-values.yaml (and the defaults) with helm v3 and v4, at both Kubernetes
+    versions: {(helm, values name, kube version): Render}. Rendered two at a time."""
+    jobs: list[tuple[str, str, str, tuple[Path, ...]]] = []
+    for helm in HELMS:
+        for kube in KUBE_VERSIONS:
+            jobs.append((helm, "defaults", kube, ()))
+            for path in ci_values_files():
+                jobs.append((helm, path.name, kube, (path,)))
+
+    def run(job: tuple[str, str, str, tuple[Path, ...]]) -> Render:
+        helm, name, kube, values = job
+        # The defaults need the one required value; ci files are complete as they are.
+        sets = TOKEN_SET if name == "defaults" else ()
+        return renderer.template(helm, values, sets=sets, kube_version=kube)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        renders = list(pool.map(run, jobs))
+    return {(helm, name, kube): r for (helm, name, kube, _), r in zip(jobs, renders, strict=True)}
