@@ -1,0 +1,302 @@
+{{/*
+Names, labels, images and the settings every voicemesh pod shares.
+*/}}
+
+{{/* The chart name (nameOverride wins). */}}
+{{- define "voicemesh.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The prefix of every resource: fullnameOverride, else the release name when it contains the
+chart name, else "<release>-<chart>"; 63 characters at most.
+*/}}
+{{- define "voicemesh.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<suffix>", 63 characters at most. Call with (list $ "suffix"). */}}
+{{- define "voicemesh.componentName" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s-%s" (include "voicemesh.fullname" $root) (index . 1) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "voicemesh.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels of the whole release. */}}
+{{- define "voicemesh.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "voicemesh.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of every object. */}}
+{{- define "voicemesh.labels" -}}
+{{ include "voicemesh.selectorLabels" . }}
+app.kubernetes.io/part-of: voicemesh
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "voicemesh.chart" . }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component. Call with (list $ "component"). */}}
+{{- define "voicemesh.componentSelectorLabels" -}}
+{{ include "voicemesh.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{/* Labels of one component's objects. Call with (list $ "component"). */}}
+{{- define "voicemesh.componentLabels" -}}
+{{ include "voicemesh.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{/* A voicemesh image: [registry/]repository:tag. Call with (list $ "default-repo" $override). */}}
+{{- define "voicemesh.image" -}}
+{{- $root := index . 0 -}}
+{{- $override := index . 2 | default dict -}}
+{{- $repo := $override.repository | default (index . 1) -}}
+{{- $tag := $override.tag | default $root.Values.image.tag | default $root.Chart.AppVersion -}}
+{{- if $root.Values.image.registry -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" $root.Values.image.registry) $repo $tag -}}
+{{- else -}}
+{{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A third-party image (Valkey, NATS): registry/repository:tag. */}}
+{{- define "voicemesh.externalImage" -}}
+{{- if .registry -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" .registry) .repository .tag -}}
+{{- else -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "voicemesh.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "voicemesh.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "voicemesh.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The Secret and key holding the edge token. */}}
+{{- define "voicemesh.edgeTokenSecret" -}}
+{{- if .Values.auth.edgeToken.existingSecret -}}
+{{- .Values.auth.edgeToken.existingSecret -}}
+{{- else -}}
+{{- include "voicemesh.componentName" (list . "edge-token") -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "voicemesh.edgeTokenKey" -}}
+{{- if .Values.auth.edgeToken.existingSecret -}}
+{{- .Values.auth.edgeToken.key -}}
+{{- else -}}
+token
+{{- end -}}
+{{- end -}}
+
+{{/* The media-edge's in-cluster WebSocket URL (the helm test pod calls it). */}}
+{{- define "voicemesh.edgeCallUrl" -}}
+{{- printf "ws://%s:%v/v1/call" (include "voicemesh.componentName" (list . "media-edge")) .Values.mediaEdge.http.port -}}
+{{- end -}}
+
+{{/* True (non-empty) when the edge runs on the node's network. */}}
+{{- define "voicemesh.edgeHostNetwork" -}}
+{{- if and .Values.mediaEdge.sip.enabled (eq .Values.mediaEdge.sip.mode "hostNetwork") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The port of a redis:// or nats:// URL, else the given default. Call with (list url default). */}}
+{{- define "voicemesh.urlPort" -}}
+{{- $host := (urlParse (index . 0)).host -}}
+{{- $port := regexFind ":[0-9]+$" $host | trimPrefix ":" -}}
+{{- default (index . 1) $port -}}
+{{- end -}}
+
+{{/* env entries for the stores: VOICEMESH_REDIS_URL and VOICEMESH_NATS_URL. */}}
+{{- define "voicemesh.storeEnv" -}}
+{{- if .Values.valkey.enabled }}
+{{- if .Values.valkey.auth.existingSecret }}
+- name: VOICEMESH_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.valkey.auth.existingSecret }}
+      key: {{ .Values.valkey.auth.key }}
+- name: VOICEMESH_REDIS_URL
+  value: {{ printf "redis://:$(VOICEMESH_REDIS_PASSWORD)@%s:6379/0" (include "voicemesh.componentName" (list . "valkey")) | quote }}
+{{- else }}
+- name: VOICEMESH_REDIS_URL
+  value: {{ printf "redis://%s:6379/0" (include "voicemesh.componentName" (list . "valkey")) | quote }}
+{{- end }}
+{{- else if .Values.externalRedis.url }}
+- name: VOICEMESH_REDIS_URL
+  value: {{ .Values.externalRedis.url | quote }}
+{{- else }}
+- name: VOICEMESH_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalRedis.existingSecret }}
+      key: {{ .Values.externalRedis.existingSecretKey }}
+{{- end }}
+{{- if .Values.nats.enabled }}
+- name: VOICEMESH_NATS_URL
+  value: {{ printf "nats://%s:4222" (include "voicemesh.componentName" (list . "nats")) | quote }}
+{{- else if .Values.externalNats.url }}
+- name: VOICEMESH_NATS_URL
+  value: {{ .Values.externalNats.url | quote }}
+{{- else }}
+- name: VOICEMESH_NATS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalNats.existingSecret }}
+      key: {{ .Values.externalNats.existingSecretKey }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Checks no schema can express; each fails rendering with a message naming the value.
+*/}}
+{{- define "voicemesh.validate" -}}
+{{- $edge := index .Values.services "media-edge" -}}
+{{- if and $edge.enabled (not .Values.auth.edgeToken.existingSecret) (not .Values.auth.createDevSecret) -}}
+{{- fail "auth.edgeToken.existingSecret is required: name an existing Secret holding the media-edge token (key auth.edgeToken.key, at least 16 characters), e.g. kubectl create secret generic voicemesh-edge-token --from-literal=token=$(openssl rand -hex 24); or, on a dev/kind cluster only, set auth.createDevSecret=true" -}}
+{{- end -}}
+{{- $redisExternal := or .Values.externalRedis.url .Values.externalRedis.existingSecret -}}
+{{- if and (not .Values.valkey.enabled) (not $redisExternal) -}}
+{{- fail "no Redis is configured: set valkey.enabled=true for the built-in Valkey, or externalRedis.url (or externalRedis.existingSecret) for your own" -}}
+{{- end -}}
+{{- if and .Values.valkey.enabled $redisExternal -}}
+{{- fail "valkey.enabled=true and externalRedis are both set: choose the built-in Valkey or your own Redis, not both" -}}
+{{- end -}}
+{{- if and .Values.externalRedis.url .Values.externalRedis.existingSecret -}}
+{{- fail "externalRedis.url and externalRedis.existingSecret are both set: give the URL in one place" -}}
+{{- end -}}
+{{- $natsExternal := or .Values.externalNats.url .Values.externalNats.existingSecret -}}
+{{- if and (not .Values.nats.enabled) (not $natsExternal) -}}
+{{- fail "no NATS is configured: set nats.enabled=true for the built-in NATS JetStream, or externalNats.url (or externalNats.existingSecret) for your own" -}}
+{{- end -}}
+{{- if and .Values.nats.enabled $natsExternal -}}
+{{- fail "nats.enabled=true and externalNats are both set: choose the built-in NATS or your own, not both" -}}
+{{- end -}}
+{{- if and .Values.externalNats.url .Values.externalNats.existingSecret -}}
+{{- fail "externalNats.url and externalNats.existingSecret are both set: give the URL in one place" -}}
+{{- end -}}
+{{- range $key, $svc := .Values.services -}}
+{{- if $svc.enabled -}}
+{{- if and $svc.pdb.enabled (kindIs "invalid" $svc.pdb.minAvailable) (kindIs "invalid" $svc.pdb.maxUnavailable) -}}
+{{- fail (printf "services.%s.pdb: set minAvailable or maxUnavailable (or pdb.enabled=false)" $key) -}}
+{{- end -}}
+{{- $as := $svc.autoscaling -}}
+{{- if $as.enabled -}}
+{{- if gt (int $as.minReplicas) (int $as.maxReplicas) -}}
+{{- fail (printf "services.%s.autoscaling: minReplicas (%v) is above maxReplicas (%v)" $key $as.minReplicas $as.maxReplicas) -}}
+{{- end -}}
+{{- $cpu := not (kindIs "invalid" $as.targetCPUUtilizationPercentage) -}}
+{{- if and $cpu (not (dig "requests" "cpu" "" ($svc.resources | default dict))) -}}
+{{- fail (printf "services.%s.autoscaling.targetCPUUtilizationPercentage needs services.%s.resources.requests.cpu (utilisation is a share of the request)" $key $key) -}}
+{{- end -}}
+{{- if and (not $cpu) (not (include "voicemesh.loadMetricOn" (list $ $svc))) -}}
+{{- fail (printf "services.%s.autoscaling has no metric: set targetCPUUtilizationPercentage, or a loadMetric with metrics.adapter.enabled" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.mediaEdge.sip.enabled -}}
+{{- $rtp := .Values.mediaEdge.sip.rtp -}}
+{{- if lt (int $rtp.portMax) (int $rtp.portMin) -}}
+{{- fail (printf "mediaEdge.sip.rtp: portMax (%v) is below portMin (%v)" $rtp.portMax $rtp.portMin) -}}
+{{- end -}}
+{{- if and (eq .Values.mediaEdge.sip.mode "service") (gt (sub (int $rtp.portMax) (int $rtp.portMin)) 999) -}}
+{{- fail "mediaEdge.sip.rtp: a Service carries each RTP port as one entry; keep the range to 1000 ports in mode \"service\", or use mode \"hostNetwork\"" -}}
+{{- end -}}
+{{- if and (include "voicemesh.edgeHostNetwork" .) .Values.networkPolicy.enabled (not .Values.networkPolicy.nodeCidrs) -}}
+{{- fail "mediaEdge.sip.mode=hostNetwork with networkPolicy.enabled needs networkPolicy.nodeCidrs: the edge then sends from the node's address, which the other services must accept" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Non-empty when the service's HPA carries its load metric. Call with (list $ $svc). */}}
+{{- define "voicemesh.loadMetricOn" -}}
+{{- $root := index . 0 -}}
+{{- $lm := (index . 1).autoscaling.loadMetric -}}
+{{- if and $lm.name (or $lm.enabled $root.Values.metrics.adapter.enabled) -}}true{{- end -}}
+{{- end -}}
+
+{{/* A podSelector body matching the release's voicemesh service pods. Call with (list $ $keys). */}}
+{{- define "voicemesh.servicePodsSelector" -}}
+{{- $root := index . 0 -}}
+matchLabels:
+  {{- include "voicemesh.selectorLabels" $root | nindent 2 }}
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values:
+      {{- toYaml (index . 1) | nindent 6 }}
+{{- end -}}
+
+{{/* NetworkPolicy egress rules to Valkey/Redis and NATS, built-in or external. */}}
+{{- define "voicemesh.storeEgress" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- if .Values.valkey.enabled }}
+# Valkey.
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "voicemesh.componentSelectorLabels" (list . "valkey") | nindent 10 }}
+  ports:
+    - port: 6379
+      protocol: TCP
+{{- else }}
+# The external Redis.
+- ports:
+    - port: {{ ternary (include "voicemesh.urlPort" (list .Values.externalRedis.url "6379")) (toString .Values.externalRedis.port) (ne .Values.externalRedis.url "") }}
+      protocol: TCP
+  {{- with $np.externalStoresTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- if .Values.nats.enabled }}
+# NATS.
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "voicemesh.componentSelectorLabels" (list . "nats") | nindent 10 }}
+  ports:
+    - port: 4222
+      protocol: TCP
+{{- else }}
+# The external NATS.
+- ports:
+    - port: {{ ternary (include "voicemesh.urlPort" (list .Values.externalNats.url "4222")) (toString .Values.externalNats.port) (ne .Values.externalNats.url "") }}
+      protocol: TCP
+  {{- with $np.externalStoresTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end -}}
