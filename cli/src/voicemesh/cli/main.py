@@ -15,11 +15,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     meshcmds.register(sub)
-    from . import call, calls_cmd, events_cmd  # the caller-side commands
+    from . import call, calls_cmd, cluster_cmd, events_cmd  # the caller-side commands
 
     call.register(sub)
     events_cmd.register(sub)
     calls_cmd.register(sub)
+    cluster_cmd.register(sub)  # voicemesh on Kubernetes
     return parser
 
 
