@@ -11,7 +11,7 @@
 #   4. each service started with podman as user 10001 on a read-only root (only /tmp is a
 #      tmpfs, no capabilities) against a Valkey and a NATS started here, until
 #      `python -m voicemesh.mesh.probe health` answers SERVING; then drained with
-#      `python -m voicemesh.mesh.probe drain` (the preStop hook) and its exit status checked;
+#      `python -m voicemesh.mesh.probe drain` (the preStop hook), then SIGTERM, and its exit status checked;
 #   5. with every image built: the whole mesh from the images, and a scripted four-turn call
 #      placed by the cli image with its /app/fixtures recordings.
 #
@@ -241,8 +241,12 @@ confined() {
 
 drain_service() {
   local name=voicemesh-proof-$1-$$ code
-  # PID 1 exiting ends every process in the container, the hook's exec included (137).
-  "${PODMAN[@]}" exec "$name" python -m voicemesh.mesh.probe drain --timeout 30 || true
+  # What Kubernetes does: the preStop hook (drain, then it returns with the service still
+  # up and no session left), then SIGTERM; the service must then stop by itself, with 0.
+  "${PODMAN[@]}" exec "$name" python -m voicemesh.mesh.probe drain --timeout 30 || return 1
+  "${PODMAN[@]}" exec "$name" python -m voicemesh.mesh.probe health --service voicemesh.drained \
+    "127.0.0.1:$("${PODMAN[@]}" exec "$name" printenv VOICEMESH_GRPC_PORT)" || return 1
+  "${PODMAN[@]}" kill --signal TERM "$name" >/dev/null || return 1
   code=$("${PODMAN[@]}" wait "$name") || return 1
   "${PODMAN[@]}" logs "$name" 2>&1 | tail -n 3
   echo "exit status after drain: $code"
