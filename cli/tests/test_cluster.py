@@ -28,16 +28,14 @@ from voicemesh.cli.cluster import (
     build_status,
     deployment_name,
     drain_target_error,
-    format_status,
     fullname,
     hpa_for,
     nodes_to_look_up,
     plan_drain,
-    registry_line,
     release_selector,
-    status_json,
 )
 from voicemesh.cli.cluster_cmd import CommandError, Output, cluster_drain, cluster_scale
+from voicemesh.cli.cluster_view import format_status, registry_line, status_json
 from voicemesh.mesh.registry import InstanceInfo, InstanceState
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,9 @@
 """Fixtures for the deployment checks: the real tools under .tools/ and rendered charts.
 
 Rendering is the slow part (a helm process each), so every distinct
-(helm, values files, --set flags, kube version) is rendered once per session and shared.
+(helm, values files, --set flags, kube version) is rendered once per session and shared,
+whichever test module asks for it. Also here: the chart's names and the small accessors the
+test_chart*.py modules read rendered objects with.
 """
 
 from __future__ import annotations
@@ -31,6 +33,40 @@ TOKEN_SET = ("auth.edgeToken.existingSecret=voicemesh-edge-token",)
 
 def ci_values_files() -> list[Path]:
     return sorted((CHART / "ci").glob("*-values.yaml"))
+
+
+# What the chart names, for release RELEASE.
+FULLNAME = f"{RELEASE}-voicemesh"
+SERVICES = ("media-edge", "stt", "reasoning", "tts", "session-router")
+GRPC_PORTS = {"session-router": 50051, "stt": 50052, "reasoning": 50053, "tts": 50054, "media-edge": 50055}
+CI = {p.name: p for p in ci_values_files()}
+
+
+def selector_of(component: str) -> dict[str, str]:
+    """The labels that select one component's pods."""
+    return {
+        "app.kubernetes.io/name": "voicemesh",
+        "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def container_of(workload: dict[str, Any]) -> dict[str, Any]:
+    """The one container of a Deployment's or StatefulSet's pods."""
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A container's env entries by name (and no name twice)."""
+    names = [e["name"] for e in container["env"]]
+    assert len(names) == len(set(names)), f"duplicate env in {container['name']}: {names}"
+    return {e["name"]: e for e in container["env"]}
+
+
+def component_of(doc: dict[str, Any]) -> str | None:
+    return doc["metadata"].get("labels", {}).get("app.kubernetes.io/component")
 
 
 @dataclass(frozen=True)
@@ -162,3 +198,15 @@ def ci_renders(renderer: Renderer) -> dict[tuple[str, str, str], Render]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         renders = list(pool.map(run, jobs))
     return {(helm, name, kube): r for (helm, name, kube, _), r in zip(jobs, renders, strict=True)}
+
+
+@pytest.fixture(scope="session")
+def defaults(renderer: Renderer) -> Render:
+    """The chart with its defaults and the one required value."""
+    return renderer.template().ok()
+
+
+@pytest.fixture(scope="session")
+def production(ci_renders: dict[tuple[str, str, str], Render]) -> Render:
+    """ci/production-values.yaml, helm v4, the newest Kubernetes."""
+    return ci_renders[("helm4", "production-values.yaml", KUBE_VERSIONS[-1])].ok()

@@ -2,8 +2,9 @@
 
 The thin shell: it fetches from the Kubernetes API (through `cluster_kube.ClusterApi`) and
 from the instance registry in Valkey, hands both to the pure functions of `cluster`, prints
-what they return and acts on their decisions. Exit codes: 0 done, 1 the operation failed or
-was refused (the message says why), 2 a usage error (argparse's, or a file that is not there).
+what they return (laid out by `cluster_view`) and acts on their decisions. Exit codes: 0 done,
+1 the operation failed or was refused (the message says why), 2 a usage error (argparse's, or
+a file that is not there).
 """
 
 from __future__ import annotations
@@ -31,17 +32,16 @@ from .cluster import (
     build_status,
     deployment_name,
     drain_target_error,
-    format_status,
     hpa_for,
     hpa_forced_note,
     hpa_refusal,
     nodes_to_look_up,
     plan_drain,
     release_selector,
-    status_json,
     unknown_service_error,
 )
 from .cluster_kube import ClusterApi, KubeError, connect
+from .cluster_view import format_status, status_json
 
 PROG = "voicemesh cluster"
 DEFAULT_RELEASE = "voicemesh"

@@ -1,0 +1,167 @@
+"""How traffic reaches the mesh and moves inside it, as the Helm chart renders it: the
+Services, the Ingress, SIP on a load balancer or the node network, and the NetworkPolicy
+flows (evaluated by netpolicy.py over the release's pods and a few peers around it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import (
+    FULLNAME,
+    GRPC_PORTS,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    SERVICES,
+    TOKEN_SET,
+    Render,
+    Renderer,
+    container_of,
+    env_of,
+    selector_of,
+)
+from .netpolicy import Flow, Peer, allowed_flows, side_allows
+
+pytestmark = pytest.mark.integration
+
+
+# --- Services and Ingress -----------------------------------------------------------------
+
+
+def test_services_expose_named_ports(defaults: Render) -> None:
+    for key in SERVICES:
+        svc = defaults.get("Service", f"{FULLNAME}-{key}")
+        assert svc["spec"]["type"] == "ClusterIP"
+        ports = {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
+        expected = {"grpc": (GRPC_PORTS[key], "grpc"), "metrics": (9464, "metrics")}
+        if key == "media-edge":
+            expected["http"] = (8080, "http")
+        assert ports == expected
+    assert not [d for d in defaults.of_kind("Service") if d["spec"]["type"] != "ClusterIP"]
+    assert defaults.of_kind("Ingress") == []
+
+
+def test_edge_behind_a_load_balancer_and_sip_service(ci_renders: dict[tuple[str, str, str], Render]) -> None:
+    render = ci_renders[("helm4", "sip-loadbalancer-values.yaml", KUBE_VERSIONS[-1])].ok()
+    http = render.get("Service", f"{FULLNAME}-media-edge-http")
+    assert http["spec"]["type"] == "LoadBalancer" and http["spec"]["externalTrafficPolicy"] == "Local"
+    assert [p["name"] for p in http["spec"]["ports"]] == ["http"]  # never gRPC or metrics
+    sip = render.get("Service", f"{FULLNAME}-media-edge-sip")
+    assert sip["spec"]["type"] == "LoadBalancer" and sip["spec"]["externalTrafficPolicy"] == "Local"
+    assert sip["spec"]["selector"] == selector_of("media-edge")
+    ports = {(p["port"], p["protocol"]) for p in sip["spec"]["ports"]}
+    assert {(5060, "UDP"), (5060, "TCP")} <= ports
+    assert {p for p, proto in ports if proto == "UDP" and p != 5060} == set(range(20000, 20050))
+    edge = env_of(container_of(render.get("Deployment", f"{FULLNAME}-media-edge")))
+    assert edge["VOICEMESH_SIP_PUBLIC_HOST"]["value"] == "203.0.113.10"
+
+
+def test_sip_host_network_mode(ci_renders: dict[tuple[str, str, str], Render]) -> None:
+    render = ci_renders[("helm4", "sip-hostnetwork-values.yaml", KUBE_VERSIONS[-1])].ok()
+    edge = render.get("Deployment", f"{FULLNAME}-media-edge")
+    spec = edge["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    anti = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["topologyKey"] == "kubernetes.io/hostname"
+    assert edge["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    host_ports = {(p["hostPort"], p["protocol"]) for p in container_of(edge)["ports"] if "hostPort" in p}
+    assert host_ports == {(5060, "UDP"), (5060, "TCP")}
+    mounts = {m["mountPath"] for m in container_of(edge)["volumeMounts"]}
+    assert {"/etc/voicemesh/sip-tls", "/etc/voicemesh/srtp"} <= mounts
+    assert f"{FULLNAME}-media-edge-sip" not in render.names("Service")
+    # Other pods stay off the node network.
+    assert not [
+        d
+        for d in render.of_kind("Deployment")
+        if d is not edge and d["spec"]["template"]["spec"].get("hostNetwork")
+    ]
+
+
+def test_ingress_routes_to_the_edge_http_port(production: Render) -> None:
+    (ingress,) = production.of_kind("Ingress")
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "voice.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{FULLNAME}-media-edge", "port": {"name": "http"}}
+    assert ingress["spec"]["tls"][0]["secretName"] == "voice-example-com-tls"
+
+
+# --- NetworkPolicy flows ------------------------------------------------------------------
+
+
+def _contract_flows(services: tuple[str, ...], callers: tuple[str, ...]) -> set[Flow]:
+    flows = {("media-edge", key, GRPC_PORTS[key], "TCP") for key in services if key != "media-edge"}
+    for key in services:
+        flows |= {(key, "valkey", 6379, "TCP"), (key, "nats", 4222, "TCP"), ("prometheus", key, 9464, "TCP")}
+    for pod in (*services, "test"):
+        flows |= {(pod, "kube-dns", 53, "UDP"), (pod, "kube-dns", 53, "TCP")}
+    flows.add(("prometheus", "nats", 8222, "TCP"))
+    flows |= {(caller, "media-edge", 8080, "TCP") for caller in (*callers, "test")}
+    return flows
+
+
+def test_network_policies_allow_exactly_the_contract_flows(defaults: Render) -> None:
+    allowed = allowed_flows(defaults)
+    # Callers come from anywhere by default: any address or pod that is not itself locked down.
+    expected = _contract_flows(SERVICES, callers=("internet", "neighbour", "prometheus", "kube-dns"))
+    assert allowed - expected == set(), "flows beyond the contract"
+    assert expected - allowed == set(), "contract flows blocked"
+
+
+def test_stt_accepts_only_the_edge_and_prometheus(defaults: Render) -> None:
+    into_stt = {(src, port) for src, dst, port, _ in allowed_flows(defaults) if dst == "stt"}
+    assert into_stt == {("media-edge", 50052), ("prometheus", 9464)}
+
+
+def test_network_policies_follow_the_enabled_services(renderer: Renderer) -> None:
+    render = renderer.template(sets=(*TOKEN_SET, "services.tts.enabled=false")).ok()
+    expected = _contract_flows(
+        tuple(k for k in SERVICES if k != "tts"), callers=("internet", "neighbour", "prometheus", "kube-dns")
+    )
+    assert allowed_flows(render) == expected
+
+
+def test_production_network_policies(production: Render) -> None:
+    nginx = Peer("ingress-nginx", "ingress-nginx", (("app", "nginx"),), ports=((80, "TCP"),))
+    store = Peer("external-store", None, ip="10.20.3.4", ports=((6380, "TCP"), (4222, "TCP")))
+    elsewhere = Peer("elsewhere-store", None, ip="192.0.2.9", ports=((6380, "TCP"),))
+    allowed = allowed_flows(production, (nginx, store, elsewhere))
+    expected = _contract_flows(SERVICES, callers=("ingress-nginx",))
+    expected -= {
+        f for f in expected if f[1] in ("valkey", "nats") or (f[0] == "prometheus" and f[1] == "nats")
+    }
+    for key in SERVICES:
+        expected |= {(key, "external-store", 6380, "TCP"), (key, "external-store", 4222, "TCP")}
+    # reasoning's extraEgress: the LLM API on 443, anywhere.
+    expected.add(("reasoning", "internet", 443, "TCP"))
+    assert allowed == expected
+
+
+def test_sip_opens_udp_to_the_edge_only(ci_renders: dict[tuple[str, str, str], Render]) -> None:
+    render = ci_renders[("helm4", "sip-loadbalancer-values.yaml", KUBE_VERSIONS[-1])].ok()
+    carrier = Peer("carrier", None, ip="198.51.100.20")
+    stranger = Peer("stranger", None, ip="203.0.113.50")
+    edge_ports = ((5060, "UDP"), (5060, "TCP"), (20000, "UDP"), (20049, "UDP"), (20050, "UDP"))
+    policies = render.of_kind("NetworkPolicy")
+    labels = tuple(
+        sorted(
+            render.get("Deployment", f"{FULLNAME}-media-edge")["spec"]["template"]["metadata"][
+                "labels"
+            ].items()
+        )
+    )
+    edge = Peer("media-edge", NAMESPACE, labels)
+    let_in = {
+        (port, proto)
+        for port, proto in edge_ports
+        if side_allows(policies, edge, carrier, port, proto, "Ingress")
+    }
+    assert let_in == set(edge_ports[:4])
+    assert not any(
+        side_allows(policies, edge, stranger, port, proto, "Ingress") for port, proto in edge_ports
+    )
+    # RTP replies go to whatever port the far end chose.
+    assert side_allows(policies, edge, carrier, 40000, "UDP", "Egress")
+    stt_labels = tuple(
+        sorted(render.get("Deployment", f"{FULLNAME}-stt")["spec"]["template"]["metadata"]["labels"].items())
+    )
+    assert not side_allows(policies, Peer("stt", NAMESPACE, stt_labels), carrier, 40000, "UDP", "Egress")
