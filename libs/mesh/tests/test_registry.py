@@ -184,3 +184,17 @@ def test_bad_instance_info_is_rejected(kwargs: dict[str, object], needle: str) -
 def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("redis://u:pw@h:6379/0") == "redis://u:***@h:6379/0"
     assert redact_url("redis://h:6379") == "redis://h:6379"
+
+
+async def test_an_operator_drain_flips_the_flag_without_reviving_a_dead_instance(
+    client: aioredis.Redis,
+) -> None:
+    registry = InstanceRegistry(client, ttl_s=30)
+    await registry.register(STT)
+    await client.delete(registry.keys.alive(STT.service, STT.instance_id))  # it stopped beating
+    assert await registry.mark_draining("stt", STT.instance_id) is True
+    assert await registry.instances("stt") == [InstanceState(STT, active=0, draining=True, alive=False)]
+    await registry.heartbeat(STT)  # it comes back: the operator's drain holds
+    assert (await registry.instances("stt"))[0].draining
+    assert await registry.mark_draining("stt", "never-registered") is False
+    assert await client.exists(registry.keys.instance("stt", "never-registered")) == 0

@@ -129,7 +129,7 @@ async def mark_and_wait(
         report.waited_for = plan_drain(service, state)
         if state is None:
             return report
-        await registry.set_draining(state.info, True)
+        await registry.mark_draining(state.info.service, state.info.instance_id)
         report.marked = True
         out.say(
             f"{pod} is {'still ' if state.draining else ''}marked draining in the registry: "

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import WatchError
 
 # The roles a call reserves a slot on (media-edge asks the router for one instance of each).
 PLACED_ROLES = ("stt", "reasoning", "tts")
@@ -153,6 +154,26 @@ class InstanceRegistry:
     async def set_draining(self, info: InstanceInfo, draining: bool = True) -> None:
         """A draining instance keeps its sessions but is given no new ones."""
         await self._upsert(info, fresh=False, draining=draining)
+
+    async def mark_draining(self, service: str, instance_id: str) -> bool:
+        """From outside the instance (an operator's drain): flip the flag of an existing
+        record and nothing else, so a dead instance is not made to look alive. The instance's
+        own heartbeats keep the flag. False when there is no record."""
+        check_service_name(service)
+        inst = self.keys.instance(service, instance_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(inst)
+                    if not await pipe.exists(inst):
+                        await pipe.reset()
+                        return False
+                    pipe.multi()
+                    pipe.hset(inst, "draining", "1")
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
 
     async def deregister(self, info: InstanceInfo) -> None:
         """Leave the registry now (graceful shutdown); the instance's leases are dropped."""
