@@ -330,3 +330,24 @@ def test_the_caller_hangs_up_when_the_agent_does_not() -> None:
     assert not d.script.done
     d.tick(3)
     assert d.script.done and d.script.ended_by == "caller"
+
+
+@pytest.mark.parametrize("reason", ["error:stt", "error:tts", "no_capacity", "unavailable"])
+def test_a_call_the_edge_ends_in_failure_is_not_ended_by_the_agent(reason: str) -> None:
+    d = make([Utterance("a.wav", tone(5)), Utterance("b.wav", tone(5))], wait_greeting=False)
+    d.tick(6)
+    d.recv(timing("t1", 4))
+    d.recv(edge_pb2.ServerMessage(end=edge_pb2.CallEnd(reason=reason)))
+    assert d.script.done and d.script.ended_by == "edge" and d.script.end_reason == reason
+    assert d.script.errors == [f"the edge ended the call: {reason}"]
+    [turn] = d.script.turn_results()
+    assert turn.error == f"the call ended before the reply had played ({reason})"
+
+
+def test_a_call_level_error_makes_the_call_not_ok() -> None:
+    from voicemesh.cli.wsclient import CallResult
+
+    clean = CallResult("s", "a", "", b"", turns=[], ended_by="agent", end_reason="agent")
+    assert clean.ok
+    assert not CallResult("s", "a", "", b"", [], "agent", errors=["edge error bad_frame: …"]).ok
+    assert not CallResult("s", "a", "", b"", [], "edge", end_reason="error:stt").ok

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from voicemesh.audio.wav import AudioFormatError, write_wav
 
-from .callscript import LatencyMs, Utterance
+from .callscript import FAILED_ENDS, LatencyMs, Utterance
 from .carrier_types import QUIET_S, EndedBy, TurnOutcome, TwilioCallResult
 from .state import StateError, read_state
 from .twilio_client import place_twilio_call
@@ -198,7 +198,10 @@ def format_human(result: CallResult) -> list[str]:
         lines.append(f"the agent transferred the call to {result.transferred_to}")
     else:
         ended = {"caller": "the caller", "agent": "the agent", "edge": "the edge dropping it"}
-        lines.append(f"call ended by {ended.get(result.ended_by, result.ended_by)}")
+        if result.ended_by == "edge" and result.end_reason in FAILED_ENDS:
+            lines.append(f"call failed: the edge ended it ({result.end_reason})")
+        else:
+            lines.append(f"call ended by {ended.get(result.ended_by, result.ended_by)}")
     return lines
 
 

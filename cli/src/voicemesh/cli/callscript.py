@@ -27,7 +27,12 @@ from enum import StrEnum
 
 import numpy as np
 
+from voicemesh.edge.port import EndReason
 from voicemesh.v1 import edge_pb2
+
+# End reasons that mean the call failed rather than the agent ending it (the edge could not
+# serve it: a stage failed, no capacity, an unknown agent, or the edge was draining).
+FAILED_ENDS = frozenset(r.value for r in EndReason if r.failed or r is EndReason.UNAVAILABLE)
 
 FRAME_BYTES = 640  # 20 ms of PCM16 mono 16 kHz
 FRAME_S = 0.020
@@ -264,7 +269,12 @@ class CallScript:
         elif kind == "dtmf":
             self.digits_received += msg.dtmf.digits
         elif kind == "end":
-            self._finish("agent", now, reason=msg.end.reason)
+            reason = msg.end.reason
+            if reason in FAILED_ENDS:  # the call failed: the agent did not end it
+                self.errors.append(f"the edge ended the call: {reason}")
+                self._finish("edge", now, reason=reason)
+            else:
+                self._finish("agent", now, reason=reason)
             return
         if self.phase is Phase.AWAITING_REPLY:
             self._check_answered(now)

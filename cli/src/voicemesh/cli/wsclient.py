@@ -54,7 +54,9 @@ class CallResult:
 
     @property
     def ok(self) -> bool:
-        return self.ended_by != "edge" and all(t.error is None for t in self.turns)
+        """The call went as a caller would want: not dropped or failed by the edge, no
+        call-level error, and every turn answered."""
+        return self.ended_by != "edge" and not self.errors and all(t.error is None for t in self.turns)
 
     @property
     def transcript(self) -> str:
