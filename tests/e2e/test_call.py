@@ -211,6 +211,31 @@ async def test_agent_audio_is_paced_in_real_time(mesh: LocalMesh) -> None:
     assert end_at - start_at >= seconds - 0.1, (end_at - start_at, seconds)
 
 
+async def test_a_caller_that_sends_no_audio_is_ended_with_a_reason(mesh: LocalMesh) -> None:
+    """A session with no media does not hold an edge slot for ever (keepalive pings alone
+    kept such a call open before): after the media timeout (10 s) the edge ends it."""
+    from voicemesh.cli.wsclient import decode
+
+    headers = {"Authorization": f"Bearer {mesh.token}"}
+    loop = asyncio.get_running_loop()
+    async with websockets.connect(mesh.edge_url, additional_headers=headers) as ws:
+        await ws.send('{"start": {"sample_rate_hz": 16000}}')
+        began = loop.time()
+        reason = None
+        async with asyncio.timeout(40):
+            while reason is None:
+                raw = await ws.recv()
+                if isinstance(raw, str) and (msg := decode(raw)).WhichOneof("kind") == "end":
+                    reason = msg.end.reason
+        ended_after = loop.time() - began
+        with pytest.raises(websockets.ConnectionClosed):  # and the edge closes the socket
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
+    assert reason == "no_media"
+    assert ended_after >= 9.0  # not before the timeout: the greeting alone took a few seconds
+
+
 async def test_a_silent_caller_is_asked_whether_they_are_still_there(mesh: LocalMesh) -> None:
     from voicemesh.cli.wsclient import decode
 

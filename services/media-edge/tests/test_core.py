@@ -284,6 +284,17 @@ def test_a_peer_failure_ends_the_call_once_naming_the_role() -> None:
     assert call.core.ended is EndReason.ERROR_TTS and call.core.ended.failed
 
 
+def test_no_media_ends_a_live_call_but_not_a_held_one() -> None:
+    call = Call()
+    call.speak(200)
+    call.core.on_hold(True)
+    assert call.core.on_media_timeout() == []  # on hold a caller's side may send nothing
+    call.core.on_hold(False)
+    assert call.core.on_media_timeout() == [d.EndCall(EndReason.NO_MEDIA)]
+    assert call.core.ended is EndReason.NO_MEDIA and call.core.ended.failed
+    assert call.core.on_media_timeout() == []  # ended once
+
+
 def test_the_caller_hanging_up_ends_the_call() -> None:
     call = Call()
     assert call.core.on_hangup() == [d.EndCall(EndReason.CALLER)]

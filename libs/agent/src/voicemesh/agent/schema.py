@@ -79,7 +79,8 @@ class _Model(BaseModel):
 
 
 class TurnSettings(_Model):
-    """Turn-taking at the edge: when the caller's turn ends, barge-in, idle hang-up."""
+    """Turn-taking at the edge: when the caller's turn ends, barge-in, the idle nudge (an
+    empty turn after `idle_timeout_ms` of silence; see `Fallback` for what repeated silence does)."""
 
     endpoint_silence_ms: int = Field(500, ge=200, le=10_000)
     allow_barge_in: bool = True

@@ -117,6 +117,14 @@ class CallCore:
     def on_hangup(self) -> list[Decision]:
         return self._end(EndReason.CALLER)
 
+    def on_media_timeout(self) -> list[Decision]:
+        """No audio arrived from the caller's side for the media timeout: a dead session
+        (a client that stopped sending, a carrier that lost the stream). A held call sends
+        no media by design and is not ended."""
+        if self.held:
+            return []
+        return self._end(EndReason.NO_MEDIA)
+
     def on_peer_failed(self, role: str) -> list[Decision]:
         return self._end(_ROLE_FAILURE.get(role, EndReason.ERROR_INTERNAL))
 

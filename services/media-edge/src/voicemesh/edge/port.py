@@ -48,6 +48,7 @@ class EndReason(StrEnum):
     UNAVAILABLE = "unavailable"
     NO_CAPACITY = "no_capacity"
     UNKNOWN_AGENT = "unknown_agent"
+    NO_MEDIA = "no_media"  # the caller's side sent no audio for the media timeout
     ERROR_STT = "error:stt"
     ERROR_REASONING = "error:reasoning"
     ERROR_TTS = "error:tts"
@@ -55,7 +56,11 @@ class EndReason(StrEnum):
 
     @property
     def failed(self) -> bool:
-        return self.value.startswith("error") or self in (EndReason.NO_CAPACITY, EndReason.UNKNOWN_AGENT)
+        return self.value.startswith("error") or self in (
+            EndReason.NO_CAPACITY,
+            EndReason.UNKNOWN_AGENT,
+            EndReason.NO_MEDIA,
+        )
 
 
 @dataclass(frozen=True)

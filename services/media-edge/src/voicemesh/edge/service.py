@@ -54,6 +54,7 @@ class EdgeService(MeshService):
             channels=self.channels,
             vad_model=vad_model,
             region=self.settings.region,
+            media_timeout_s=self.settings.media_timeout_s,
         )
         for transport in self.transports:
             await transport.start(self._on_call)

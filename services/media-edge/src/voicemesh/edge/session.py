@@ -66,6 +66,8 @@ class EdgeDeps:
     vad_model: SileroModel
     region: str = "local"
     clock: Callable[[], float] = time.monotonic
+    # No audio from the caller's side for this long ends the call (EndReason.NO_MEDIA).
+    media_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -406,7 +408,15 @@ class CallSession:
         clock = self.deps.clock
         transport = self.port.transport_label
         while True:
-            event = await self.port.receive()
+            try:
+                async with asyncio.timeout(self.deps.media_timeout_s):
+                    event = await self.port.receive()
+            except TimeoutError:
+                decisions = self.core.on_media_timeout()
+                await self._act(decisions)
+                if decisions:
+                    return
+                continue
             if isinstance(event, Frame):
                 began = time.perf_counter()
                 prob = self._vad.process(event.pcm)
