@@ -2,6 +2,11 @@
 
 Used by `voicemesh up`, the end-to-end tests and the benchmarks (with free ports there).
 Children die with the supervisor (PR_SET_PDEATHSIG), so no process outlives it.
+
+A service may run as several instances (replicas). With one, its instance id is
+`<name>-local` and its log `logs/<name>.log`; with N, they are `<name>-local-<i>` and
+`logs/<name>-<i>.log`, each with its own gRPC and metrics port. An instance keeps its ports
+when it is restarted, so its registry address and state.json stay right.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +36,7 @@ from voicemesh.mesh.localservers import (
 )
 
 from .state import MeshState, ServiceEndpoint
+from .supervise import Exit
 
 # (display name, python module), in start order.
 SERVICES: tuple[tuple[str, str], ...] = (
@@ -40,6 +46,14 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("tts", "voicemesh.tts"),
     ("media-edge", "voicemesh.edge"),
 )
+SERVICE_NAMES: tuple[str, ...] = tuple(n for n, _ in SERVICES)
+# Why a service runs as one instance only (the others take --replicas).
+SINGLE_INSTANCE: dict[str, str] = {
+    "media-edge": "it owns the one WebSocket port callers dial",
+    "session-router": "the edge reaches it at one fixed address, not through the registry",
+}
+# Ports of a replica without its own entry in MeshPorts.replicas: the first one's + 100 per index.
+REPLICA_PORT_STEP = 100
 
 
 class MeshError(RuntimeError):
@@ -69,9 +83,11 @@ class MeshPorts:
         }
     )
     ws: int = 8080
+    # (grpc, metrics) ports of a service's 2nd, 3rd, ... instance; `grpc`/`metrics` hold the first's.
+    replicas: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
     @classmethod
-    def free(cls) -> MeshPorts:
+    def free(cls, replicas: Mapping[str, int] | None = None) -> MeshPorts:
         names = [n for n, _ in SERVICES]
         return cls(
             valkey=free_port(),
@@ -79,7 +95,22 @@ class MeshPorts:
             grpc={n: free_port() for n in names},
             metrics={n: free_port() for n in names},
             ws=free_port(),
+            replicas={
+                n: tuple((free_port(), free_port()) for _ in range(count - 1))
+                for n, count in (replicas or {}).items()
+                if count > 1
+            },
         )
+
+    def instance(self, name: str, index: int) -> tuple[int, int]:
+        """(grpc, metrics) ports of instance `index` (1-based) of service `name`."""
+        if index == 1:
+            return self.grpc[name], self.metrics[name]
+        extra = self.replicas.get(name, ())
+        if index - 2 < len(extra):
+            return extra[index - 2]
+        step = REPLICA_PORT_STEP * (index - 1)
+        return self.grpc[name] + step, self.metrics[name] + step
 
     def all(self) -> dict[str, int]:
         out = {"valkey": self.valkey, "nats": self.nats, "media-edge websocket": self.ws}
@@ -88,15 +119,47 @@ class MeshPorts:
         return out
 
 
+@dataclass(frozen=True)
+class Instance:
+    """Where one instance of a service runs."""
+
+    service: str
+    module: str
+    instance_id: str
+    grpc_port: int
+    metrics_port: int
+    log_name: str
+
+
 @dataclass
 class ServiceProcess:
-    name: str
+    """One instance of a service: started again with the same env (ports, instance id)."""
+
+    name: str  # the service ("stt")
     module: str
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    instance_id: str = ""
+    grpc_port: int = 0
+    metrics_port: int = 0
+    # Where this run's output begins in the (appended) log.
+    log_offset: int = 0
+
+    def __post_init__(self) -> None:
+        self.instance_id = self.instance_id or self.env.get("VOICEMESH_INSTANCE_ID", self.name)
+        self.grpc_port = self.grpc_port or int(self.env.get("VOICEMESH_GRPC_PORT", "0"))
+        self.metrics_port = self.metrics_port or int(self.env.get("VOICEMESH_METRICS_PORT", "0"))
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def start(self) -> None:
+        try:
+            self.log_offset = self.log_path.stat().st_size
+        except OSError:
+            self.log_offset = 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", self.module],
@@ -110,16 +173,31 @@ class ServiceProcess:
     def exited(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
-    def last_error(self) -> str:
-        """The service's own one-line reason for stopping, from its log."""
+    def log_lines(self) -> list[str]:
+        """This run's log lines (the file also holds earlier runs)."""
         try:
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self.log_offset)
+                return fh.read().decode(errors="replace").strip().splitlines()
         except OSError:
-            return ""
+            return []
+
+    def last_error(self) -> str:
+        """The service's own one-line reason for stopping, from this run's log."""
+        lines = self.log_lines()
         for line in reversed(lines):
             if "error:" in line:
                 return line.strip()
         return lines[-1].strip() if lines else ""
+
+    def describe_exit(self, returncode: int) -> str:
+        """'stt-local-1 was killed by SIGKILL' / '... exited with code 2: <its error line>'."""
+        text = f"{self.instance_id} {Exit(returncode).describe()}"
+        if returncode > 0:  # a failing exit usually said why, in its last lines
+            words = self.last_error()
+        else:  # a signal's victim (or a clean exit) wrote nothing useful, unless an error
+            words = next((ln.strip() for ln in reversed(self.log_lines()) if "error:" in ln), "")
+        return f"{text}: {words}" if words else text
 
 
 class LocalMesh:
@@ -132,6 +210,7 @@ class LocalMesh:
         token: str | None = None,
         extra_env: dict[str, str] | None = None,
         log: Callable[[str], None] = lambda _msg: None,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
         self.home = home
         self.agents_dir = agents_dir
@@ -142,6 +221,7 @@ class LocalMesh:
         self.twilio_auth_token = os.environ.get("VOICEMESH_TWILIO_AUTH_TOKEN") or secrets.token_hex(16)
         self.extra_env = extra_env or {}
         self.log = log
+        self.replicas = check_replicas(replicas or {})
         self.servers: list[LocalServer] = []
         self.services: list[ServiceProcess] = []
 
@@ -174,24 +254,41 @@ class LocalMesh:
             services=[
                 ServiceEndpoint(
                     name=s.name,
-                    grpc_address=f"127.0.0.1:{self.ports.grpc[s.name]}",
-                    metrics_url=f"http://127.0.0.1:{self.ports.metrics[s.name]}/metrics",
-                    pid=s.proc.pid if s.proc else 0,
+                    grpc_address=s.grpc_address,
+                    metrics_url=f"http://127.0.0.1:{s.metrics_port}/metrics",
+                    # 0 while the instance waits for its restart
+                    pid=s.proc.pid if s.proc is not None and s.proc.poll() is None else 0,
+                    instance_id=s.instance_id,
                 )
                 for s in self.services
             ],
         )
 
-    def _env(self, name: str) -> dict[str, str]:
+    def instances(self) -> list[Instance]:
+        """Every instance of every service, in start order."""
+        out = []
+        for name, module in SERVICES:
+            count = self.replicas.get(name, 1)
+            for index in range(1, count + 1):
+                grpc_port, metrics_port = self.ports.instance(name, index)
+                suffix = "" if count == 1 else f"-{index}"
+                out.append(
+                    Instance(
+                        name, module, f"{name}-local{suffix}", grpc_port, metrics_port, f"{name}{suffix}.log"
+                    )
+                )
+        return out
+
+    def _env(self, name: str, grpc_port: int, metrics_port: int, instance_id: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
                 "HF_HUB_OFFLINE": "1",
                 # onnxruntime (piper, Silero) would otherwise keep a device id and telemetry.
                 "ORT_DISABLE_TELEMETRY": "1",
-                "VOICEMESH_INSTANCE_ID": f"{name}-local",
-                "VOICEMESH_GRPC_PORT": str(self.ports.grpc[name]),
-                "VOICEMESH_METRICS_PORT": str(self.ports.metrics[name]),
+                "VOICEMESH_INSTANCE_ID": instance_id,
+                "VOICEMESH_GRPC_PORT": str(grpc_port),
+                "VOICEMESH_METRICS_PORT": str(metrics_port),
                 "VOICEMESH_REDIS_URL": self.redis_url,
                 "VOICEMESH_NATS_URL": self.nats_url,
                 "VOICEMESH_HEARTBEAT_INTERVAL_S": "1.0",
@@ -212,7 +309,11 @@ class LocalMesh:
 
     def start(self, timeout_s: float = 180.0) -> None:
         """Start everything and wait until every service reports SERVING."""
-        busy = [f"{what} ({port})" for what, port in self.ports.all().items() if port_open("127.0.0.1", port)]
+        wanted = {"valkey": self.ports.valkey, "nats": self.ports.nats, "media-edge websocket": self.ports.ws}
+        for inst in self.instances():
+            wanted[f"{inst.instance_id} grpc"] = inst.grpc_port
+            wanted[f"{inst.instance_id} metrics"] = inst.metrics_port
+        busy = [f"{what} ({port})" for what, port in wanted.items() if port_open("127.0.0.1", port)]
         if busy:
             raise MeshError("ports already in use: " + ", ".join(busy) + " (is a mesh already running?)")
         logs = self.home / "logs"
@@ -229,8 +330,9 @@ class LocalMesh:
         except ServerError as exc:
             self.stop()
             raise MeshError(str(exc)) from None
-        for name, module in SERVICES:
-            svc = ServiceProcess(name, module, self._env(name), logs / f"{name}.log")
+        for inst in self.instances():
+            env = self._env(inst.service, inst.grpc_port, inst.metrics_port, inst.instance_id)
+            svc = ServiceProcess(inst.service, inst.module, env, logs / inst.log_name)
             svc.start()
             self.services.append(svc)
         try:
@@ -241,17 +343,18 @@ class LocalMesh:
 
     async def _wait_serving(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        pending = {s.name: s for s in self.services}
+        pending = {s.instance_id: s for s in self.services}
         while pending:
-            for name, svc in list(pending.items()):
+            for instance_id, svc in list(pending.items()):
                 code = svc.exited()
                 if code is not None:
-                    reason = svc.last_error() or f"exited with code {code}"
-                    raise MeshError(f"{name} did not start: {reason} (log: {svc.log_path})")
-                status = await check_health(f"127.0.0.1:{self.ports.grpc[name]}", timeout_s=0.5)
+                    reason = svc.last_error() or Exit(code).describe()
+                    raise MeshError(f"{svc.name} did not start: {reason} (log: {svc.log_path})")
+                status = await check_health(svc.grpc_address, timeout_s=0.5)
                 if status == "SERVING":
-                    self.log(f"{name:<11} 127.0.0.1:{self.ports.grpc[name]} serving")
-                    del pending[name]
+                    label = svc.name if self.replicas.get(svc.name, 1) == 1 else instance_id
+                    self.log(f"{label:<11} {svc.grpc_address} serving")
+                    del pending[instance_id]
             if pending and time.monotonic() > deadline:
                 raise MeshError(f"not serving after {timeout_s:.0f} s: {', '.join(pending)}")
             if pending:
@@ -260,6 +363,33 @@ class LocalMesh:
     def crashed(self) -> list[tuple[str, str]]:
         """Services that exited by themselves, with their last words."""
         return [(s.name, s.last_error()) for s in self.services if s.exited() is not None]
+
+    def reap(self) -> list[tuple[ServiceProcess, int]]:
+        """Instances that exited since the last call, with their return codes (each once)."""
+        out = []
+        for svc in self.services:
+            if svc.proc is not None and svc.proc.poll() is not None:
+                out.append((svc, svc.proc.returncode))
+                svc.proc = None
+        return out
+
+    def restart(self, instance_id: str) -> ServiceProcess:
+        """Start a reaped instance again, on the same ports with the same instance id."""
+        for svc in self.services:
+            if svc.instance_id == instance_id:
+                if svc.proc is not None and svc.proc.poll() is None:
+                    raise MeshError(f"{instance_id} is still running")
+                svc.start()
+                return svc
+        raise MeshError(f"no instance {instance_id!r} in this mesh")
+
+    def dead_servers(self) -> list[tuple[str, int]]:
+        """Valkey or NATS processes that exited, with their return codes."""
+        return [
+            (server.name, server.proc.returncode)
+            for server in self.servers
+            if server.proc is not None and server.proc.poll() is not None
+        ]
 
     def stop(self, grace_s: float = 20.0) -> None:
         """Graceful: SIGTERM every service (they drain), then the servers."""
@@ -286,3 +416,35 @@ class LocalMesh:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def check_replicas(replicas: Mapping[str, int]) -> dict[str, int]:
+    """The replica counts, checked: known services, at least 1, >1 only where it can work."""
+    out: dict[str, int] = {}
+    for name, count in replicas.items():
+        if name not in SERVICE_NAMES:
+            raise ValueError(f"unknown service {name!r} (services: {', '.join(SERVICE_NAMES)})")
+        if count < 1:
+            raise ValueError(f"{name}={count}: a service needs at least 1 instance")
+        if count > 1 and name in SINGLE_INSTANCE:
+            raise ValueError(f"{name} runs as one instance: {SINGLE_INSTANCE[name]}")
+        out[name] = count
+    return out
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """`stt=2,reasoning=2` -> {"stt": 2, "reasoning": 2}; ValueError naming what is wrong."""
+    counts: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"{item.strip()!r} is not NAME=N")
+        try:
+            count = int(value)
+        except ValueError:
+            raise ValueError(f"{item.strip()!r}: {value.strip()!r} is not a whole number") from None
+        if name in counts:
+            raise ValueError(f"{name} is given twice")
+        counts[name] = count
+    return check_replicas(counts)

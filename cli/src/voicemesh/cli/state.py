@@ -20,10 +20,13 @@ class StateError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServiceEndpoint:
+    """One instance of a service (a service with replicas has several, in order)."""
+
     name: str
     grpc_address: str
     metrics_url: str
-    pid: int = 0
+    pid: int = 0  # 0 while the instance waits to be restarted
+    instance_id: str = ""  # as registered in Valkey: "stt-local", or "stt-local-2" with replicas
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,15 @@ class MeshState:
     twilio_auth_token: str = ""
 
     def service(self, name: str) -> ServiceEndpoint:
+        """The service's first instance."""
         for svc in self.services:
             if svc.name == name:
                 return svc
         raise StateError(f"the mesh state has no service named {name!r}")
+
+    def instances(self, name: str) -> list[ServiceEndpoint]:
+        """Every instance of service `name`, in order."""
+        return [svc for svc in self.services if svc.name == name]
 
 
 def default_home() -> Path:
