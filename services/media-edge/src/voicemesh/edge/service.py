@@ -19,6 +19,9 @@ from .twilio import TwilioStreamTransport
 
 log = logging.getLogger(__name__)
 
+# How long the calls still live at shutdown get to send their `end` and close.
+CLOSE_CALLS_S = 3.0
+
 
 class EdgeService(MeshService):
     name = "media-edge"
@@ -39,7 +42,7 @@ class EdgeService(MeshService):
         ]
         for transport in self.transports:
             ctx.metrics.prepare_transport(transport.transport_label)
-        self._calls: set[asyncio.Task[None]] = set()
+        self._calls: dict[asyncio.Task[None], CallSession] = {}
         self._deps: EdgeDeps | None = None
         self._draining = False
 
@@ -80,17 +83,25 @@ class EdgeService(MeshService):
         session = CallSession(port, self._deps)
         task = asyncio.current_task()
         assert task is not None
-        self._calls.add(task)  # type: ignore[arg-type]
+        self._calls[task] = session  # type: ignore[index]
         try:
             await session.run()
         finally:
-            self._calls.discard(task)  # type: ignore[arg-type]
+            self._calls.pop(task, None)  # type: ignore[call-overload]
 
     async def drain(self) -> None:
+        """Take no new calls, but keep listening: a caller who arrives now is told
+        `unavailable` (and can try another edge) instead of meeting a refused connection."""
         self._draining = True
+
+    async def close(self) -> None:
+        """End the calls the drain did not see finish with a proper `end` (reason
+        `unavailable`), not a dropped socket, then stop listening."""
+        for session in list(self._calls.values()):
+            session.end(EndReason.UNAVAILABLE, "this edge is shutting down")
+        if self._calls:
+            await asyncio.wait(list(self._calls), timeout=CLOSE_CALLS_S)
         for transport in self.transports:
             await transport.stop()
         await self.ingress.stop()
-
-    async def close(self) -> None:
         await self.channels.close()
