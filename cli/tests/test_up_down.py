@@ -58,6 +58,8 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the mesh did not come up in 120 s"
             time.sleep(0.2)
         state = read_state(home)
+        for private in (home, home / "logs", home / "nats"):  # token, logs, transcripts
+            assert private.stat().st_mode & 0o077 == 0, (private, oct(private.stat().st_mode))
         status = subprocess.run([*VOICEMESH, "status", "--home", str(home)], capture_output=True, text=True)
         assert status.returncode == 0, status.stdout + status.stderr
         for name in ("session-router", "stt", "reasoning", "tts", "media-edge"):

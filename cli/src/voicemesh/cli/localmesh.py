@@ -35,7 +35,7 @@ from voicemesh.mesh.localservers import (
     valkey_server,
 )
 
-from .state import MeshState, ServiceEndpoint
+from .state import MeshState, ServiceEndpoint, private_dir
 from .supervise import Exit
 
 # (display name, python module), in start order.
@@ -317,13 +317,14 @@ class LocalMesh:
         if busy:
             raise MeshError("ports already in use: " + ", ".join(busy) + " (is a mesh already running?)")
         logs = self.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)  # state, logs and the JetStream store: their owner's alone
+        private_dir(logs)
         try:
             valkey = valkey_server(self.ports.valkey, log_path=logs / "valkey.log")
             valkey.start()
             self.servers.append(valkey)
             self.log(f"valkey      {redis_url(valkey)}")
-            nats = nats_server(self.home / "nats", self.ports.nats, log_path=logs / "nats.log")
+            nats = nats_server(private_dir(self.home / "nats"), self.ports.nats, log_path=logs / "nats.log")
             nats.start()
             self.servers.append(nats)
             self.log(f"nats        {nats_url(nats)} (JetStream)")

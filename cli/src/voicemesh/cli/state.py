@@ -57,8 +57,16 @@ def default_home() -> Path:
     return Path(os.environ.get("VOICEMESH_HOME", ".voicemesh")).resolve()
 
 
+def private_dir(path: Path) -> Path:
+    """Create `path` (and parents) readable only by its owner: a mesh's home holds the edge
+    token, the logs and the JetStream store (caller transcripts)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
 def write_state(home: Path, state: MeshState) -> Path:
-    home.mkdir(parents=True, exist_ok=True)
+    private_dir(home)
     path = home / STATE_FILE
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
