@@ -118,6 +118,7 @@ class CallSession:
         self._vad = SileroVad(deps.vad_model)
         self._activity = VoiceActivity()
         self._frames = 0
+        self._events_in = 0  # anything the port delivered: frames, marks, DTMF, hold
         self._playout: asyncio.Queue[tuple[str, object]] = asyncio.Queue(PLAYOUT_QUEUE_FRAMES)
         self._over = asyncio.Event()
         self._end_reason = EndReason.CALLER
@@ -160,6 +161,7 @@ class CallSession:
                 await self._observer.state(self.core.state)
             for name, coro in (
                 ("inbound", self._inbound_loop()),
+                ("media", self._media_watchdog()),
                 ("stt", self._stt_loop()),
                 ("reasoning", self._reasoning_loop()),
                 ("tts", self._tts_loop()),
@@ -408,15 +410,8 @@ class CallSession:
         clock = self.deps.clock
         transport = self.port.transport_label
         while True:
-            try:
-                async with asyncio.timeout(self.deps.media_timeout_s):
-                    event = await self.port.receive()
-            except TimeoutError:
-                decisions = self.core.on_media_timeout()
-                await self._act(decisions)
-                if decisions:
-                    return
-                continue
+            event = await self.port.receive()
+            self._events_in += 1  # what the media watchdog looks at (no timer per frame)
             if isinstance(event, Frame):
                 began = time.perf_counter()
                 prob = self._vad.process(event.pcm)
@@ -443,6 +438,20 @@ class CallSession:
             elif isinstance(event, Hangup):
                 await self._act(self.core.on_hangup())
                 return
+
+    async def _media_watchdog(self) -> None:
+        """End the call when nothing came from the caller's side for the media timeout,
+        checked a few times per timeout rather than by a timer around every frame."""
+        clock, timeout_s = self.deps.clock, self.deps.media_timeout_s
+        seen, since = self._events_in, clock()
+        while True:
+            await asyncio.sleep(timeout_s / 4)
+            now = clock()
+            if self._events_in != seen:
+                seen, since = self._events_in, now
+            elif now - since >= timeout_s:
+                await self._act(self.core.on_media_timeout())  # nothing while held
+                since = now
 
     async def _stt_loop(self) -> None:
         clock = self.deps.clock
