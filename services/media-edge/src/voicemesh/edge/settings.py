@@ -21,7 +21,8 @@ class EdgeSettings(MeshSettings):
     twilio_stream_url: str = ""
     router_address: str = "127.0.0.1:50051"
     # A call whose caller side sends no audio for this long ends with reason "no_media"
-    # (a live call streams a frame every 20 ms; a held call is exempt).
+    # (checked four times per timeout, so within 1.25x of it; a live call streams a frame
+    # every 20 ms; a held call is exempt).
     media_timeout_s: float = Field(default=10.0, gt=0)
     # Calls one edge process takes at once (VOICEMESH_CAPACITY: also what it registers). One
     # process is one event loop on one core; on 2 cores (bench/edge_media.py,
