@@ -48,7 +48,7 @@ class Call:
     def reply(self, rid: str, turn: str, text: str, clauses: Sequence[tuple[int, str]] = ()) -> None:
         """Reasoning answers `turn` and tts delivers the response's first audio."""
         self.record(self.core.on_delta(rid, turn, text, self.now))
-        self.record(self.core.on_response_end(rid, text))
+        self.record(self.core.on_response_end(rid, turn, text, self.now))
         self.record(self.core.on_tts_audio(rid, self.now))
         for offset, clause in clauses:
             self.core.on_tts_clause(rid, offset, clause)
@@ -299,3 +299,66 @@ def test_the_caller_hanging_up_ends_the_call() -> None:
     call = Call()
     assert call.core.on_hangup() == [d.EndCall(EndReason.CALLER)]
     assert not EndReason.CALLER.failed
+
+
+def test_a_superseded_turn_with_no_word_back_yet_is_cancelled_by_its_id() -> None:
+    """The caller goes on while reasoning is still thinking about t1: reasoning is told to
+    drop its answer to t1 at once, not after its first word (an LLM's first token can take
+    a second, and the carried-over turn would wait behind it)."""
+    call = Call()
+    call.speak(400)
+    call.silence(520)
+    out = call.record(call.core.on_final("t1", "Tomorrow", 0.9, call.now))
+    assert of(d.SendTurn, out) == [d.SendTurn("t1", "Tomorrow", 0.9)]
+    out = call.speak(100)
+    assert of(d.CancelResponse, out) == [d.CancelResponse("", "", turn_id="t1")]
+
+
+def test_a_turn_never_sent_is_not_cancelled() -> None:
+    """A resumed turn whose final has not come back was never asked of reasoning."""
+    call = Call()
+    call.speak(400)
+    call.silence(520)
+    out = call.speak(100)  # resumed before stt's final
+    assert of(d.CancelResponse, out) == []
+
+
+def test_an_action_only_reply_is_played_as_an_empty_response_and_carried_out() -> None:
+    """Reasoning answers with no words, only a hang-up: the response is known from its end,
+    tts is told it is over, and once its (empty) playout is done the call hangs up."""
+    call = Call()
+    call.speak(400)
+    call.silence(520)
+    call.record(call.core.on_final("t1", "that's all, bye", 0.9, call.now))
+    assert call.core.state == "thinking"
+    out = call.record(call.core.on_response_end("r1", "t1", "", call.now))
+    assert of(d.EndSynthesis, out) == [d.EndSynthesis("r1")]
+    assert call.core.accepts_audio("r1")
+    assert call.core.on_action("r1", d.HangupCall("done")) == []  # after the response is played
+    out = call.record(call.core.on_playout_done("r1", call.now))
+    assert out[-2:] == [d.CarryOut(d.HangupCall("done")), d.EndCall(EndReason.AGENT)]
+
+
+def test_a_reply_with_nothing_to_say_lets_the_caller_speak_again() -> None:
+    """An empty response without an action (a model that said nothing) ends the agent's
+    turn: the core is listening again instead of thinking for ever."""
+    call = Call()
+    call.speak(400)
+    call.silence(520)
+    call.record(call.core.on_final("t1", "hmm", 0.9, call.now))
+    call.record(call.core.on_response_end("r1", "t1", "", call.now))
+    call.record(call.core.on_playout_done("r1", call.now))
+    assert call.core.state == "listening"
+    out = call.speak(400) + call.silence(520)
+    assert of(d.SttFlush, out) == [d.SttFlush("t2")]
+
+
+def test_the_end_of_a_reply_to_a_superseded_turn_cancels_it() -> None:
+    call = Call()
+    call.speak(400)
+    call.silence(520)
+    call.record(call.core.on_final("t1", "Tomorrow", 0.9, call.now))
+    call.speak(100)
+    out = call.core.on_response_end("r1", "t1", "", call.now)
+    assert of(d.CancelResponse, out) == [d.CancelResponse("r1", "")]
+    assert of(d.EndSynthesis, out) == []

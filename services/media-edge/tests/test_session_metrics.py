@@ -119,7 +119,7 @@ async def test_a_barge_in_counts_once_when_the_session_carries_it_out(vad_model:
     frames(False, 26)
     core.on_final("t1", "four", 0.9, now)
     core.on_delta("r1", "t1", "Great. What day would you like?", now)
-    core.on_response_end("r1", "Great. What day would you like?")
+    core.on_response_end("r1", "t1", "Great. What day would you like?", now)
     core.on_tts_audio("r1", now)
     core.on_playout_started("r1", now)
     await session._act(frames(True, 9))  # shorter than the barge-in threshold

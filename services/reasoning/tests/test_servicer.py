@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from voicemesh.agent import Agent
 from voicemesh.mesh.events import RecordingEvents
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.reasoning import (
+    AgentAction,
     AgentCatalog,
     ConversationBackend,
     ReasoningServicer,
@@ -47,8 +49,19 @@ class GatedBackend(ConversationBackend):
         yield TextChunk("Hi.")
 
     async def _respond(self, response_id: str, text: str) -> AsyncIterator[ResponseItem]:
+        """"Hang up ..." -> only a hang-up action; "Slow ..." -> nothing until `release`;
+        "Stubborn ..." -> a backend that wrongly ignores being stopped."""
         try:
+            if text.startswith("Hang up"):
+                yield AgentAction("hangup", "the caller asked")
+                return
+            if text.startswith("Slow"):
+                await self.release.wait()
             yield TextChunk("Part one. ")
+            if text.startswith("Stubborn"):
+                while not self.release.is_set():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self.release.wait()
             await self.release.wait()
             yield TextChunk("Part two.")
         finally:
@@ -72,6 +85,12 @@ class Harness:
     def sessions(self, outcome: str) -> float:
         value = self.metrics.registry.get_sample_value(
             "voicemesh_sessions_total", {"service": "reasoning", "outcome": outcome}
+        )
+        return value or 0.0
+
+    def in_flight(self) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "voicemesh_requests_in_flight", {"service": "reasoning"}
         )
         return value or 0.0
 
@@ -165,8 +184,8 @@ async def read_response(call: grpc.aio.StreamStreamCall, action: bool = False) -
             ids.add((msg.delta.response_id, msg.delta.in_reply_to))
             continue
         assert kind == "end", kind
-        ((rid, in_reply_to),) = ids
-        assert msg.end.response_id == rid
+        rid, in_reply_to = msg.end.response_id, msg.end.in_reply_to
+        assert ids <= {(rid, in_reply_to)}, (ids, rid, in_reply_to)
         response = Response(rid, in_reply_to, deltas, msg.end.text)
         if action:
             nxt = await read(call)
@@ -380,21 +399,112 @@ async def test_caller_hanging_up_mid_response_ends_the_session(gated_harness: Ha
 
 
 async def test_too_many_waiting_turns_are_refused(gated_harness: Harness) -> None:
-    """Turns queue while a response streams; past the backlog (2 here) the peer is told."""
+    """Turns queue while a backend that will not stop holds the writer; past the backlog
+    (2 here) the peer is told instead of the queue growing."""
     harness = gated_harness
     call = harness.stub.Converse()
     await call.write(start())
     await read(call)
     await read_response(call)
-    await call.write(turn("t1", "One."))
-    await read(call)  # t1 is being answered (and stalls)
+    await call.write(turn("t1", "Stubborn."))
+    await read(call)  # t1 is being answered (and ignores the preemption below)
     for n in range(2, 5):
         await call.write(turn(f"t{n}", "More."))
+    await wait_for(lambda: harness.errors("turn_backlog") == 1)
+    harness.backends[0].release.set()  # type: ignore[attr-defined]  # lets the stream end
     with pytest.raises(grpc.aio.AioRpcError) as info:
         while True:
             await read(call)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert harness.errors("turn_backlog") == 1
+
+
+async def test_a_new_turn_preempts_the_one_being_answered(gated_harness: Harness) -> None:
+    """The caller speaks again while the answer to t1 is still being generated: that answer
+    stops and ends as preempted, with what was sent, and t2 is answered at once."""
+    harness = gated_harness
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(turn("t1", "Tell me everything."))
+    first = await read(call)
+    assert first.delta.text == "Part one. "
+    await call.write(turn("t2", "Actually, the hours."))
+    end = await read(call)
+    assert end.WhichOneof("kind") == "end"
+    assert (end.end.response_id, end.end.in_reply_to) == (first.delta.response_id, "t1")
+    assert end.end.preempted and end.end.text == "Part one. "
+    nxt = await read(call)
+    assert nxt.delta.in_reply_to == "t2"
+    harness.backends[0].release.set()  # type: ignore[attr-defined]
+    assert (await read(call)).delta.text == "Part two."
+    done = await read(call)
+    assert done.end.text == "Part one. Part two." and not done.end.preempted
+    assert [(m.role, m.text, m.interrupted) for m in harness.backends[0].history.messages] == [
+        ("assistant", "Hi.", False),
+        ("user", "Tell me everything.", False),
+        ("assistant", "Part one.", True),
+        ("user", "Actually, the hours.", False),
+        ("assistant", "Part one. Part two.", False),
+    ]
+    await call.done_writing()
+    assert await asyncio.wait_for(call.read(), timeout=10) is grpc.aio.EOF
+
+
+async def test_a_turn_is_cancelled_by_its_id_before_its_first_delta(gated_harness: Harness) -> None:
+    """The edge knows only the turn it superseded: naming it stops the answer that had not
+    produced a word yet, and nothing of it ever arrives."""
+    harness = gated_harness
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(turn("t1", "Slow question."))
+    await wait_for(lambda: harness.in_flight() == 1)  # t1 is being answered, no word yet
+    backend_stopped = harness.backends[0].stopped  # type: ignore[attr-defined]
+    cancel = reasoning_pb2.CancelResponse(turn_id="t1")
+    await call.write(reasoning_pb2.ConverseRequest(cancel=cancel))
+    await asyncio.wait_for(backend_stopped.wait(), timeout=10)
+    harness.backends[0].release.set()  # type: ignore[attr-defined]
+    await call.write(turn("t2", "Next."))
+    reply = await read_response(call)
+    assert reply.in_reply_to == "t2" and reply.text == "Part one. Part two."
+    assert [m.text for m in harness.backends[0].history.messages if m.role == "user"] == [
+        "Slow question.",
+        "Next.",
+    ]
+    await call.done_writing()
+
+
+async def test_a_turn_cancelled_right_after_it_was_sent_is_never_answered(gated_harness: Harness) -> None:
+    """Queued or already being answered, a turn cancelled by its id gets no reply at all."""
+    harness = gated_harness
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(turn("t1", "Slow one."))
+    await call.write(reasoning_pb2.ConverseRequest(cancel=reasoning_pb2.CancelResponse(turn_id="t1")))
+    harness.backends[0].release.set()  # type: ignore[attr-defined]
+    await call.write(turn("t2", "Next."))
+    reply = await read_response(call)
+    assert reply.in_reply_to == "t2"
+    await call.done_writing()
+
+
+async def test_an_action_only_reply_still_ends(gated_harness: Harness) -> None:
+    """A reply with no words (only a hang-up) ends like any other, so the edge knows the
+    agent is done instead of waiting for text that never comes."""
+    harness = gated_harness
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    await call.write(turn("t1", "Hang up please."))
+    reply = await read_response(call, action=True)
+    assert (reply.in_reply_to, reply.text, reply.deltas) == ("t1", "", [])
+    assert reply.action.hangup.reason == "the caller asked"
+    await call.done_writing()
 
 
 def dtmf(turn_id: str, digits: str) -> reasoning_pb2.ConverseRequest:

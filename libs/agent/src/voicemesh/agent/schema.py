@@ -146,6 +146,18 @@ class KnowledgeSource(_Model):
     text: Text | None = None
 
 
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+
+
+class ToolAuth(_Model):
+    """A header the tool request carries, its secret read from the environment (never the file)."""
+
+    header: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]+$")] = "Authorization"
+    env: EnvName
+    # Written before the secret, e.g. "Bearer" gives `Authorization: Bearer <secret>`.
+    scheme: str = "Bearer"
+
+
 class Tool(_Model):
     """An HTTP tool the LLM backend may call. The rule engine ignores it."""
 
@@ -155,6 +167,10 @@ class Tool(_Model):
     method: Literal["GET", "POST"] = "POST"
     parameters: dict[str, Any] = {}
     timeout_ms: int = Field(5_000, ge=100, le=60_000)
+    auth: ToolAuth | None = None
+    # Said while the tool runs, if it has not answered within `filler_after_ms`.
+    filler: Text | None = None
+    filler_after_ms: int = Field(400, ge=0, le=10_000)
 
 
 class RulesBackendConfig(_Model):
@@ -163,15 +179,31 @@ class RulesBackendConfig(_Model):
     kind: Literal["rules"] = "rules"
 
 
-class OpenAIBackendConfig(_Model):
+class LlmEndpoint(_Model):
+    """Where an OpenAI-compatible model is served, and how to authenticate to it."""
+
+    base_url: Url
+    model: Text
+    # The *name* of the variable (or file) holding the API key: keys never go in agent files.
+    api_key_env: EnvName | None = None
+    api_key_file: Text | None = None
+
+
+class OpenAIBackendConfig(LlmEndpoint):
     """Any OpenAI-compatible streaming chat endpoint (vLLM, Ollama, llama.cpp server, ...)."""
 
     kind: Literal["openai"]
-    base_url: Url
-    model: Text
-    api_key_env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
     temperature: float = Field(0.3, ge=0.0, le=2.0)
     max_tokens: int = Field(200, ge=1, le=4_096)
+    # Give up on an endpoint when its first token is later than this, or the reply longer.
+    first_token_timeout_ms: int = Field(4_000, ge=100, le=120_000)
+    response_timeout_ms: int = Field(20_000, ge=500, le=600_000)
+    # Further tries of the same endpoint after a transient error (connect, 429, 5xx, timeout).
+    retries: int = Field(1, ge=0, le=5)
+    # Tried in order when the endpoint above fails for good.
+    fallback: list[LlmEndpoint] = []
+    # The most recent messages sent as context (older ones are left out).
+    history_messages: int = Field(20, ge=2, le=200)
 
 
 BackendConfig = Annotated[

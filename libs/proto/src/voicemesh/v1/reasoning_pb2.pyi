@@ -34,12 +34,14 @@ class UserTurn(_message.Message):
     def __init__(self, turn_id: _Optional[str] = ..., text: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class CancelResponse(_message.Message):
-    __slots__ = ("response_id", "heard_text")
+    __slots__ = ("response_id", "heard_text", "turn_id")
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     HEARD_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
     response_id: str
     heard_text: str
-    def __init__(self, response_id: _Optional[str] = ..., heard_text: _Optional[str] = ...) -> None: ...
+    turn_id: str
+    def __init__(self, response_id: _Optional[str] = ..., heard_text: _Optional[str] = ..., turn_id: _Optional[str] = ...) -> None: ...
 
 class CallerDtmf(_message.Message):
     __slots__ = ("digits", "turn_id")
@@ -94,12 +96,16 @@ class ResponseDelta(_message.Message):
     def __init__(self, response_id: _Optional[str] = ..., in_reply_to: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class ResponseEnd(_message.Message):
-    __slots__ = ("response_id", "text")
+    __slots__ = ("response_id", "text", "in_reply_to", "preempted")
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    IN_REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTED_FIELD_NUMBER: _ClassVar[int]
     response_id: str
     text: str
-    def __init__(self, response_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    in_reply_to: str
+    preempted: bool
+    def __init__(self, response_id: _Optional[str] = ..., text: _Optional[str] = ..., in_reply_to: _Optional[str] = ..., preempted: _Optional[bool] = ...) -> None: ...
 
 class Hangup(_message.Message):
     __slots__ = ("reason",)

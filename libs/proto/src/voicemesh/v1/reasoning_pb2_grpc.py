@@ -46,7 +46,9 @@ class ReasoningServicer:
 
     def Converse(self, request_iterator, context):
         """The first request carries `start`; the first response is `ready` (or the stream fails
-        with INVALID_ARGUMENT / NOT_FOUND naming what is wrong with the agent).
+        with INVALID_ARGUMENT / NOT_FOUND naming what is wrong with the agent). Turns are
+        answered in order; a turn (or dtmf) that arrives while an earlier one is being answered
+        preempts it (see ResponseEnd.preempted).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

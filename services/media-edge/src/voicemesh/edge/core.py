@@ -8,8 +8,11 @@ Rules (each tested on a virtual clock in tests/test_core.py):
 - turn-taking by `TurnTaker` (endpoint, resumed turn, barge-in, idle nudge);
 - the end of a caller turn flushes stt; its final goes to reasoning, unless the caller has
   resumed meanwhile (the text is carried into the next turn) or it is empty (noise);
-- a resumed turn cancels the reply that was coming; barge-in cancels what is playing, clears
-  the far end's buffer and tells reasoning what the caller actually heard;
+- a resumed turn cancels the reply that was coming, by the turn's id if no word of it has
+  arrived yet; barge-in cancels what is playing, clears the far end's buffer and tells
+  reasoning what the caller actually heard;
+- every response ends with reasoning's `end`, also one with no words (an action-only
+  reply): it is played as an empty response, so the agent is never stuck thinking;
 - an agent action (hang up, transfer, send DTMF) is carried out once the response it follows
   has been played, or at once if that response is already over;
 - DTMF goes to reasoning as an input of its own; hold pauses listening;
@@ -106,7 +109,7 @@ class CallCore:
             return []
         self._dtmf_inputs += 1
         turn_id = f"d{self._dtmf_inputs}"
-        self.turn_log[turn_id] = Turn(turn_id, endpoint_at=now, final_at=now)
+        self.turn_log[turn_id] = Turn(turn_id, endpoint_at=now, final_at=now, sent=True)
         return [DtmfEvent(digits), SendDtmf(turn_id, digits)]
 
     def on_hold(self, on: bool) -> list[Decision]:
@@ -152,6 +155,7 @@ class CallCore:
                 self._turn_decision(d, now, out)
             return out
         turn.text = joined
+        turn.sent = True
         out.append(ShowTranscript(turn.turn_id, joined, True))
         out.append(SendTurn(turn.turn_id, joined, confidence))
         return out
@@ -160,6 +164,29 @@ class CallCore:
 
     def on_delta(self, response_id: str, in_reply_to: str, text: str, now: float) -> list[Decision]:
         out: list[Decision] = []
+        resp = self._response(response_id, in_reply_to, now, out)
+        if resp.cancelled or self.ended is not None:
+            return out
+        resp.text += text
+        out.append(Synthesize(response_id, text))
+        out.append(ShowResponse(response_id, resp.turn_id, text, False))
+        return out
+
+    def on_response_end(self, response_id: str, in_reply_to: str, text: str, now: float) -> list[Decision]:
+        """Reasoning's last word on a response. One without any delta (an action-only reply,
+        nothing to say) is known from here on and plays as an empty response; one cut short
+        by a newer turn (preempted) plays what it has."""
+        out: list[Decision] = []
+        resp = self._response(response_id, in_reply_to, now, out)
+        if resp.cancelled or self.ended is not None:
+            return out
+        resp.text = text or resp.text
+        out += [EndSynthesis(response_id), ShowResponse(response_id, resp.turn_id, resp.text, True)]
+        return out
+
+    def _response(self, response_id: str, in_reply_to: str, now: float, out: list[Decision]) -> Response:
+        """The response, known from its first message on (linked to the turn it answers;
+        cancelled at once if the caller has gone on meanwhile)."""
         resp = self.responses.get(response_id)
         if resp is None:
             resp = Response(response_id, in_reply_to, first_token_at=now)
@@ -171,19 +198,7 @@ class CallCore:
                     self._cancel(resp, out, now)
                 elif turn.final_at:
                     out.append(Observe("first_token", now - turn.final_at))
-        if resp.cancelled or self.ended is not None:
-            return out
-        resp.text += text
-        out.append(Synthesize(response_id, text))
-        out.append(ShowResponse(response_id, resp.turn_id, text, False))
-        return out
-
-    def on_response_end(self, response_id: str, text: str) -> list[Decision]:
-        resp = self.responses.get(response_id)
-        if resp is None or resp.cancelled or self.ended is not None:
-            return []
-        resp.text = text or resp.text
-        return [EndSynthesis(response_id), ShowResponse(response_id, resp.turn_id, resp.text, True)]
+        return resp
 
     def on_action(self, response_id: str, action: CallAction) -> list[Decision]:
         """An agent action; carried out once the response it follows has been heard."""
@@ -293,7 +308,7 @@ class CallCore:
             out.append(Observe("endpoint", endpoint_s))
             out.append(TurnEndedEvent(d.turn_id, d.last_voiced_ms, endpoint_s * 1000))
         elif isinstance(d, IdleTimeout):
-            self.turn_log[d.turn_id] = Turn(d.turn_id)
+            self.turn_log[d.turn_id] = Turn(d.turn_id, sent=True)
             out.append(SendTurn(d.turn_id, ""))
         elif isinstance(d, Resumed):
             old = self.turn_log.get(d.turn_id)
@@ -304,6 +319,8 @@ class CallCore:
                 resp = self.responses.get(old.response_id) if old.response_id else None
                 if resp is not None:
                     self._cancel(resp, out, now)
+                elif old.sent:  # asked, no word back yet: reasoning drops it by the turn
+                    out.append(CancelResponse("", "", turn_id=old.turn_id))
         elif isinstance(d, BargeIn):
             for resp in list(self.responses.values()):
                 if resp.started_playout and not resp.finished and not resp.cancelled:

@@ -46,10 +46,13 @@ class SendDtmf:
 
 @dataclass(frozen=True)
 class CancelResponse:
-    """Stop a response everywhere: reasoning (with what was heard), tts, queued playout."""
+    """Stop a response everywhere: reasoning (with what was heard), tts, queued playout.
+    With no `response_id` yet (no word of it has arrived), `turn_id` names the turn whose
+    answer reasoning must drop."""
 
     response_id: str
     heard_text: str
+    turn_id: str = ""
 
 
 # ---- to tts and playout ----------------------------------------------------------------

@@ -21,6 +21,8 @@ class Turn:
     superseded: bool = False
     text: str = ""
     response_id: str = ""
+    # Sent to reasoning (a final with words, a DTMF input, an idle nudge).
+    sent: bool = False
 
 
 @dataclass

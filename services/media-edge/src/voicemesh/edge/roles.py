@@ -175,10 +175,13 @@ class ReasoningClient(_RoleClient[reasoning_pb2.ConverseRequest, reasoning_pb2.C
             reasoning_pb2.ConverseRequest(dtmf=reasoning_pb2.CallerDtmf(digits=digits, turn_id=turn_id))
         )
 
-    def cancel(self, response_id: str, heard_text: str) -> None:
+    def cancel(self, response_id: str, heard_text: str, turn_id: str = "") -> None:
+        """Stop a response, named by its id or (before any word of it) by its turn."""
         self._stream.send_control(
             reasoning_pb2.ConverseRequest(
-                cancel=reasoning_pb2.CancelResponse(response_id=response_id, heard_text=heard_text)
+                cancel=reasoning_pb2.CancelResponse(
+                    response_id=response_id, heard_text=heard_text, turn_id=turn_id
+                )
             )
         )
 

@@ -315,8 +315,9 @@ class CallSession:
         elif isinstance(x, d.SendDtmf):
             self._r.reasoning.dtmf(x.turn_id, x.digits)
         elif isinstance(x, d.CancelResponse):
-            self._r.tts.cancel(x.response_id)
-            self._r.reasoning.cancel(x.response_id, x.heard_text)
+            if x.response_id:
+                self._r.tts.cancel(x.response_id)
+            self._r.reasoning.cancel(x.response_id, x.heard_text, x.turn_id)
         elif isinstance(x, d.Synthesize):
             self._r.tts.text(x.response_id, x.text)
         elif isinstance(x, d.EndSynthesis):
@@ -472,7 +473,8 @@ class CallSession:
                 dl = msg.delta
                 await self._act(self.core.on_delta(dl.response_id, dl.in_reply_to, dl.text, clock()))
             elif kind == "end":
-                await self._act(self.core.on_response_end(msg.end.response_id, msg.end.text))
+                end = msg.end
+                await self._act(self.core.on_response_end(end.response_id, end.in_reply_to, end.text, clock()))
             elif kind == "action":
                 action = to_action(msg.action)
                 if action is None:

@@ -23,6 +23,7 @@ from .history import History, Message
 from .rules import Action, FlowEngine, Reply
 from .rules_backend import RulesBackend, default_backend_factory, word_groups
 from .servicer import ReasoningServicer, build
+from .snapshot import ConversationSnapshot, FlowState, SnapshotError
 
 __all__ = [
     "Action",
@@ -32,7 +33,9 @@ __all__ = [
     "BackendUnavailable",
     "CatalogError",
     "ConversationBackend",
+    "ConversationSnapshot",
     "FlowEngine",
+    "FlowState",
     "History",
     "Message",
     "ReasoningServicer",
@@ -40,6 +43,7 @@ __all__ = [
     "ResponseItem",
     "RulesBackend",
     "SessionInfo",
+    "SnapshotError",
     "TextChunk",
     "ToolCall",
     "UnknownAgentError",

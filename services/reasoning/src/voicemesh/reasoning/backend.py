@@ -10,7 +10,10 @@ One backend instance serves one session (one caller, one agent). The servicer dr
     async for item in backend.respond(rid, turn_id, text):   # one caller turn
         ...
     backend.cancel(rid, heard_text)           # barge-in: the caller heard only this
+    snap = backend.snapshot()                 # between responses: plain data to store
     await backend.aclose()
+
+    other = factory(agent, session); other.restore(snap)   # another replica carries on
 
 A response is a stream of `ResponseItem`s:
 - `TextChunk`: the next piece of reply text, sent on as a delta at once so tts can start
@@ -39,6 +42,7 @@ from typing import Literal
 from voicemesh.agent import Agent
 
 from .history import History
+from .snapshot import ConversationSnapshot
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,16 @@ class ConversationBackend(ABC):
         """The reply to one caller turn."""
         self.history.add_user(text, turn_id)
         return self._recorded(response_id, self._respond(response_id, text))
+
+    def snapshot(self) -> ConversationSnapshot:
+        """The conversation so far as plain data, for another instance to `restore` (take it
+        between responses: a response being generated is not in it yet)."""
+        return ConversationSnapshot(history=self.history.messages)
+
+    def restore(self, snapshot: ConversationSnapshot) -> None:
+        """Carry on from `snapshot` instead of starting afresh (call before `open`).
+        Raises SnapshotError if it does not fit this agent."""
+        self.history.restore(snapshot.history)
 
     def cancel(self, response_id: str, heard_text: str) -> bool:
         """The caller heard only `heard_text` of a response (barge-in). Call it after the

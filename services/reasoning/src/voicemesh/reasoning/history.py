@@ -39,6 +39,11 @@ class History:
     def messages(self) -> tuple[Message, ...]:
         return tuple(self._messages)
 
+    def restore(self, messages: tuple[Message, ...]) -> None:
+        """Replace the messages (a snapshot's), keeping the bound."""
+        self._messages.clear()
+        self._messages.extend(messages)
+
     def add_user(self, text: str, turn_id: str = "") -> None:
         self._messages.append(Message("user", text, turn_id))
 

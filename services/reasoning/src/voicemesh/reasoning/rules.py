@@ -29,6 +29,7 @@ from typing import Literal
 from voicemesh.agent import BUILTIN_INTENTS, Agent, Flow, State, render_template
 
 from .extract import SlotValue, extract_slots, intent_matches, mentions, yes_or_no
+from .snapshot import FlowState, SnapshotError
 from .speech import say_bound, say_value
 from .text import Token, tokenize, words
 
@@ -77,6 +78,25 @@ class FlowEngine:
     @property
     def ended(self) -> bool:
         return self._ended is not None
+
+    def snapshot(self) -> FlowState:
+        """Where the conversation is, as plain data (see snapshot.py)."""
+        ended = (self._ended.kind, self._ended.target) if self._ended is not None else None
+        return FlowState(self._state, self._asking, self._misses, dict(self._values), ended)
+
+    def restore(self, flow: FlowState) -> None:
+        """Carry on from `flow` (taken from an engine of the same agent). Raises
+        SnapshotError for a state or slot this agent does not have."""
+        if flow.state not in self._flow.states:
+            raise SnapshotError(f"agent {self._agent.id!r} has no flow state {flow.state!r}")
+        unknown = [n for n in (*flow.values, *([flow.asking] if flow.asking else [])) if n not in self._agent.slots]
+        if unknown:
+            raise SnapshotError(f"agent {self._agent.id!r} has no slot {unknown[0]!r}")
+        if flow.ended is not None and flow.ended[0] not in ("hangup", "transfer"):
+            raise SnapshotError(f"a flow ends in hangup or transfer, not {flow.ended[0]!r}")
+        self._state, self._asking, self._misses = flow.state, flow.asking, flow.misses
+        self._values = dict(flow.values)
+        self._ended = Action(flow.ended[0], flow.ended[1]) if flow.ended is not None else None  # type: ignore[arg-type]
 
     def start(self) -> Reply:
         parts = [self._render(self._agent.greeting)] if self._agent.greeting else []

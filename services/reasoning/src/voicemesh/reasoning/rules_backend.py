@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from voicemesh.agent import Agent
 
@@ -18,6 +19,7 @@ from .backend import (
 )
 from .history import History
 from .rules import FlowEngine, Reply
+from .snapshot import ConversationSnapshot, SnapshotError
 
 _WORD = re.compile(r"\S+\s*")
 _CLAUSE_END = (",", ".", "!", "?", ";", ":")
@@ -51,6 +53,15 @@ class RulesBackend(ConversationBackend):
         super().__init__(agent, session, history)
         self.engine = FlowEngine(agent, session.today)
         self._max_words = max_words
+
+    def snapshot(self) -> ConversationSnapshot:
+        return replace(super().snapshot(), flow=self.engine.snapshot())
+
+    def restore(self, snapshot: ConversationSnapshot) -> None:
+        if snapshot.flow is None:
+            raise SnapshotError("a rule-engine conversation's snapshot needs its flow state")
+        self.engine.restore(snapshot.flow)
+        super().restore(snapshot)
 
     async def _greet(self, response_id: str) -> AsyncIterator[ResponseItem]:
         async for item in self._stream(self.engine.start()):

@@ -2,16 +2,23 @@
 
     caller -> start            <- ready (AgentProfile)
                                <- greeting: delta ... end, [action]
-    caller -> turn (t1)        <- delta(in_reply_to=t1) ... end, [action]
+    caller -> turn (t1)        <- delta(in_reply_to=t1) ... end(in_reply_to=t1), [action]
     caller -> cancel (r2, heard_text)   stops r2: no more deltas, no end, no action
-    caller -> dtmf (t2, "4")   <- delta(in_reply_to=t2) ... end, [action]
+    caller -> cancel (turn t3)          the same for the response to t3, even before its
+                                        first delta (a queued t3 is dropped unanswered)
+    caller -> dtmf (t4, "4")   <- delta(in_reply_to=t4) ... end, [action]
 
 A reader task takes requests off the stream: turns go to a bounded queue (keys the caller
 pressed too, as a turn whose text is the digits), cancels act at once (control before
-queued data). A writer task answers the queued turns one at a time,
-streaming the backend's items; a cancel for the response being streamed stops it between
-two items. The history keeps what the caller heard (`heard_text`), also for a cancel that
-comes after the response was complete (the usual barge-in: the caller interrupts playout).
+queued data). A writer task answers the queued turns one at a time, streaming the
+backend's items; a cancel for the response being streamed stops it between two items.
+A turn that arrives while another is being answered preempts it: that response stops and
+ends with `preempted` (its text is what was sent, its actions are dropped), and the new
+turn is answered next, so a doomed generation never holds up the turn that replaced it.
+Every response that is not cancelled ends with one `end`, also one with no text.
+
+The history keeps what the caller heard (`heard_text`), also for a cancel that comes after
+the response was complete (the usual barge-in: the caller interrupts playout).
 A response counts in `voicemesh_requests_in_flight` from the moment it is asked of the backend
 until it is complete, cancelled, failed or its stream is gone.
 """
@@ -23,6 +30,7 @@ import contextlib
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -59,6 +67,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_TURN_BACKLOG = 8
+_ANSWERS_KEPT = 64
 MAX_DTMF_DIGITS = 32
 _DTMF_DIGITS = re.compile(rf"[0-9*#A-D]{{1,{MAX_DTMF_DIGITS}}}")
 
@@ -66,9 +75,9 @@ _DTMF_DIGITS = re.compile(rf"[0-9*#A-D]{{1,{MAX_DTMF_DIGITS}}}")
 class _PeerError(Exception):
     """Something the peer did wrong: ends its stream with `code`."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, kind: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, kind: str, *, counted: bool = False) -> None:
         super().__init__(details)
-        self.code, self.details, self.kind = code, details, kind
+        self.code, self.details, self.kind, self.counted = code, details, kind, counted
 
 
 @dataclass
@@ -78,6 +87,8 @@ class _Response:
     received_at: float  # when the turn (or the start, for the greeting) arrived
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
     heard_text: str = ""
+    # Stopped by a newer turn rather than by the caller's cancel.
+    preempted: bool = False
 
 
 @dataclass
@@ -89,10 +100,22 @@ class _Session:
     responses: int = 0
     current: _Response | None = None
     ended_by: str = ""
+    # Turns waiting in the queue, and those of them the caller cancelled before an answer.
+    queued: set[str] = field(default_factory=set)
+    dropped: set[str] = field(default_factory=set)
+    # turn id -> the response that answered it (recent ones), for a cancel by turn.
+    answered: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     def next_response_id(self) -> str:
         self.responses += 1
         return f"{self.session_id}-r{self.responses}"
+
+    def remember_answer(self, turn_id: str, response_id: str) -> None:
+        if not turn_id:
+            return
+        self.answered[turn_id] = response_id
+        while len(self.answered) > _ANSWERS_KEPT:
+            self.answered.popitem(last=False)
 
 
 class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
@@ -164,7 +187,7 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
             self._metrics.session_ended(outcome)
             log.info("session ended", extra={**ids, "outcome": outcome, "responses": session.responses})
         if failure is not None:
-            await self._abort(context, failure.code, failure.details, failure.kind)
+            await self._abort(context, failure.code, failure.details, failure.kind, count=not failure.counted)
 
     async def _converse(
         self,
@@ -202,9 +225,9 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
         async for request in requests:
             kind = request.WhichOneof("kind")
             if kind == "turn":
-                self._enqueue(turns, request.turn)
+                self._enqueue(session, turns, request.turn)
             elif kind == "dtmf":
-                self._enqueue(turns, dtmf_turn(request.dtmf))
+                self._enqueue(session, turns, dtmf_turn(request.dtmf))
             elif kind == "cancel":
                 self._cancel(session, request.cancel)
             elif kind == "start":
@@ -223,17 +246,26 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
 
     def _enqueue(
         self,
+        session: _Session,
         turns: asyncio.Queue[tuple[reasoning_pb2.UserTurn, float] | None],
         turn: reasoning_pb2.UserTurn,
     ) -> None:
         try:
             turns.put_nowait((turn, self._clock()))
         except asyncio.QueueFull:
+            # Counted now: the stream can only end once the response in flight has stopped.
+            self._metrics.error("turn_backlog")
             raise _PeerError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"more than {self._turn_backlog} turns are waiting for a response",
                 "turn_backlog",
+                counted=True,
             ) from None
+        session.queued.add(turn.turn_id)
+        current = session.current
+        if current is not None and not current.cancel_requested.is_set():
+            current.preempted = True  # its answer is stale: the newer turn goes first
+            current.cancel_requested.set()
 
     async def _write(
         self,
@@ -246,19 +278,34 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
         await self._deliver(session, greeting, session.backend.greet(greeting.response_id), context)
         while (item := await turns.get()) is not None:
             turn, received_at = item
+            session.queued.discard(turn.turn_id)
+            if turn.turn_id in session.dropped:
+                session.dropped.discard(turn.turn_id)  # cancelled while it waited
+                continue
             response = _Response(session.next_response_id(), turn.turn_id, received_at)
+            session.remember_answer(turn.turn_id, response.response_id)
             items = session.backend.respond(response.response_id, turn.turn_id, turn.text)
             await self._deliver(session, response, items, context)
 
     def _cancel(self, session: _Session, cancel: reasoning_pb2.CancelResponse) -> None:
+        """Stop a response named by its id or by the turn it answers (see the proto)."""
         current = session.current
-        if current is not None and current.response_id == cancel.response_id:
+        rid, turn_id = cancel.response_id, cancel.turn_id
+        if current is not None and (
+            (rid and current.response_id == rid) or (not rid and turn_id and current.in_reply_to == turn_id)
+        ):
             current.heard_text = cancel.heard_text
+            current.preempted = False  # the caller's cancel wins: no end goes out
             current.cancel_requested.set()
-        elif not session.backend.cancel(cancel.response_id, cancel.heard_text):
+            return
+        if not rid and turn_id in session.queued:
+            session.dropped.add(turn_id)
+            return
+        rid = rid or session.answered.get(turn_id, "")
+        if not rid or not session.backend.cancel(rid, cancel.heard_text):
             log.debug(
                 "cancel for an unknown response",
-                extra={"session_id": session.session_id, "response_id": cancel.response_id},
+                extra={"session_id": session.session_id, "response_id": rid, "turn_id": turn_id},
             )
 
     # -- one response ----------------------------------------------------------------------
@@ -304,14 +351,21 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
                             await context.write(messages.tool_call(rid, item))
                         else:
                             actions.append(item)
-                cancelled = response.cancel_requested.is_set()
+                cancelled = response.cancel_requested.is_set() and not response.preempted
                 if not cancelled:
                     text = "".join(parts)
                     await context.write(
                         reasoning_pb2.ConverseResponse(
-                            end=reasoning_pb2.ResponseEnd(response_id=rid, text=text)
+                            end=reasoning_pb2.ResponseEnd(
+                                response_id=rid,
+                                text=text,
+                                in_reply_to=response.in_reply_to,
+                                preempted=response.preempted,
+                            )
                         )
                     )
+                    if response.preempted:
+                        actions = []  # the reply they belonged to was never finished
                     for action in actions:
                         await context.write(messages.action(rid, action))
                         if action.kind != "dtmf":
@@ -319,10 +373,13 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
                     self._metrics.observe_stage("response", self._clock() - response.received_at)
             finally:
                 session.current = None
-            if response.cancel_requested.is_set():
+            if response.preempted:
+                session.backend.cancel(rid, "".join(parts))  # at most what was sent was heard
+            elif response.cancel_requested.is_set():
                 session.backend.cancel(rid, response.heard_text)
             first_token_ms = round(first_token_s * 1000) if first_token_s is not None else 0
             span.set_attribute("voicemesh.cancelled", cancelled)
+            span.set_attribute("voicemesh.preempted", response.preempted)
             span.set_attribute("voicemesh.chars", sum(len(p) for p in parts))
             span.set_attribute("voicemesh.first_token_ms", first_token_ms)
         self._events.emit(
@@ -332,7 +389,7 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
                 in_reply_to=response.in_reply_to,
                 text="".join(parts),
                 first_token_ms=first_token_ms,
-                cancelled=cancelled,
+                cancelled=cancelled or response.preempted,
             ),
         )
 
@@ -373,9 +430,10 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
         return first.start
 
     async def _abort(
-        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str, kind: str
+        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str, kind: str, *, count: bool = True
     ) -> NoReturn:
-        self._metrics.error(kind)
+        if count:
+            self._metrics.error(kind)
         log.warning("stream refused", extra={"code": code.name, "kind": kind})
         await context.abort(code, details)
         raise AssertionError("context.abort returned")  # pragma: no cover
