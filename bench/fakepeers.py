@@ -134,7 +134,9 @@ class FakeReasoning(reasoning_pb2_grpc.ReasoningServicer):
                 reasoning_pb2.ConverseResponse(
                     delta=reasoning_pb2.ResponseDelta(response_id=rid, in_reply_to=in_reply_to, text=text)
                 ),
-                reasoning_pb2.ConverseResponse(end=reasoning_pb2.ResponseEnd(response_id=rid, text=text)),
+                reasoning_pb2.ConverseResponse(
+                    end=reasoning_pb2.ResponseEnd(response_id=rid, text=text, in_reply_to=in_reply_to)
+                ),
             ]
 
         started = False
