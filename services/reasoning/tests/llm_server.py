@@ -37,7 +37,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voicemesh.mesh.localservers import die_with_parent, free_port, port_open
+from voicemesh.mesh.localservers import LocalServer, ServerError, free_port
 
 REPO = Path(__file__).resolve().parents[3]
 TOOLS = REPO / ".tools" / "llm"
@@ -102,8 +102,12 @@ class LlamaServer:
     port: int
     log_path: Path
     api_key: str | None = field(default=None, repr=False)
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    process: LocalServer | None = field(default=None, repr=False)
     model: str = MODEL_ALIAS
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc if self.process is not None else None
 
     @classmethod
     def start(
@@ -122,8 +126,6 @@ class LlamaServer:
             raise LlamaServerError(f"no LLM server in {TOOLS} (run scripts/llm_server.sh)")
         host = "127.0.0.1"
         port = port or free_port(host)
-        if port_open(host, port):
-            raise LlamaServerError(f"llama server: port {port} is already in use")
         if log_path is None:
             log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"voicemesh-llama-{port}.log"
         argv = [
@@ -141,11 +143,14 @@ class LlamaServer:
         if api_key:
             argv += ["--api_key", api_key]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
-            )
-        server = cls(host, port, log_path, api_key, proc)
+        log_path.write_bytes(b"")  # this run's log only: the tests read it from the start
+        process = LocalServer("llama server", argv, host, port, log_path, env=env)
+        try:
+            process.start(timeout_s)  # the port opens once the model has loaded
+        except ServerError as exc:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            raise LlamaServerError(f"{exc}:\n{tail}") from None
+        server = cls(host, port, log_path, api_key, process)
         try:
             server._wait_ready(timeout_s)
         except BaseException:
@@ -206,14 +211,8 @@ class LlamaServer:
         )
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.process is not None:
+            self.process.stop(timeout_s)
 
     def __enter__(self) -> LlamaServer:
         return self

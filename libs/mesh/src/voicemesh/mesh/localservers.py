@@ -109,6 +109,8 @@ class LocalServer:
     port: int
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # The child's environment; None inherits ours.
+    env: dict[str, str] | None = field(default=None, repr=False)
 
     def start(self, timeout_s: float = 10.0) -> None:
         if port_open(self.host, self.port):
@@ -116,7 +118,7 @@ class LocalServer:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, preexec_fn=die_with_parent
             )
         finally:
             if out is not subprocess.DEVNULL:
