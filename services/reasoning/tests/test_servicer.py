@@ -194,6 +194,15 @@ async def read_response(call: grpc.aio.StreamStreamCall, action: bool = False) -
         return response
 
 
+async def greeted(harness: Harness) -> grpc.aio.StreamStreamCall:
+    """A started session whose ready and greeting have been read."""
+    call = harness.stub.Converse()
+    await call.write(start())
+    await read(call)
+    await read_response(call)
+    return call
+
+
 async def test_a_whole_booking(harness: Harness) -> None:
     call = harness.stub.Converse()
     await call.write(start())
@@ -290,10 +299,7 @@ async def test_session_id_must_be_a_token(harness: Harness) -> None:
 
 
 async def test_a_second_start_is_refused(harness: Harness) -> None:
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(start())
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await asyncio.wait_for(call.read(), timeout=10)
@@ -327,10 +333,7 @@ async def test_cancel_after_playout_started_keeps_what_was_heard(harness: Harnes
 
 async def test_cancel_mid_response_stops_it(gated_harness: Harness) -> None:
     harness = gated_harness
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(turn("t1", "Tell me everything."))
     first = await read(call)
     assert first.delta.text == "Part one. " and first.delta.in_reply_to == "t1"
@@ -381,10 +384,7 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> No
 
 async def test_caller_hanging_up_mid_response_ends_the_session(gated_harness: Harness) -> None:
     harness = gated_harness
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(turn("t1", "Tell me everything."))
     assert (await read(call)).delta.text == "Part one. "
     call.cancel()
@@ -402,10 +402,7 @@ async def test_too_many_waiting_turns_are_refused(gated_harness: Harness) -> Non
     """Turns queue while a backend that will not stop holds the writer; past the backlog
     (2 here) the peer is told instead of the queue growing."""
     harness = gated_harness
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(turn("t1", "Stubborn."))
     await read(call)  # t1 is being answered (and ignores the preemption below)
     for n in range(2, 5):
@@ -422,10 +419,7 @@ async def test_a_new_turn_preempts_the_one_being_answered(gated_harness: Harness
     """The caller speaks again while the answer to t1 is still being generated: that answer
     stops and ends as preempted, with what was sent, and t2 is answered at once."""
     harness = gated_harness
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(turn("t1", "Tell me everything."))
     first = await read(call)
     assert first.delta.text == "Part one. "
@@ -455,10 +449,7 @@ async def test_a_turn_is_cancelled_by_its_id_before_its_first_delta(gated_harnes
     """The edge knows only the turn it superseded: naming it stops the answer that had not
     produced a word yet, and nothing of it ever arrives."""
     harness = gated_harness
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(turn("t1", "Slow question."))
     await wait_for(lambda: harness.in_flight() == 1)  # t1 is being answered, no word yet
     backend_stopped = harness.backends[0].stopped  # type: ignore[attr-defined]
@@ -479,10 +470,7 @@ async def test_a_turn_is_cancelled_by_its_id_before_its_first_delta(gated_harnes
 async def test_a_turn_cancelled_right_after_it_was_sent_is_never_answered(gated_harness: Harness) -> None:
     """Queued or already being answered, a turn cancelled by its id gets no reply at all."""
     harness = gated_harness
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(turn("t1", "Slow one."))
     await call.write(reasoning_pb2.ConverseRequest(cancel=reasoning_pb2.CancelResponse(turn_id="t1")))
     harness.backends[0].release.set()  # type: ignore[attr-defined]
@@ -496,10 +484,7 @@ async def test_an_action_only_reply_still_ends(gated_harness: Harness) -> None:
     """A reply with no words (only a hang-up) ends like any other, so the edge knows the
     agent is done instead of waiting for text that never comes."""
     harness = gated_harness
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(turn("t1", "Hang up please."))
     reply = await read_response(call, action=True)
     assert (reply.in_reply_to, reply.text, reply.deltas) == ("t1", "", [])
@@ -534,10 +519,7 @@ async def test_keys_pressed_are_answered_like_a_turn(harness: Harness) -> None:
 
 @pytest.mark.parametrize("digits", ["", "12x", "1 2", "a", "1" * 33])
 async def test_keys_that_are_not_dtmf_are_refused(harness: Harness, digits: str) -> None:
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(dtmf("k1", digits))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await read(call)
@@ -547,10 +529,7 @@ async def test_keys_that_are_not_dtmf_are_refused(harness: Harness, digits: str)
 
 
 async def test_every_key_is_accepted(harness: Harness) -> None:
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(dtmf("k1", "0123456789*#ABCD" * 2))
     reply = await read_response(call)
     assert reply.in_reply_to == "k1"
@@ -558,10 +537,7 @@ async def test_every_key_is_accepted(harness: Harness) -> None:
 
 
 async def test_an_empty_request_names_every_kind(harness: Harness) -> None:
-    call = harness.stub.Converse()
-    await call.write(start())
-    await read(call)
-    await read_response(call)
+    call = await greeted(harness)
     await call.write(reasoning_pb2.ConverseRequest())
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await read(call)
