@@ -7,17 +7,19 @@ loader turns locations into line numbers.
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Iterator
 from datetime import time
 from pathlib import Path
 
-from .schema import Agent, Flow, Slot, State
+from .schema import Agent, Flow, PiiKindName, Slot, State
 from .templates import template_fields
 
 Loc = tuple[str | int, ...]
 Found = tuple[Loc, str]
 
 _RANGE_TYPES = ("number", "time", "date")
+_PII_KINDS: tuple[str, ...] = typing.get_args(PiiKindName)
 
 
 def check_agent(agent: Agent, base_dir: Path | None = None) -> list[Found]:
@@ -30,6 +32,8 @@ def check_agent(agent: Agent, base_dir: Path | None = None) -> list[Found]:
     found += _check_templates(agent)
     found += _check_knowledge(agent, base_dir)
     found += _check_tools(agent)
+    found += _check_privacy(agent)
+    found += _check_numbers(agent)
     return found
 
 
@@ -129,6 +133,7 @@ def _check_flow(agent: Agent) -> Iterator[Found]:
     if agent.fallback.after_max_misses is not None:
         yield from state_ref(("fallback", "after_max_misses"), agent.fallback.after_max_misses)
     yield from _check_loops(flow)
+    yield from _check_handoffs(agent, flow)
     for name, state in flow.states.items():
         loc: Loc = ("flow", "states", name)
         yield from _check_state_shape(loc, state)
@@ -139,6 +144,36 @@ def _check_flow(agent: Agent) -> Iterator[Found]:
             for i, slot in enumerate(getattr(state, field)):
                 if slot not in agent.slots:
                     yield (*loc, field, i), f"unknown slot {slot!r}; slots: {_one_of(slots)}"
+
+
+def _check_handoffs(agent: Agent, flow: Flow) -> Iterator[Found]:
+    """States that hand a turn to the LLM need the LLM, a caller turn, and a way back."""
+    llm_states = [name for name, state in flow.states.items() if state.llm is not None]
+    if agent.backend.kind != "openai":
+        for name in llm_states:
+            yield (
+                ("flow", "states", name, "llm"),
+                "handing a turn to the LLM needs `backend: {kind: openai, ...}`",
+            )
+        if agent.fallback.to_llm:
+            yield ("fallback", "to_llm"), "needs `backend: {kind: openai, ...}`"
+    name: str | None = flow.start
+    seen: set[str] = set()
+    while name is not None and name in flow.states and name not in seen:  # the greeting's states
+        seen.add(name)
+        state = flow.states[name]
+        if state.llm is not None:
+            yield ("flow", "start"), f"the greeting reaches {name!r}, which hands to the LLM before the caller spoke"
+            break
+        if state.collect or state.on or state.change or state.action:
+            break
+        name = state.next
+    if agent.fallback.after_max_misses in llm_states:
+        yield ("fallback", "after_max_misses"), "names a state that hands to the LLM; name a flow state"
+    for name in llm_states:
+        target = flow.states[name].next
+        if target is not None and target in llm_states:
+            yield ("flow", "states", name, "next"), f"{target!r} hands to the LLM too; go back to a flow state"
 
 
 def _check_loops(flow: Flow) -> Iterator[Found]:
@@ -168,6 +203,14 @@ def _check_loops(flow: Flow) -> Iterator[Found]:
 
 
 def _check_state_shape(loc: Loc, state: State) -> Iterator[Found]:
+    if state.llm is not None:
+        extra = [f for f in ("say", "collect", "change", "on", "action", "reprompt") if getattr(state, f)]
+        if extra:
+            yield (
+                (*loc, "llm"),
+                f"a state that hands the turn to the LLM only has `llm` and `next`, not `{extra[0]}`",
+            )
+        return
     if state.action is not None:
         extra = [f for f in ("next", "on", "collect", "change") if getattr(state, f)]
         if extra:
@@ -184,7 +227,12 @@ def _check_state_shape(loc: Loc, state: State) -> Iterator[Found]:
     if (state.collect or state.change) and state.next is None:
         field = "collect" if state.collect else "change"
         yield (*loc, field), f"a state with `{field}` needs `next`: where to go once done"
-    if state.action is None and state.next is None and not (state.on or state.collect or state.change):
+    if (
+        state.action is None
+        and state.next is None
+        and state.llm is None
+        and not (state.on or state.collect or state.change)
+    ):
         yield loc, "the state has no way on: give it `next`, `on` or `action`"
 
 
@@ -235,3 +283,24 @@ def _check_tools(agent: Agent) -> Iterator[Found]:
         first.setdefault(tool.name, i)
         if tool.parameters and tool.parameters.get("type", "object") != "object":
             yield ("tools", i, "parameters"), "parameters is a JSON schema of type object"
+
+
+def _check_privacy(agent: Agent) -> Iterator[Found]:
+    for name, pattern in agent.privacy.patterns.items():
+        try:
+            compiled = re.compile(pattern)
+        except re.error as e:
+            yield ("privacy", "patterns", name), f"not a regular expression: {e}"
+            continue
+        if compiled.match(""):
+            yield ("privacy", "patterns", name), "the pattern matches empty text"
+        if name.upper() in {kind.upper() for kind in _PII_KINDS}:
+            yield ("privacy", "patterns", name), f"{name!r} is a built-in kind; name the pattern otherwise"
+
+
+def _check_numbers(agent: Agent) -> Iterator[Found]:
+    seen: dict[str, int] = {}
+    for i, number in enumerate(agent.numbers):
+        if number in seen:
+            yield ("numbers", i), f"{number} is listed twice (also numbers[{seen[number]}])"
+        seen.setdefault(number, i)

@@ -119,6 +119,9 @@ class State(_Model):
     action: Literal["hangup", "transfer"] | None = None
     transfer_to: Text | None = None
     reprompt: Text | None = None
+    # Hand the caller's turn to the LLM with these instructions ("answer from the menu"),
+    # then take it back: go `next`, or without `next` back to the state the flow was in.
+    llm: Text | None = None
 
 
 class Flow(_Model):
@@ -136,6 +139,11 @@ class Fallback(_Model):
     no_input: Text = "Are you still there?"
     max_misses: int = Field(3, ge=1, le=20)
     after_max_misses: Name | None = None
+    # A turn the flow does not understand goes to the LLM instead of `not_understood`
+    # (an agent with a flow and the openai backend); the flow then asks its question again.
+    to_llm: bool = False
+    # Said when the LLM backend (and every fallback endpoint) fails to answer a turn.
+    unavailable: Text = "Sorry, I'm having trouble answering right now. Could you say that again?"
 
 
 class KnowledgeSource(_Model):
@@ -173,6 +181,41 @@ class Tool(_Model):
     filler_after_ms: int = Field(400, ge=0, le=10_000)
 
 
+PiiKindName = Literal["phone", "email", "card", "ssn", "nino", "sin"]
+
+
+class Privacy(_Model):
+    """Redaction of personal data: before text leaves for an LLM (typed placeholders the
+    reply is restored from), and in log lines and session events (a one-way mask)."""
+
+    redact: bool = True
+    # The built-in kinds to redact (default: all of them).
+    kinds: list[PiiKindName] = ["phone", "email", "card", "ssn", "nino", "sin"]
+    # More kinds: name -> regular expression, e.g. {booking_ref: "\\bBK-\\d{6}\\b"}.
+    patterns: dict[Name, Text] = {}
+
+
+E164_PATTERN = re.compile(r"\+[1-9][0-9]{7,14}")
+
+
+def _check_phone_number(value: Any) -> Any:
+    # Unquoted, `+12125550187` is an integer to YAML: the `+` is gone before pydantic sees it.
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(
+            f'write the number in quotes, like "+{value}" (unquoted, YAML reads it as an integer)'
+        )
+    if isinstance(value, str) and not E164_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a number in E.164 form: '+', the country code and the number, "
+            "digits only (like +12125550187)"
+        )
+    return value
+
+
+# A number callers dial to reach the agent, in E.164 form (+ and 8-15 digits).
+PhoneNumber = Annotated[str, BeforeValidator(_check_phone_number)]
+
+
 class RulesBackendConfig(_Model):
     """The embedded rule/flow engine: needs no model server."""
 
@@ -204,6 +247,9 @@ class OpenAIBackendConfig(LlmEndpoint):
     fallback: list[LlmEndpoint] = []
     # The most recent messages sent as context (older ones are left out).
     history_messages: int = Field(20, ge=2, le=200)
+    # Offer the model the agent's tools and the built-in actions (hang up, transfer, DTMF).
+    # Turn off for a server that cannot stream a tool choice (llama-cpp-python's server).
+    offer_tools: bool = True
 
 
 BackendConfig = Annotated[
@@ -232,6 +278,9 @@ class Agent(_Model):
     knowledge: list[KnowledgeSource] = []
     tools: list[Tool] = []
     backend: BackendConfig = RulesBackendConfig()
+    privacy: Privacy = Privacy()
+    # Calls to these numbers reach this agent (the SIP To, Twilio's `to` parameter).
+    numbers: list[PhoneNumber] = []
 
     def intent_names(self) -> list[str]:
         """Every intent a transition may name: the built-in ones and the declared ones."""

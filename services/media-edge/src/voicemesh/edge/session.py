@@ -213,7 +213,12 @@ class CallSession:
             reasoning_pb2.SessionStart(
                 session_id=self.session_id,
                 agent=info.agent,
-                metadata={"transport": info.transport, **info.metadata},
+                metadata={
+                    "transport": info.transport,
+                    **info.metadata,
+                    # The number called picks the agent when the call names none.
+                    **({"to": info.callee} if info.callee else {}),
+                },
             ),
         )
         try:

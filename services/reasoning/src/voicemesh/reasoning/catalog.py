@@ -54,6 +54,15 @@ class AgentCatalog:
                 )
             agents[agent.id] = agent
             sources[agent.id] = path
+        by_number: dict[str, str] = {}
+        for agent_id, agent in agents.items():
+            for number in agent.numbers:
+                if number in by_number:
+                    raise CatalogError(
+                        f"number {number} is claimed by agents {by_number[number]!r} and {agent_id!r} "
+                        f"({sources[by_number[number]]}, {sources[agent_id]})"
+                    )
+                by_number[number] = agent_id
         if default_agent not in agents:
             raise CatalogError(
                 f"default agent {default_agent!r} is not defined in {str(agents_dir)!r}; "
@@ -63,6 +72,7 @@ class AgentCatalog:
         self.default_agent = default_agent
         self._agents = agents
         self._sources = sources
+        self._by_number = by_number
 
     @property
     def ids(self) -> list[str]:
@@ -81,6 +91,37 @@ class AgentCatalog:
         if agent is None:
             raise UnknownAgentError(agent_id, self.ids)
         return agent
+
+    def for_call(self, agent_id: str, called: str = "") -> Agent:
+        """The agent a call reaches: the one it names, else the one whose `numbers` hold
+        the called number (written with or without spaces, dashes or a `tel:`/`sip:`
+        prefix), else the default agent. UnknownAgentError for a named agent that does
+        not exist."""
+        if agent_id:
+            return self.get(agent_id)
+        number = normalize_number(called)
+        if number and number in self._by_number:
+            return self._agents[self._by_number[number]]
+        return self.get("")
+
+
+def normalize_number(called: str) -> str:
+    """`+1 (212) 555-0187`, `tel:+12125550187`, `sip:+12125550187@trunk`, a SIP header's
+    `"Desk" <sip:+12125550187@trunk>;tag=1` -> `+12125550187`; empty when `called` is not a
+    number in E.164 form."""
+    text = called.strip()
+    if "<" in text and ">" in text.partition("<")[2]:  # a name-addr: the URI is in <>
+        text = text.partition("<")[2].partition(">")[0].strip()
+    for prefix in ("tel:", "sip:", "sips:"):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix) :]
+    text = text.split("@", 1)[0].split(";", 1)[0]
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if not text.startswith("+") or text.count("+") != 1 or not 8 <= len(digits) <= 15:
+        return ""
+    if any(not (ch.isdigit() or ch in " -().+") for ch in text):
+        return ""
+    return "+" + digits
 
 
 def _id_line(path: Path) -> int | None:
