@@ -3,6 +3,12 @@ JetStream on `voicemesh.session.<session_id>.<event>` (event = the payload field
 
 `emit()` never blocks the call path: events go through a bounded queue to a publisher task;
 when the queue is full the event is dropped and counted.
+
+`emit()` masks personal data first (`masking.EventMasker`: caller, callee and transfer
+target become `[PHONE]` or `[CALLER]`-style tokens, numbers, e-mails and cards in
+transcripts, replies and error text become `[KIND]`), so no sink and no service publishes
+raw values. On by default; `redact=False` (`VOICEMESH_EVENTS_REDACT=false`) keeps them.
+`submit()` takes an event as it is: it is each sink's transport, not for services.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from voicemesh.v1 import events_pb2
 
 from .aio import cancel_and_wait
+from .masking import EventMasker
 from .metrics import ServiceMetrics
 
 STREAM_NAME = "VOICEMESH_SESSIONS"
@@ -55,18 +62,32 @@ def event_name(event: events_pb2.SessionEvent) -> str:
 
 
 class EventSink(ABC):
-    """Where a service sends its session events."""
+    """Where a service sends its session events.
 
-    def __init__(self, service: str, instance_id: str) -> None:
+    `redact` (default on) masks personal data in every event `emit` builds; `masker` sets
+    what counts as personal (default: every built-in kind).
+    """
+
+    def __init__(
+        self, service: str, instance_id: str, *, redact: bool = True, masker: EventMasker | None = None
+    ) -> None:
         self.service = service
         self.instance_id = instance_id
+        self.masker: EventMasker | None = (masker or EventMasker()) if redact else None
 
     def emit(self, session_id: str, **payload: Message) -> None:
-        """Record one event, e.g. `emit(sid, transcript=events_pb2.TranscriptPublished(...))`."""
-        self.submit(build_event(session_id, self.service, self.instance_id, time.time(), **payload))
+        """Record one event, e.g. `emit(sid, transcript=events_pb2.TranscriptPublished(...))`.
+
+        The payload is copied into the event, so masking never changes the caller's message.
+        """
+        event = build_event(session_id, self.service, self.instance_id, time.time(), **payload)
+        if self.masker is not None:
+            self.masker.mask(event)
+        self.submit(event)
 
     @abstractmethod
-    def submit(self, event: events_pb2.SessionEvent) -> None: ...
+    def submit(self, event: events_pb2.SessionEvent) -> None:
+        """Send one finished event as it is (no masking: `emit` did that)."""
 
 
 class NullEvents(EventSink):
@@ -76,11 +97,16 @@ class NullEvents(EventSink):
 
 @dataclass
 class RecordingEvents(EventSink):
-    """Keeps events in memory: for tests that check what a service reported."""
+    """Keeps events in memory: for tests that check what a service reported (masked, as a
+    real sink would publish them, unless `redact=False`)."""
 
     service: str = "test"
     instance_id: str = "test-0"
     events: list[events_pb2.SessionEvent] = field(default_factory=list)
+    redact: bool = field(default=True, kw_only=True)
+
+    def __post_init__(self) -> None:
+        EventSink.__init__(self, self.service, self.instance_id, redact=self.redact)
 
     def submit(self, event: events_pb2.SessionEvent) -> None:
         self.events.append(event)
@@ -98,8 +124,11 @@ class JetStreamEvents(EventSink):
         instance_id: str,
         metrics: ServiceMetrics,
         queue_size: int = 4096,
+        *,
+        redact: bool = True,
+        masker: EventMasker | None = None,
     ) -> None:
-        super().__init__(service, instance_id)
+        super().__init__(service, instance_id, redact=redact, masker=masker)
         self._metrics = metrics
         self._queue: asyncio.Queue[events_pb2.SessionEvent] = asyncio.Queue(queue_size)
         self._nc: object | None = None

@@ -135,7 +135,7 @@ async def serve(
     try:
         try:
             redis = await connect_redis(settings.redis_url)
-            events = JetStreamEvents(name, settings.instance_id, metrics)
+            events = JetStreamEvents(name, settings.instance_id, metrics, redact=settings.events_redact)
             await events.connect(settings.nats_url)
         except ConnectionError as exc:
             raise StartupError(str(exc)) from None

@@ -51,6 +51,9 @@ class MeshSettings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     otel_exporter: Literal["none", "console", "otlp"] = "none"
+    # Mask personal data (numbers, e-mails, cards, national ids, the caller's address) in
+    # session events before they reach NATS. Off only for a local debugging session.
+    events_redact: bool = True
 
     @field_validator("redis_url")
     @classmethod
