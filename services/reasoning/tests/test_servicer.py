@@ -76,6 +76,12 @@ class Harness:
     spans: InMemorySpanExporter
     backends: list[ConversationBackend] = field(default_factory=list)
 
+    def dropped(self, what: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "voicemesh_dropped_total", {"service": "reasoning", "what": what}
+        )
+        return value or 0.0
+
     def stage_count(self, stage: str) -> float:
         value = self.metrics.registry.get_sample_value(
             "voicemesh_stage_latency_seconds_count", {"service": "reasoning", "stage": stage}
@@ -467,16 +473,25 @@ async def test_a_turn_is_cancelled_by_its_id_before_its_first_delta(gated_harnes
     await call.done_writing()
 
 
-async def test_a_turn_cancelled_right_after_it_was_sent_is_never_answered(gated_harness: Harness) -> None:
-    """Queued or already being answered, a turn cancelled by its id gets no reply at all."""
+async def test_a_queued_turn_cancelled_by_its_id_is_never_answered(gated_harness: Harness) -> None:
+    """The writer is still busy with an answer slow to stop when the caller's next turn
+    and its cancel arrive: the queued turn is dropped unanswered (and counted), and the
+    turn after it is answered."""
     harness = gated_harness
     call = await greeted(harness)
-    await call.write(turn("t1", "Slow one."))
+    await call.write(turn("t0", "Stubborn answer."))
+    assert (await read(call)).delta.in_reply_to == "t0"
+    await call.write(turn("t1", "Superseded."))
     await call.write(reasoning_pb2.ConverseRequest(cancel=reasoning_pb2.CancelResponse(turn_id="t1")))
+    await wait_for(lambda: harness.dropped("cancelled_turn") == 1)
     harness.backends[0].release.set()  # type: ignore[attr-defined]
     await call.write(turn("t2", "Next."))
+    stopped = await read(call)
+    assert stopped.end.in_reply_to == "t0" and stopped.end.preempted
     reply = await read_response(call)
-    assert reply.in_reply_to == "t2"
+    assert (reply.in_reply_to, reply.text) == ("t2", "Part one. Part two.")
+    user_turns = [m.text for m in harness.backends[0].history.messages if m.role == "user"]
+    assert user_turns == ["Stubborn answer.", "Next."]
     await call.done_writing()
 
 

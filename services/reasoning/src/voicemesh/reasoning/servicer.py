@@ -160,7 +160,7 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
         started_at = self._clock()
         start = await self._read_start(requests, context)
         try:
-            agent = self._catalog.get(start.agent)
+            agent = self._catalog.for_call(start.agent, start.metadata.get("to", ""))
         except UnknownAgentError as exc:
             await self._abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "unknown_agent")
         info = SessionInfo(start.session_id, self._today(agent), dict(start.metadata))
@@ -300,6 +300,7 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServicer):
             return
         if not rid and turn_id in session.queued:
             session.dropped.add(turn_id)
+            self._metrics.dropped("cancelled_turn")  # never answered: the caller moved on
             return
         rid = rid or session.answered.get(turn_id, "")
         if not rid or not session.backend.cancel(rid, cancel.heard_text):
