@@ -44,6 +44,7 @@ TOOLS = REPO / ".tools" / "llm"
 MODEL_ALIAS = "smollm2"
 CHAT_FORMAT = "chatml-function-calling"
 REQUIRE_ENV = "VOICEMESH_REQUIRE_LLM"
+TEST_KEY = "vm-test-key-0b9e51"  # the API key the tests' server is started with
 # llama.cpp's per-completion timing line (not "prompt eval time").
 _EVAL_RUNS = re.compile(r"^\S+:\s+eval time =\s+([\d.]+) ms /\s+(\d+) runs", re.MULTILINE)
 

@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,12 +41,12 @@ from voicemesh.reasoning.openai_wire import (
     error_summary,
 )
 
-from .llm_server import REQUIRE_ENV, LlamaServer, require_llama
+from .llm_server import REQUIRE_ENV, TEST_KEY, LlamaServer, require_llama
 
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "openai"
-KEY = "vm-test-key-0b9e51"
+KEY = TEST_KEY
 SECRET = "Mrs Smith, 07700 900123"
 BOOK = ToolSpec(
     "book_table",
@@ -73,15 +73,6 @@ SHORT = ChatRequest("smollm2", [SYSTEM, ChatMessage("user", "Say hello.")], temp
 
 def request(text: str, **kw: object) -> ChatRequest:
     return ChatRequest("smollm2", [SYSTEM, ChatMessage("user", text)], **{"temperature": 0, **kw})  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    """One real server for the module, with an API key (so every request proves its header)."""
-    require_llama()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    with LlamaServer.start(api_key=KEY, log_path=log) as server:
-        yield server
 
 
 @pytest.fixture

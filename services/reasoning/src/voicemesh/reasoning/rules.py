@@ -16,7 +16,12 @@ How a turn is handled, in order:
 4. in a `change` state, naming a slot ("the time") -> ask for it again;
 5. yes/no of the current state's `on`; then the flow-wide `on` (e.g. goodbye);
 6. otherwise `fallback.not_understood` and the current question again; after
-   `fallback.max_misses` misses in a row, `fallback.after_max_misses` if set.
+   `fallback.max_misses` misses in a row, `fallback.after_max_misses` if set. With
+   `fallback.to_llm` the LLM answers instead (the reply's `handoff`), and the question follows.
+
+A state with `llm` hands the turn to the LLM: entering it sets the reply's `handoff` to its
+instructions and the flow moves on at once, to `next` or back to the state it was in (whose
+question is asked again), so the reply's text is what the flow says after the LLM's answer.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ class Reply:
     text: str
     action: Action | None
     state: str
+    # The flow handed this turn to the LLM with these instructions ("" for none): the LLM
+    # answers first, then `text` (the flow taking the conversation back) is said.
+    handoff: str | None = None
 
 
 class FlowEngine:
@@ -65,6 +73,8 @@ class FlowEngine:
         self._asking: str | None = None
         self._misses = 0
         self._ended: Action | None = None
+        self._handoff: str | None = None
+        self._before: tuple[str, str | None] = (self._state, None)
 
     @property
     def state(self) -> str:
@@ -105,6 +115,8 @@ class FlowEngine:
     def respond(self, text: str) -> Reply:
         if self._ended is not None:
             return Reply("", self._ended, self._state)
+        self._handoff = None
+        self._before = (self._state, self._asking)
         tokens = tokenize(text)
         if not tokens:
             return self._miss(self._agent.fallback.no_input)
@@ -145,7 +157,7 @@ class FlowEngine:
                 return self._go(target, tokens)
         if extraction.values:  # the same values again: say the state again
             return self._after_update(state)
-        return self._miss(self._agent.fallback.not_understood)
+        return self._not_understood()
 
     # -- transitions ---------------------------------------------------------------------
 
@@ -158,6 +170,14 @@ class FlowEngine:
         appending what is said to `parts`. Returns the action if the conversation ends."""
         for _ in range(_MAX_HOPS):
             state = self._flow.states[name]
+            if state.llm is not None:  # the LLM answers this turn; then the flow goes on
+                self._handoff = state.llm
+                if state.next is not None:
+                    name = state.next
+                    continue
+                self._state, self._asking = self._before
+                parts.append(self._question())
+                return None
             self._state, self._asking = name, None
             if state.say:
                 parts.append(self._render(state.say))
@@ -209,6 +229,12 @@ class FlowEngine:
         parts = [self._render(message, bounds), self._render(slot.prompt)]
         return self._reply(parts, None)
 
+    def _not_understood(self) -> Reply:
+        if self._agent.fallback.to_llm:
+            self._handoff = ""  # the LLM answers what the flow did not understand
+            return self._reply([self._question()], None)
+        return self._miss(self._agent.fallback.not_understood)
+
     def _miss(self, fallback: str) -> Reply:
         self._misses += 1
         target = self._agent.fallback.after_max_misses
@@ -249,4 +275,5 @@ class FlowEngine:
         return render_template(template, {**values, **(extra or {})})
 
     def _reply(self, parts: list[str], action: Action | None) -> Reply:
-        return Reply(" ".join(p for p in parts if p), action, self._state)
+        handoff, self._handoff = self._handoff, None
+        return Reply(" ".join(p for p in parts if p), action, self._state, handoff)

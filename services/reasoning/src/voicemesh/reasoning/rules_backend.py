@@ -71,15 +71,20 @@ class RulesBackend(ConversationBackend):
         async for item in self._stream(self.engine.respond(text)):
             yield item
 
-    async def _stream(self, reply: Reply) -> AsyncIterator[ResponseItem]:
-        for group in word_groups(reply.text, self._max_words):
-            yield TextChunk(group)
-            await asyncio.sleep(0)  # let a cancel from the caller in between deltas
-        if reply.action is not None:
-            if reply.action.kind == "transfer":
-                yield AgentAction("transfer", reply.action.target)
-            else:
-                yield AgentAction("hangup", f"flow ended in state {reply.state}")
+    def _stream(self, reply: Reply) -> AsyncIterator[ResponseItem]:
+        return reply_items(reply, self._max_words)
+
+
+async def reply_items(reply: Reply, max_words: int = 4) -> AsyncIterator[ResponseItem]:
+    """A flow reply as a response: its text in word groups, then its action."""
+    for group in word_groups(reply.text, max_words):
+        yield TextChunk(group)
+        await asyncio.sleep(0)  # let a cancel from the caller in between deltas
+    if reply.action is not None:
+        if reply.action.kind == "transfer":
+            yield AgentAction("transfer", reply.action.target)
+        else:
+            yield AgentAction("hangup", f"flow ended in state {reply.state}")
 
 
 def default_backend_factory(agent: Agent, session: SessionInfo) -> ConversationBackend:
