@@ -146,6 +146,17 @@ def _locate(root: Node, loc: Sequence[str | int]) -> tuple[int, list[str | int],
     return line, matched, node
 
 
+def field_line(path: Path, loc: Sequence[str | int]) -> int | None:
+    """The line of the field `loc` in the agent file at `path` (of the deepest part of it
+    that is there), for problems found after loading (an LLM setup check); None when the
+    file cannot be read or parsed."""
+    try:
+        root, _ = _compose(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, AgentFileError):
+        return None
+    return _locate(root, loc)[0]
+
+
 def _display(loc: Sequence[str | int]) -> str:
     out = ""
     for item in loc:
