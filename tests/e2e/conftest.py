@@ -9,10 +9,26 @@ from pathlib import Path
 import pytest
 
 from voicemesh.cli.localmesh import LocalMesh, MeshPorts
+from voicemesh.mesh.localservers import free_port
 
 E2E = Path(__file__).resolve().parent
 REPO = E2E.parents[1]
 FIXTURES = E2E / "fixtures"
+# Where test_llm_call.py serves the concierge agent's model and booking tool (chosen before
+# the mesh loads the agent file that names them).
+LLM_PORT = free_port()
+TOOL_PORT = free_port()
+BOOKING_TOKEN = "e2e-booking-token-7d1"
+
+
+def write_concierge(agents: Path) -> None:
+    template = (E2E / "agents" / "concierge.yaml.in").read_text(encoding="utf-8")
+    text = (
+        template.replace("@LLM_URL@", f"http://127.0.0.1:{LLM_PORT}/main")
+        .replace("@TOOL_URL@", f"http://127.0.0.1:{TOOL_PORT}")
+        .replace("@KNOWLEDGE@", str(E2E / "agents" / "concierge-knowledge.md"))
+    )
+    (agents / "concierge.yaml").write_text(text, encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
@@ -22,13 +38,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
     shutil.copytree(REPO / "agents", agents)
     for test_agent in (E2E / "agents").glob("*.yaml"):
         shutil.copy(test_agent, agents / test_agent.name)
+    write_concierge(agents)
     # spans go to each service's log (stdout), where test_trace reads them back
     local = LocalMesh(
         home,
         agents,
         MeshPorts.free(),
         default_agent="restaurant",
-        extra_env={"VOICEMESH_OTEL_EXPORTER": "console"},
+        extra_env={"VOICEMESH_OTEL_EXPORTER": "console", "VOICEMESH_E2E_BOOKING_TOKEN": BOOKING_TOKEN},
     )
     local.start()
     try:

@@ -25,6 +25,8 @@ from voicemesh.mesh.events import event_name
 from .conftest import FIXTURES
 from .test_call import stt_address, transcribe, wer
 
+ASKED_DAY = "What day would you like to come?"
+
 pytestmark = pytest.mark.e2e
 SILENCE_200MS = bytes(6400)
 
@@ -55,7 +57,9 @@ async def test_a_twilio_call_is_answered_and_its_parties_are_on_the_session(mesh
     assert all(not m.cleared for m in result.marks)
     (turn,) = result.turns
     heard = await transcribe(stt_address(mesh), turn.reply_pcm)
-    assert "day" in heard.lower(), heard  # "What day would you like to come?"
+    # piper's voice varies from one synthesis to the next (VITS noise), and Whisper tiny on
+    # 8 kHz audio sometimes hears "they would you like to come?": judge the sentence.
+    assert wer(ASKED_DAY, heard) <= 0.34, heard
     assert turn.voice_to_voice_ms is not None and turn.voice_to_voice_ms > 0
 
     session = await session_of(mesh, result.sids.call_sid)
@@ -120,7 +124,7 @@ async def test_dtmf_reaches_the_agent(mesh: LocalMesh) -> None:
         mesh.twilio_url, mesh.twilio_auth_token, [SILENCE_200MS], dtmf={0: "4"}
     )
     heard = await transcribe(stt_address(mesh), result.turns[0].reply_pcm)
-    assert "day" in heard.lower(), heard
+    assert wer(ASKED_DAY, heard) <= 0.34, heard
     session = await session_of(mesh, result.sids.call_sid)
     events = await fetch_events(mesh.nats_url, session)
     assert [e.dtmf_received.digits for e in events if event_name(e) == "dtmf_received"] == ["4"]
