@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scripted_llm import ScriptedLlm, Step, Text
+from scripted_llm import Call, ScriptedLlm, Step, Text
 
 from voicemesh.agent import AgentFileError, parse_agent
 from voicemesh.reasoning.backend import AgentAction, SessionInfo, TextChunk
@@ -140,3 +140,28 @@ async def test_the_llm_answers_then_the_flow_takes_the_call_back(tmp_path: Path)
     assert snapshot.flow is not None and snapshot.flow.state == "done"
 
 
+
+
+@pytest.mark.integration
+async def test_end_flow_leaves_the_flow_to_the_llm_for_the_rest_of_the_call(tmp_path: Path) -> None:
+    def model(body: dict[str, Any], endpoint: str) -> list[Step]:
+        names = {t["function"]["name"] for t in body.get("tools", [])}
+        if len(body["messages"]) <= 3:
+            assert "end_flow" in names
+            return [Text("Sure, let's just chat."), Call("end_flow", {})]
+        assert "end_flow" not in names  # no flow left to end
+        return [Text("Happy to talk about anything.")]
+
+    async with ScriptedLlm(model) as llm:
+        (tmp_path / "host.yaml").write_text(flow_agent(llm.base_url(), to_llm=True), encoding="utf-8")
+        catalog = AgentCatalog(tmp_path, "host")
+        backends = Backends.build(catalog, {})
+        backend = backends(catalog.get("host"), SessionInfo("s1", WEDNESDAY))
+        [_ async for _ in backend.greet("r0")]
+        left = [i async for i in backend.respond("r1", "t1", "Can we just talk?")]
+        free = [i async for i in backend.respond("r2", "t2", "Four.")]
+        snapshot = backend.snapshot()
+        await backends.aclose()
+    assert "".join(i.text for i in left if isinstance(i, TextChunk)) == "Sure, let's just chat."
+    assert "".join(i.text for i in free if isinstance(i, TextChunk)) == "Happy to talk about anything."
+    assert snapshot.flow is None and len(llm.bodies) == 2

@@ -34,7 +34,7 @@ from voicemesh.agent import Agent, OpenAIBackendConfig
 from voicemesh.mesh.pii import Redactor
 
 from .backend import AgentAction, ConversationBackend, ResponseItem, SessionInfo, TextChunk, ToolCall
-from .builtin_actions import builtin_tools, parse_builtin
+from .builtin_actions import BuiltinKind, builtin_tools, parse_builtin
 from .history import History
 from .knowledge import KnowledgeIndex
 from .llm_prompt import Prompt
@@ -43,7 +43,7 @@ from .openai_wire import ChatRequest, Finished, FinishReason, TextDelta, ToolCal
 from .placeholders import PlaceholderRestorer
 from .rules import FlowEngine
 from .rules_backend import reply_items
-from .snapshot import ConversationSnapshot, SnapshotError
+from .snapshot import ConversationSnapshot
 from .tools import ToolBox
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,7 @@ class LlmBackend(ConversationBackend):
         self._on_error = on_error or (lambda kind: None)
         # An agent with a flow: the flow leads, and hands single turns to the LLM.
         self.engine = FlowEngine(shared.agent, session.today) if shared.agent.flow is not None else None
-        offered = shared.config.offer_tools
-        self._tools = [*shared.toolbox.openai_tools(), *builtin_tools()] if offered else []
+        self._tools = [*shared.toolbox.openai_tools(), *builtin_tools()] if shared.config.offer_tools else []
 
     def snapshot(self) -> ConversationSnapshot:
         # The placeholder map is rebuilt from the history on the next turn: the same
@@ -118,8 +117,9 @@ class LlmBackend(ConversationBackend):
     def restore(self, snapshot: ConversationSnapshot) -> None:
         if self.engine is not None:
             if snapshot.flow is None:
-                raise SnapshotError("this agent's flow needs its state in the snapshot")
-            self.engine.restore(snapshot.flow)
+                self.engine = None  # the model had left the flow (end_flow)
+            else:
+                self.engine.restore(snapshot.flow)
         super().restore(snapshot)
 
     async def _greet(self, response_id: str) -> AsyncIterator[ResponseItem]:
@@ -142,6 +142,8 @@ class LlmBackend(ConversationBackend):
             async for item in self._llm_turn(text, reply.handoff):
                 said = said or isinstance(item, TextChunk)
                 yield item
+            if self.engine is None:
+                return  # the model left the flow (end_flow): the flow says no more
             if said and reply.text:
                 yield TextChunk(" ")
         async for item in reply_items(reply):
@@ -156,6 +158,8 @@ class LlmBackend(ConversationBackend):
         messages: list[dict[str, Any]] = built.messages
         actions: list[AgentAction] = []
         spoken = False
+        # end_flow is offered only while there is a flow to leave.
+        tools = [t for t in self._tools if self.engine is not None or t["function"]["name"] != "end_flow"]
         for round_number in range(MAX_TOOL_ROUNDS + 1):
             last_round = round_number == MAX_TOOL_ROUNDS
             request = ChatRequest(
@@ -163,8 +167,8 @@ class LlmBackend(ConversationBackend):
                 messages=messages,
                 temperature=self._config.temperature,
                 max_tokens=self._config.max_tokens,
-                tools=() if last_round else self._tools,
-                tool_choice="auto" if self._tools and not last_round else None,
+                tools=() if last_round else tools,
+                tool_choice="auto" if tools and not last_round else None,
             )
             restorer = PlaceholderRestorer(self._values)
             said: list[str] = []
@@ -206,7 +210,12 @@ class LlmBackend(ConversationBackend):
                 except ValueError as e:
                     result_json = json.dumps({"error": str(e)})
                     builtin = None
-                if builtin is not None:
+                if builtin is not None and builtin.kind is BuiltinKind.END_FLOW:
+                    if self.engine is not None:
+                        log.info("flow left for the llm", extra={"state": self.engine.state})
+                    self.engine = None  # the LLM has the rest of the call
+                    result_json = BUILTIN_OK
+                elif builtin is not None:
                     action = builtin.action()
                     if action is not None:
                         restored = Redactor.restore(action.value, self._values)
