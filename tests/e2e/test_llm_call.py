@@ -71,5 +71,11 @@ async def test_a_spoken_call_gets_a_knowledge_answer_and_books_through_a_tool(me
     assert CONFIRMATION in booked and re.sub(r"\D", "", booked).endswith("2125550187"), heard
     assert result.reply_audio_seconds > 3.0  # the replies were spoken, not only sent as text
 
+    # Neither the session events (NATS) nor any service's log holds the number either.
     events = await fetch_events(mesh.nats_url, result.session_id)
-    assert any(e.WhichOneof("payload") == "response" for e in events)
+    replies = [e.response.text for e in events if e.WhichOneof("payload") == "response"]
+    assert any(CONFIRMATION in text and "[PHONE]" in text for text in replies), replies
+    for event in events:
+        assert "0187" not in str(event), event
+    for log in (mesh.home / "logs").glob("*.log"):
+        assert "0187" not in log.read_text(errors="replace"), log.name
