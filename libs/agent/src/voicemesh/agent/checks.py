@@ -139,11 +139,30 @@ def _check_flow(agent: Agent) -> Iterator[Found]:
         yield from _check_state_shape(loc, state)
         if state.next is not None:
             yield from state_ref((*loc, "next"), state.next)
+        if state.on_failure is not None:
+            yield from state_ref((*loc, "on_failure"), state.on_failure)
+        if state.call is not None:
+            yield from _check_call(agent, (*loc, "call"), state.call)
         yield from transitions((*loc, "on"), state.on)
         for field in ("collect", "change"):
             for i, slot in enumerate(getattr(state, field)):
                 if slot not in agent.slots:
                     yield (*loc, field, i), f"unknown slot {slot!r}; slots: {_one_of(slots)}"
+
+
+def _check_call(agent: Agent, loc: Loc, name: str) -> Iterator[Found]:
+    tools = {tool.name: tool for tool in agent.tools}
+    tool = tools.get(name)
+    if tool is None:
+        yield loc, f"unknown tool {name!r}; tools: {_one_of(list(tools))}"
+        return
+    required = tool.parameters.get("required", []) if isinstance(tool.parameters, dict) else []
+    missing = [p for p in required if isinstance(p, str) and p not in agent.slots]
+    if missing:
+        yield loc, (
+            f"tool {name!r} requires {missing[0]!r}, which is not a slot: a flow fills a tool's "
+            "parameters from the slots of the same name"
+        )
 
 
 def _check_handoffs(agent: Agent, flow: Flow) -> Iterator[Found]:
@@ -203,6 +222,16 @@ def _check_loops(flow: Flow) -> Iterator[Found]:
 
 
 def _check_state_shape(loc: Loc, state: State) -> Iterator[Found]:
+    if state.call is not None:
+        extra = [f for f in ("collect", "change", "on", "action", "llm") if getattr(state, f)]
+        if extra:
+            yield (*loc, "call"), f"a state that calls a tool has `say`, `next` and `on_failure`, not `{extra[0]}`"
+        for field in ("next", "on_failure"):
+            if getattr(state, field) is None:
+                yield (*loc, "call"), f"a state that calls a tool needs `{field}`: where to go after it"
+        return
+    if state.on_failure is not None:
+        yield (*loc, "on_failure"), "`on_failure` is only for a state that calls a tool (`call`)"
     if state.llm is not None:
         extra = [f for f in ("say", "collect", "change", "on", "action", "reprompt") if getattr(state, f)]
         if extra:
@@ -238,6 +267,7 @@ def _check_state_shape(loc: Loc, state: State) -> Iterator[Found]:
 
 def _check_templates(agent: Agent) -> Iterator[Found]:
     slots = list(agent.slots)
+    answers = tuple(dict.fromkeys(field for tool in agent.tools for field in tool.answer))
 
     def check(loc: Loc, text: str | None, extra: tuple[str, ...] = ()) -> Iterator[Found]:
         if not text:
@@ -261,8 +291,8 @@ def _check_templates(agent: Agent) -> Iterator[Found]:
         yield from check(("slots", name, "invalid"), slot.invalid, ("min", "max"))
     if agent.flow is not None:
         for name, state in agent.flow.states.items():
-            yield from check(("flow", "states", name, "say"), state.say)
-            yield from check(("flow", "states", name, "reprompt"), state.reprompt)
+            yield from check(("flow", "states", name, "say"), state.say, answers)
+            yield from check(("flow", "states", name, "reprompt"), state.reprompt, answers)
 
 
 def _check_knowledge(agent: Agent, base_dir: Path | None) -> Iterator[Found]:

@@ -122,6 +122,10 @@ class State(_Model):
     # Hand the caller's turn to the LLM with these instructions ("answer from the menu"),
     # then take it back: go `next`, or without `next` back to the state the flow was in.
     llm: Text | None = None
+    # Call this HTTP tool (after `say`) with the collected slots as its arguments, by
+    # parameter name; then go `next` when it answered, `on_failure` when it did not.
+    call: Name | None = None
+    on_failure: Name | None = None
 
 
 class Flow(_Model):
@@ -179,6 +183,8 @@ class Tool(_Model):
     # Said while the tool runs, if it has not answered within `filler_after_ms`.
     filler: Text | None = None
     filler_after_ms: int = Field(400, ge=0, le=10_000)
+    # Fields of the tool's JSON answer that a flow may say after calling it, as {field}.
+    answer: list[Name] = []
 
 
 PiiKindName = Literal["phone", "email", "card", "ssn", "nino", "sin"]

@@ -28,7 +28,7 @@ from .catalog import AgentCatalog
 from .knowledge import KnowledgeIndex
 from .llm_backend import LlmAgent, LlmBackend, Target
 from .openai_client import ApiKeyError, ChatClient, ChatEndpoint, endpoint_from_config
-from .rules_backend import RulesBackend
+from .rules_backend import FlowTools, RulesBackend
 from .tools import ToolBox
 
 
@@ -104,8 +104,10 @@ class Backends:
         http: _ToolHttp,
         clients: list[ChatClient],
         on_error: Callable[[str], None] | None = None,
+        flow_toolboxes: Mapping[str, ToolBox] | None = None,
     ) -> None:
         self._llm = dict(llm_agents)
+        self._flow_toolboxes = dict(flow_toolboxes or {})
         self._http = http
         self._clients = clients
         self._on_error = on_error
@@ -121,12 +123,14 @@ class Backends:
         http = _ToolHttp()
         clients: dict[tuple[str, str | None], ChatClient] = {}
         llm: dict[str, LlmAgent] = {}
+        toolboxes: dict[str, ToolBox] = {}
         for agent_id, agent in catalog.agents.items():
-            if not isinstance(agent.backend, OpenAIBackendConfig):
-                continue
             source = catalog.source(agent_id)
-            llm[agent_id] = _llm_agent(agent, agent.backend, source, environ, clients, http)
-        return cls(llm, http, list(clients.values()), on_error)
+            if isinstance(agent.backend, OpenAIBackendConfig):
+                llm[agent_id] = _llm_agent(agent, agent.backend, source, environ, clients, http)
+            elif agent.tools:
+                toolboxes[agent_id] = _toolbox(agent, source, environ)
+        return cls(llm, http, list(clients.values()), on_error, toolboxes)
 
     @property
     def llm_agents(self) -> Mapping[str, LlmAgent]:
@@ -134,7 +138,12 @@ class Backends:
 
     def __call__(self, agent: Agent, session: SessionInfo) -> ConversationBackend:
         if agent.backend.kind == "rules":
-            return RulesBackend(agent, session)
+            toolbox = self._flow_toolboxes.get(agent.id)
+            tools = None
+            if toolbox is not None:
+                mask = (redactor_for(agent) or Redactor()).mask
+                tools = FlowTools(toolbox, self._http, mask, self._on_error or (lambda kind: None))
+            return RulesBackend(agent, session, tools=tools)
         shared = self._llm.get(agent.id)
         if shared is None or shared.agent is not agent:
             raise BackendUnavailable(f"agent {agent.id!r} was not set up for its {agent.backend.kind} backend")
@@ -154,8 +163,17 @@ def check_llm_setup(agent: Agent, source: Path, environ: Mapping[str, str]) -> L
     Raises AgentSetupError naming `source` and the field. Returns what the checks built
     (None for an agent without an LLM backend: there is nothing to check)."""
     if not isinstance(agent.backend, OpenAIBackendConfig):
+        if agent.tools:
+            _toolbox(agent, source, environ)  # a flow calls them (`State.call`)
         return None
     return _llm_setup(agent, agent.backend, source, environ)
+
+
+def _toolbox(agent: Agent, source: Path, environ: Mapping[str, str]) -> ToolBox:
+    try:
+        return ToolBox.from_agent(agent, environ)
+    except ValueError as e:
+        raise AgentSetupError(source, agent.id, ("tools",), str(e)) from None
 
 
 def _llm_setup(
@@ -173,10 +191,7 @@ def _llm_setup(
         except ValueError as e:
             raise AgentSetupError(source, agent.id, (*loc, "base_url"), str(e)) from None
         endpoints.append((chat, endpoint.model))
-    try:
-        toolbox = ToolBox.from_agent(agent, environ)
-    except ValueError as e:
-        raise AgentSetupError(source, agent.id, ("tools",), str(e)) from None
+    toolbox = _toolbox(agent, source, environ)
     try:
         knowledge = KnowledgeIndex.for_agent(agent, source.parent) if agent.knowledge else None
     except ValueError as e:

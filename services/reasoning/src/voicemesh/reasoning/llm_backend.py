@@ -42,9 +42,9 @@ from .openai_client import ChatClient, LlmError, TransientLlmError
 from .openai_wire import ChatRequest, Finished, FinishReason, TextDelta, ToolCallDone
 from .placeholders import PlaceholderRestorer
 from .rules import FlowEngine
-from .rules_backend import reply_items
+from .rules_backend import FlowTools, flow_items
 from .snapshot import ConversationSnapshot
-from .tools import ToolBox
+from .tools import ToolBox, ToolResult, call_with_filler
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class LlmBackend(ConversationBackend):
 
     async def _greet(self, response_id: str) -> AsyncIterator[ResponseItem]:
         if self.engine is not None:
-            async for item in reply_items(self.engine.start()):
+            async for item in flow_items(self.engine, self.engine.start(), self._flow_tools()):
                 yield item
             return
         greeting = self.agent.greeting.strip()
@@ -146,8 +146,12 @@ class LlmBackend(ConversationBackend):
                 return  # the model left the flow (end_flow): the flow says no more
             if said and reply.text:
                 yield TextChunk(" ")
-        async for item in reply_items(reply):
+        async for item in flow_items(self.engine, reply, self._flow_tools()):
             yield item
+
+    def _flow_tools(self) -> FlowTools:
+        timeout_s = self._config.response_timeout_ms / 1000
+        return FlowTools(self._shared.toolbox, self._shared.http, self._mask, self._on_error, timeout_s)
 
     async def _llm_turn(self, text: str, instructions: str = "") -> AsyncIterator[ResponseItem]:
         """The LLM's answer to the caller's `text` (with the flow's `instructions`)."""
@@ -241,38 +245,26 @@ class LlmBackend(ConversationBackend):
         self, call: ToolCallDone, deadline: float
     ) -> AsyncIterator[TextChunk | tuple[ToolCall, str]]:
         """The filler if the tool is slow, then (the masked event, the redacted result)."""
-        toolbox = self._shared.toolbox
         arguments = Redactor.restore(call.arguments_json, self._values)
         left = max(0.0, deadline - self._clock())
-        task = asyncio.create_task(
-            toolbox.call(call.name, arguments, session=self._shared.http(), timeout_s=left)
+        result: ToolResult | None = None
+        calling = call_with_filler(
+            self._shared.toolbox, call.name, arguments, session=self._shared.http(), timeout_s=left
         )
-        try:
-            declared = toolbox.tool(call.name)
-            if declared is not None and declared.filler:
-                done, _ = await asyncio.wait({task}, timeout=declared.filler_after_ms / 1000)
-                if not done:
-                    yield TextChunk(declared.filler.strip() + " ")
-            result = await task
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        async with contextlib.aclosing(calling) as outcome:
+            async for item in outcome:
+                if isinstance(item, str):
+                    yield TextChunk(item + " ")
+                else:
+                    result = item
+        assert result is not None
         if not result.ok:
             self._on_error("tool_failed")
-            log.info(
-                "tool failed",
-                extra={"tool": call.name, "failure": str(result.failure), "duration_ms": result.duration_ms},
-            )
         shown, self._values = self._prompt.redact(result.result_json, self._values)
-        yield (self._masked(result.event()), shown)
+        yield (result.event(self._mask), shown)
 
-    def _masked(self, event: ToolCall) -> ToolCall:
-        redactor = self._shared.redactor or Redactor()
-        return ToolCall(
-            event.tool, redactor.mask(event.arguments_json), redactor.mask(event.result_json), event.duration_ms
-        )
+    def _mask(self, text: str) -> str:
+        return (self._shared.redactor or Redactor()).mask(text)
 
     async def _complete(
         self, request: ChatRequest, deadline: float, spoken: bool

@@ -29,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from datetime import time as clock_time
+from typing import Any, Literal
 
 from voicemesh.agent import BUILTIN_INTENTS, Agent, Flow, State, render_template
 
@@ -50,6 +51,14 @@ class Action:
 
 
 @dataclass(frozen=True)
+class FlowCall:
+    """A tool the flow calls: its name and the arguments made from the slots (JSON values)."""
+
+    tool: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Reply:
     text: str
     action: Action | None
@@ -57,6 +66,9 @@ class Reply:
     # The flow handed this turn to the LLM with these instructions ("" for none): the LLM
     # answers first, then `text` (the flow taking the conversation back) is said.
     handoff: str | None = None
+    # The flow calls a tool: say `text`, run the call, and give its outcome to
+    # `FlowEngine.tool_result`, whose reply carries on.
+    tool_call: FlowCall | None = None
 
 
 class FlowEngine:
@@ -74,6 +86,8 @@ class FlowEngine:
         self._misses = 0
         self._ended: Action | None = None
         self._handoff: str | None = None
+        self._call: FlowCall | None = None
+        self._answers: dict[str, str] = {}  # tool answer fields the flow may say
         self._before: tuple[str, str | None] = (self._state, None)
 
     @property
@@ -92,7 +106,7 @@ class FlowEngine:
     def snapshot(self) -> FlowState:
         """Where the conversation is, as plain data (see snapshot.py)."""
         ended = (self._ended.kind, self._ended.target) if self._ended is not None else None
-        return FlowState(self._state, self._asking, self._misses, dict(self._values), ended)
+        return FlowState(self._state, self._asking, self._misses, dict(self._values), ended, dict(self._answers))
 
     def restore(self, flow: FlowState) -> None:
         """Carry on from `flow` (taken from an engine of the same agent). Raises
@@ -106,6 +120,7 @@ class FlowEngine:
             raise SnapshotError(f"a flow ends in hangup or transfer, not {flow.ended[0]!r}")
         self._state, self._asking, self._misses = flow.state, flow.asking, flow.misses
         self._values = dict(flow.values)
+        self._answers = dict(flow.answers)
         self._ended = Action(flow.ended[0], flow.ended[1]) if flow.ended is not None else None  # type: ignore[arg-type]
 
     def start(self) -> Reply:
@@ -115,6 +130,10 @@ class FlowEngine:
     def respond(self, text: str) -> Reply:
         if self._ended is not None:
             return Reply("", self._ended, self._state)
+        if self._flow.states[self._state].call is not None:
+            # The call's outcome never came (the caller cut in while it ran): assume the
+            # worst, since it may or may not have been made, and let on_failure say so.
+            return self.tool_result(False, {})
         self._handoff = None
         self._before = (self._state, self._asking)
         tokens = tokenize(text)
@@ -170,6 +189,12 @@ class FlowEngine:
         appending what is said to `parts`. Returns the action if the conversation ends."""
         for _ in range(_MAX_HOPS):
             state = self._flow.states[name]
+            if state.call is not None:  # say, then call the tool; tool_result goes on
+                self._state, self._asking = name, None
+                if state.say:
+                    parts.append(self._render(state.say))
+                self._call = FlowCall(state.call, self._arguments(state.call))
+                return None
             if state.llm is not None:  # the LLM answers this turn; then the flow goes on
                 self._handoff = state.llm
                 if state.next is not None:
@@ -193,6 +218,32 @@ class FlowEngine:
                 return None  # wait for the caller
             name = state.next
         return None  # a loop of states that never wait: stay where we are
+
+    def tool_result(self, ok: bool, answer: Mapping[str, object]) -> Reply:
+        """The outcome of the current state's `call`: go `next` when the tool answered
+        (`ok`; the declared fields of its answer become template values), else
+        `on_failure`."""
+        state = self._current
+        if state.call is None or state.next is None or state.on_failure is None:
+            raise ValueError(f"state {self._state!r} does not call a tool")
+        if ok:
+            tool = next(t for t in self._agent.tools if t.name == state.call)
+            for field in tool.answer:
+                value = answer.get(field)
+                if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                    self._answers[field] = str(value)
+        parts: list[str] = []
+        return self._reply(parts, self._enter(state.next if ok else state.on_failure, parts))
+
+    def _arguments(self, tool_name: str) -> dict[str, Any]:
+        """The slots named like the tool's parameters, as JSON values."""
+        tool = next(t for t in self._agent.tools if t.name == tool_name)
+        properties = tool.parameters.get("properties", {}) if isinstance(tool.parameters, dict) else {}
+        out: dict[str, Any] = {}
+        for name in properties:
+            if name in self._values:
+                out[name] = _json_value(self._values[name])
+        return out
 
     def _go(self, target: str, tokens: list[Token]) -> Reply:
         """Follow a transition; values said in the same breath fill the new state's slots
@@ -269,11 +320,23 @@ class FlowEngine:
 
     def _render(self, template: str, extra: Mapping[str, str] | None = None) -> str:
         values = {
-            name: say_value(self._agent.slots[name], value, self._today)
-            for name, value in self._values.items()
+            **self._answers,
+            **{
+                name: say_value(self._agent.slots[name], value, self._today)
+                for name, value in self._values.items()
+            },
         }
         return render_template(template, {**values, **(extra or {})})
 
     def _reply(self, parts: list[str], action: Action | None) -> Reply:
         handoff, self._handoff = self._handoff, None
-        return Reply(" ".join(p for p in parts if p), action, self._state, handoff)
+        call, self._call = self._call, None
+        return Reply(" ".join(p for p in parts if p), action, self._state, handoff, call)
+
+
+def _json_value(value: SlotValue) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, clock_time):
+        return value.strftime("%H:%M")
+    return value

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+
+import aiohttp
 
 from voicemesh.agent import Agent
 
@@ -20,6 +24,7 @@ from .backend import (
 from .history import History
 from .rules import FlowEngine, Reply
 from .snapshot import ConversationSnapshot, SnapshotError
+from .tools import ToolBox, ToolResult, call_with_filler
 
 _WORD = re.compile(r"\S+\s*")
 _CLAUSE_END = (",", ".", "!", "?", ";", ":")
@@ -44,15 +49,32 @@ def word_groups(text: str, max_words: int = 4) -> list[str]:
     return groups
 
 
+@dataclass(frozen=True)
+class FlowTools:
+    """What a flow needs to call the agent's tools (`State.call`)."""
+
+    toolbox: ToolBox
+    http: Callable[[], aiohttp.ClientSession]
+    mask: Callable[[str], str]  # for the ToolCall items reported out of the process
+    on_error: Callable[[str], None] = lambda kind: None
+    timeout_s: float | None = None
+
+
 class RulesBackend(ConversationBackend):
     """Streams the FlowEngine's replies as word-group deltas, then the reply's action."""
 
     def __init__(
-        self, agent: Agent, session: SessionInfo, history: History | None = None, max_words: int = 4
+        self,
+        agent: Agent,
+        session: SessionInfo,
+        history: History | None = None,
+        max_words: int = 4,
+        tools: FlowTools | None = None,
     ) -> None:
         super().__init__(agent, session, history)
         self.engine = FlowEngine(agent, session.today)
         self._max_words = max_words
+        self._tools = tools
 
     def snapshot(self) -> ConversationSnapshot:
         return replace(super().snapshot(), flow=self.engine.snapshot())
@@ -72,7 +94,52 @@ class RulesBackend(ConversationBackend):
             yield item
 
     def _stream(self, reply: Reply) -> AsyncIterator[ResponseItem]:
-        return reply_items(reply, self._max_words)
+        return flow_items(self.engine, reply, self._tools, self._max_words)
+
+
+async def flow_items(
+    engine: FlowEngine, reply: Reply, tools: FlowTools | None, max_words: int = 4
+) -> AsyncIterator[ResponseItem]:
+    """A flow reply as a response, carrying out the tool calls it asks for on the way:
+    its text, the tool's filler if the tool is slow, a `ToolCall` report, then the reply
+    the flow gives for the tool's outcome (a flow without tools hears a failure)."""
+    said = False
+    while True:
+        if said and reply.text:
+            yield TextChunk(" ")
+        async for item in reply_items(reply, max_words):
+            said = said or isinstance(item, TextChunk)
+            yield item
+        call = reply.tool_call
+        if call is None:
+            return
+        result: ToolResult | None = None
+        if tools is not None:
+            calling = call_with_filler(
+                tools.toolbox, call.tool, json.dumps(call.arguments), session=tools.http(), timeout_s=tools.timeout_s
+            )
+            async with contextlib.aclosing(calling) as outcome:
+                async for out in outcome:
+                    if isinstance(out, str):
+                        yield TextChunk((" " if said else "") + out)
+                        said = True
+                    else:
+                        result = out
+        if result is not None:
+            if not result.ok:
+                tools.on_error("tool_failed")  # type: ignore[union-attr]
+            yield result.event(tools.mask)  # type: ignore[union-attr]
+        reply = engine.tool_result(result is not None and result.ok, _answer(result))
+
+
+def _answer(result: ToolResult | None) -> dict[str, object]:
+    if result is None or not result.ok:
+        return {}
+    try:
+        body = json.loads(result.result_json)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 async def reply_items(reply: Reply, max_words: int = 4) -> AsyncIterator[ResponseItem]:

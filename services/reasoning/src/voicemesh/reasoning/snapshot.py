@@ -39,6 +39,8 @@ class FlowState:
     misses: int = 0
     values: Mapping[str, SlotValue] = field(default_factory=dict)
     ended: tuple[str, str] | None = None  # (kind, target)
+    # Fields of tool answers the flow may still say (`Tool.answer`).
+    answers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def _flow_to_json(flow: FlowState) -> dict[str, Any]:
         "misses": flow.misses,
         "values": {name: _value_to_json(v) for name, v in flow.values.items()},
         "ended": list(flow.ended) if flow.ended is not None else None,
+        "answers": dict(flow.answers),
     }
 
 
@@ -111,6 +114,7 @@ def _flow_from_json(body: Any) -> FlowState:
         misses=int(body.get("misses", 0)),
         values={str(k): _value_from_json(v) for k, v in dict(body.get("values", {})).items()},
         ended=(str(ended[0]), str(ended[1])) if ended else None,
+        answers={str(k): str(v) for k, v in dict(body.get("answers", {})).items()},
     )
 
 

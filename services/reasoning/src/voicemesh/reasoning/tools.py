@@ -19,10 +19,11 @@ the arguments or the answer (they may hold a caller's name or number).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,9 +71,10 @@ class ToolResult:
     status: int | None = None
     failure: ToolFailure | None = None
 
-    def event(self) -> ToolCall:
-        """The backend's `ToolCall` item reporting this call."""
-        return ToolCall(self.name, self.arguments_json, self.result_json, self.duration_ms)
+    def event(self, mask: Callable[[str], str] = lambda text: text) -> ToolCall:
+        """The backend's `ToolCall` item reporting this call, its texts through `mask`
+        (what leaves the process as a message or event: `Redactor.mask`)."""
+        return ToolCall(self.name, mask(self.arguments_json), mask(self.result_json), self.duration_ms)
 
 
 @dataclass(frozen=True)
@@ -275,3 +277,30 @@ class ToolBox:
             status=status,
             failure=outcome.failure,
         )
+
+
+async def call_with_filler(
+    toolbox: ToolBox,
+    name: str,
+    arguments_json: str,
+    *,
+    session: aiohttp.ClientSession,
+    timeout_s: float | None = None,
+) -> AsyncIterator[str | ToolResult]:
+    """Call a tool as a caller waits on it: yields the tool's `filler` text if the tool has
+    not answered within its `filler_after_ms`, then the `ToolResult`. Closing the iterator
+    (a barge-in) cancels the request."""
+    task = asyncio.create_task(toolbox.call(name, arguments_json, session=session, timeout_s=timeout_s))
+    try:
+        declared = toolbox.tool(name)
+        if declared is not None and declared.filler:
+            done, _ = await asyncio.wait({task}, timeout=declared.filler_after_ms / 1000)
+            if not done:
+                yield declared.filler.strip()
+        result = await task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    yield result
