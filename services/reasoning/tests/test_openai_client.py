@@ -550,3 +550,23 @@ async def test_authorization_only_with_a_key_and_connections_are_reused(fault: F
     first, second, third, fourth = fault.peers[1:]
     assert first == second == third
     assert fourth != third
+
+
+async def test_streams_read_to_their_end_reuse_the_connection_to_the_real_server(llama: LlamaServer) -> None:
+    """llama.cpp's server (uvicorn) sends the chunked body's last chunk after `[DONE]`:
+    reading it before handing the connection back keeps one connection for the call,
+    instead of a new TCP (and TLS) handshake every turn."""
+    opened = 0
+
+    async def count(session: aiohttp.ClientSession, ctx: object, params: object) -> None:
+        nonlocal opened
+        opened += 1
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(count)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        chat = ChatClient(ChatEndpoint(llama.base_url, KEY), session=session)
+        for _ in range(4):
+            timed = await collect(chat, SHORT)
+            assert isinstance(timed[-1].event, Finished)
+    assert opened == 1

@@ -1,9 +1,10 @@
 """The chat messages an LLM backend sends for one turn: the agent's instructions, the
-knowledge retrieved for the turn, and the conversation as the caller heard it, with
-personal data replaced by placeholders. Pure: no I/O, no clock (the date comes in).
+knowledge retrieved for the turn, and the conversation as the caller heard it, with the
+caller's personal data (in their words, the agent's replies, tool results) replaced by
+placeholders. Pure: no I/O, no clock (the date comes in).
 
-    prompt = Prompt(agent, redactor)
-    messages, values = prompt.messages(history, hits, today, values)
+    prompt = Prompt(agent, redactor, history_messages=20)
+    built = prompt.build(history, hits, today, values)    # built.messages, built.values
 
 `values` is the conversation's placeholder map (placeholder -> what the caller said): pass
 the one returned back in next turn, so a number keeps its placeholder for the whole call,
@@ -39,6 +40,7 @@ HANDOFF_INTRO = (
     "For this one reply only (the conversation then goes back to its script, which will "
     "ask its own next question, so do not ask one):"
 )
+MAX_CACHED = 512  # redacted texts kept per call
 INTERRUPTED_NOTE = " [the caller interrupted here]"
 
 
@@ -57,6 +59,9 @@ class Prompt:
         self._agent = agent
         self._redactor = redactor
         self._history_messages = history_messages
+        # text -> (redacted text, the placeholders it used): every turn sends the same
+        # history again, and a text keeps its placeholders once the call has them.
+        self._seen: dict[str, tuple[str, dict[str, str]]] = {}
 
     def system(self, hits: Sequence[Hit], today: date, instructions: str = "") -> str:
         parts = [self._agent.prompt.strip() or f"You are {self._agent.name}, a helpful phone agent."]
@@ -85,8 +90,9 @@ class Prompt:
         while recent and recent[0].role != "user" and len(recent) > 1:
             recent = recent[1:]
         known = dict(values)
+        # The system prompt is the agent's own text and knowledge (the business's number is
+        # meant to be said): only what came from the caller's side is redacted.
         system = self.system(hits, today, instructions)
-        system, known = self._redact(system, known)
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
         for message in recent:
             if message.role == "system":
@@ -103,5 +109,11 @@ class Prompt:
     def _redact(self, text: str, values: dict[str, str]) -> tuple[str, dict[str, str]]:
         if self._redactor is None:
             return text, values
+        cached = self._seen.get(text)
+        if cached is not None and all(values.get(k) == v for k, v in cached[1].items()):
+            return cached[0], values
         red = self._redactor.redact(text, values=values)
+        used = {k: v for k, v in red.values.items() if k in red.text}
+        if len(self._seen) < MAX_CACHED:
+            self._seen[text] = (red.text, used)
         return red.text, red.values

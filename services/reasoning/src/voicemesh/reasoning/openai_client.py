@@ -22,6 +22,7 @@ retry here: the caller decides, from `error.transient` and `error.retry_after_s`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import time
 from collections import deque
@@ -46,6 +47,7 @@ from .openai_wire import (
 
 MAX_ERROR_BODY = 64 * 1024
 READ_SIZE = 64 * 1024
+DRAIN_S = 0.05
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
 
 
@@ -291,7 +293,21 @@ class ChatStream:
         events = self._decoder.feed(data) if data else self._decoder.end_of_stream()
         self._pending.extend(events)
         if self._decoder.finished:
+            await self._drain()
             self._finish()
+
+    async def _drain(self) -> None:
+        """After `[DONE]`, read the body's end (the chunked encoding's last chunk, which
+        usually follows at once): only a body read to its end lets aiohttp keep the
+        connection for the next request. Given up after DRAIN_S or MAX_ERROR_BODY bytes."""
+        response = self._response
+        if response is None or response.content.at_eof():
+            return
+        left = MAX_ERROR_BODY
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+            async with asyncio.timeout(DRAIN_S):
+                while left > 0 and not response.content.at_eof():
+                    left -= len(await response.content.readany())
 
     def _deadline(self) -> float:
         if self._decoder.started:
@@ -327,7 +343,10 @@ class ChatStream:
         if the body was not read to its end)."""
         self._closed = True
         if self._response is not None:
-            self._response.release()
+            if self._response.content.at_eof():
+                self._response.release()
+            else:
+                self._response.close()
             self._response = None
 
     def _abort(self) -> None:
