@@ -19,6 +19,7 @@ FIXTURES = E2E / "fixtures"
 LLM_PORT = free_port()
 TOOL_PORT = free_port()
 BOOKING_TOKEN = "e2e-booking-token-7d1"
+LEASE_S = 3.0  # the router's reservation lease in the e2e mesh
 
 
 def write_concierge(agents: Path) -> None:
@@ -45,7 +46,13 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         agents,
         MeshPorts.free(),
         default_agent="restaurant",
-        extra_env={"VOICEMESH_OTEL_EXPORTER": "console", "VOICEMESH_E2E_BOOKING_TOKEN": BOOKING_TOKEN},
+        extra_env={
+            "VOICEMESH_OTEL_EXPORTER": "console",
+            "VOICEMESH_E2E_BOOKING_TOKEN": BOOKING_TOKEN,
+            # Short leases, renewed often: a call outliving its lease must keep its slots.
+            "VOICEMESH_ROUTER_LEASE_S": str(LEASE_S),
+            "VOICEMESH_ROUTER_RENEW_S": str(LEASE_S / 6),
+        },
     )
     local.start()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 
 import grpc
@@ -277,3 +278,50 @@ async def test_asking_for_a_person_transfers_the_call_and_the_caller_is_told_whe
     assert (transferred.target, transferred.method) == ("[TARGET]", "native")  # masked, as by default
     (ended,) = [e.call_ended for e in events if event_name(e) == "call_ended"]
     assert ended.reason == "transfer"
+
+
+async def test_a_call_longer_than_its_lease_keeps_its_reservations(mesh: LocalMesh) -> None:
+    """The e2e mesh's router lease is LEASE_S (3 s): the edge renews a live call's
+    reservations, so a four-turn call (~20 s) holds its stt, reasoning and tts slots from
+    start to end, and gives them back when it ends (a crashed edge's would expire)."""
+    import redis.asyncio as aioredis
+
+    from voicemesh.mesh.registry import Keys
+
+    from .conftest import LEASE_S
+
+    keys = Keys()
+    valkey = aioredis.Redis(host="127.0.0.1", port=mesh.ports.valkey)
+
+    async def held() -> int:
+        """Unexpired reservations on every instance of every role."""
+        now_ms = int(time.time() * 1000)
+        count = 0
+        for service in ("stt", "reasoning", "tts"):
+            for member in await valkey.smembers(keys.members(service)):
+                load = keys.load(service, member.decode())
+                count += await valkey.zcount(load, f"({now_ms}", "+inf")
+        return count
+
+    wavs = [FIXTURES / f"caller_{n}.wav" for n in ("party", "when", "name", "yes")]
+    call = asyncio.create_task(place_call(mesh.edge_url, mesh.token, wavs, turn_timeout_s=30))
+    deadline = time.monotonic() + 30
+    while await held() < 3:  # the call is placed
+        assert time.monotonic() < deadline and not call.done(), "the call never held its slots"
+        await asyncio.sleep(0.05)
+    first_held = time.monotonic()
+    longest = 0.0
+    while not call.done():
+        if await held() < 3:
+            break
+        longest = time.monotonic() - first_held
+        await asyncio.sleep(0.1)
+    result = await call
+    assert result.ok, result.errors
+    assert longest > 2 * LEASE_S, f"the slots were held {longest:.1f} s of a call longer than its lease"
+    assert not call.cancelled()
+    released = time.monotonic() + 5
+    while await held() > 0:  # given back at the end, not left to expire
+        assert time.monotonic() < released, "the slots were not released"
+        await asyncio.sleep(0.05)
+    await valkey.aclose()

@@ -58,6 +58,7 @@ class EdgeService(MeshService):
             vad_model=vad_model,
             region=self.settings.region,
             media_timeout_s=self.settings.media_timeout_s,
+            lease_renew_s=self.settings.router_renew_s,
         )
         for transport in self.transports:
             await transport.start(self._on_call)

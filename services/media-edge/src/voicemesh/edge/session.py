@@ -68,6 +68,8 @@ class EdgeDeps:
     clock: Callable[[], float] = time.monotonic
     # No audio from the caller's side for this long ends the call (EndReason.NO_MEDIA).
     media_timeout_s: float = 10.0
+    # How often a live call renews its reservations with the router (below its lease).
+    lease_renew_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class CallSession:
         self._agent = ""
         self._roles: _Roles | None = None
         self._call_ctx: otel_context.Context | None = None
+        self._addresses: dict[str, str] = {}
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -144,6 +147,7 @@ class CallSession:
             metadata = outgoing_metadata(ctx)
             addresses = await assign(deps.router, self.session_id, deps.region, metadata)
             assigned = True
+            self._addresses = addresses
             self._roles = await self._open_roles(addresses, metadata)
             info = self.port.info
             deps.events.emit(
@@ -166,6 +170,7 @@ class CallSession:
                 ("reasoning", self._reasoning_loop()),
                 ("tts", self._tts_loop()),
                 ("playout", self._playout_loop()),
+                ("lease", self._lease_loop(metadata)),
             ):
                 tasks.append(asyncio.create_task(self._guard(name, coro), name=f"call-{name}"))
             await self._over.wait()
@@ -269,6 +274,26 @@ class CallSession:
             self._end_reason = reason
             self._end_message = message
             self._over.set()
+
+    async def _lease_loop(self, metadata: list[tuple[str, str]]) -> None:
+        """Renew the call's reservations while it lives: an Assign naming the same session
+        only pushes its leases on, so a crashed edge's calls free their slots within one
+        lease instead of holding them for hours. A failed renewal is counted and tried
+        again; it never ends the call."""
+        deps = self.deps
+        while not self._over.is_set():
+            await asyncio.sleep(deps.lease_renew_s)
+            try:
+                addresses = await assign(deps.router, self.session_id, deps.region, metadata)
+            except RoleFailed as exc:
+                deps.metrics.error("router_renew")
+                log.warning("lease renewal failed", extra={"session": self.session_id, "error": str(exc)})
+                continue
+            moved = sorted(s for s, a in addresses.items() if self._addresses.get(s) not in (None, a))
+            if moved:  # an instance died: the router reserved another (takeover is issue 12's)
+                log.warning("reservation moved", extra={"session": self.session_id, "services": moved})
+                self._addresses = addresses
+        await asyncio.Event().wait()  # the call is over: wait to be cancelled with the others
 
     async def _guard(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         try:

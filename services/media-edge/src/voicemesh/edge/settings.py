@@ -20,6 +20,10 @@ class EdgeSettings(MeshSettings):
     twilio_auth_token: str = ""
     twilio_stream_url: str = ""
     router_address: str = "127.0.0.1:50051"
+    # How often a live call renews its reservations with the session-router: keep it well
+    # below the router's VOICEMESH_ROUTER_LEASE_S (120 s by default), which is how long a
+    # crashed edge's calls hold their slots.
+    router_renew_s: float = Field(default=30.0, gt=0)
     # A call whose caller side sends no audio for this long ends with reason "no_media"
     # (checked four times per timeout, so within 1.25x of it; a live call streams a frame
     # every 20 ms; a held call is exempt).

@@ -15,9 +15,10 @@ import redis.asyncio as aioredis
 
 from voicemesh.mesh.registry import Keys
 
-# How long a reservation lives without a release or a renewing Assign: the longest call
-# expected. A crashed edge leaks its slots for at most this long.
-DEFAULT_LEASE_S = 4 * 3600.0
+# How long a reservation lives without a release or a renewing Assign. The edge renews
+# every call's reservations every VOICEMESH_ROUTER_RENEW_S (30 s), so this is how long a
+# crashed edge's calls hold their slots.
+DEFAULT_LEASE_S = 120.0
 
 
 @dataclass(frozen=True)
