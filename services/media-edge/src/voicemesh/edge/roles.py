@@ -62,6 +62,7 @@ class _RoleClient(Generic[Req, Resp]):
         self._first = first
         self.address = address
         self.generation = 0
+        self._closed = False
         self._stream = self._open(address)
         self._configure()
 
@@ -69,17 +70,18 @@ class _RoleClient(Generic[Req, Resp]):
         raise NotImplementedError
 
     def _open(self, address: str) -> Duplex[Req, Resp]:
-        call = self._call(self._pool.get(address))
+        call = self._call(self._pool.acquire(address))
         return Duplex[Req, Resp](call, self.role, self._metrics, max_queued=self.max_queued)
 
     async def reopen(self, address: str) -> None:
         """Move this role to another instance: a new stream, configured like the old one."""
-        old = self._stream
+        old, old_address = self._stream, self.address
         self.address = address
         self._stream = self._open(address)
         self.generation += 1
         self._configure()
         await old.aclose()
+        await self._pool.release(old_address)
 
     def _configure(self) -> None:
         self._stream.send_control(self._first)
@@ -99,7 +101,11 @@ class _RoleClient(Generic[Req, Resp]):
                 return  # the peer ended the stream (not a reopen)
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         await self._stream.aclose()
+        await self._pool.release(self.address)
 
 
 class SttClient(_RoleClient[stt_pb2.RecognizeRequest, stt_pb2.RecognizeResponse]):
