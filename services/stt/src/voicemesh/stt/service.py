@@ -15,6 +15,7 @@ from voicemesh.v1 import stt_pb2_grpc
 
 from .engine import WhisperEngine, WhisperSettings
 from .servicer import SttServicer
+from .short_decode import ShortDecodeRules
 
 
 class SttSettings(MeshSettings):
@@ -23,6 +24,9 @@ class SttSettings(MeshSettings):
     stt_model: Path | None = None
     stt_threads: int = Field(default=2, ge=1, le=64)
     stt_compute_type: str = "int8"
+    # The short decode (utterance plus 4 s of silence, falling back to Whisper's full 30 s
+    # window when its output loops); false: every decode takes the full window.
+    stt_short_decode: bool = True
 
 
 class SttService(MeshService):
@@ -36,7 +40,9 @@ class SttService(MeshService):
                 model_path=settings.stt_model,
                 cpu_threads=settings.stt_threads,
                 compute_type=settings.stt_compute_type,
-            )
+                short_decode=ShortDecodeRules() if settings.stt_short_decode else None,
+            ),
+            metrics=ctx.metrics,
         )
         self.vad_model: SileroModel | None = None
 
