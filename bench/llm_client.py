@@ -38,6 +38,7 @@ from pathlib import Path
 from types import ModuleType
 
 import aiohttp
+from figures import percentile as pct
 
 from voicemesh.reasoning.openai_client import ChatClient, ChatEndpoint
 from voicemesh.reasoning.openai_wire import (
@@ -115,12 +116,6 @@ async def via_raw(session: aiohttp.ClientSession, url: str, request: ChatRequest
                 tokens += 1
     return Run(first - start, tokens, last - first)
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def line(name: str, runs: list[Run]) -> str:

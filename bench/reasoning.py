@@ -89,7 +89,6 @@ from typing import Any  # noqa: E402
 from zoneinfo import ZoneInfo  # noqa: E402
 
 import grpc  # noqa: E402
-import numpy as np  # noqa: E402
 
 from voicemesh.agent import Agent  # noqa: E402
 from voicemesh.mesh.events import NullEvents  # noqa: E402
@@ -526,8 +525,7 @@ async def until_stopped_cost(items: int, rounds: int) -> tuple[float, float]:
 # ---- figures -----------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else float("nan")
+pct = retrieval.pct  # percent (0..100), numpy's interpolation
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -30,33 +29,10 @@ if str(STT_TESTS) not in sys.path:  # the held speech and its references
     sys.path.insert(0, str(STT_TESTS))
 
 import held_speech  # noqa: E402
+from figures import cpu_model, load_average, percentile  # noqa: E402
 
 from voicemesh.stt import WhisperEngine, WhisperSettings  # noqa: E402
 from voicemesh.stt.short_decode import ShortDecodeRules  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 def assets_dir() -> Path:

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures import cpu_model, percentile
+
 from voicemesh.agent import load_agent
 from voicemesh.cli.localmesh import LocalMesh, MeshPorts
 from voicemesh.cli.state import read_state
@@ -33,23 +35,6 @@ TURNS = [FIXTURES / f"caller_{n}.wav" for n in ("party", "when", "name", "yes")]
 STAGES = ("endpoint", "stt_final", "first_token", "tts_first_audio", "voice_to_voice", "edge_voice_to_voice")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 async def run_calls(url: str, token: str, calls: int, concurrent: int = 1) -> list[CallResult]:
