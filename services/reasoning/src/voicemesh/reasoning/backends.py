@@ -104,10 +104,11 @@ class Backends:
         http: _ToolHttp,
         clients: list[ChatClient],
         on_error: Callable[[str], None] | None = None,
-        flow_toolboxes: Mapping[str, ToolBox] | None = None,
+        flow_tools: Mapping[str, FlowTools] | None = None,
     ) -> None:
         self._llm = dict(llm_agents)
-        self._flow_toolboxes = dict(flow_toolboxes or {})
+        # A rule-engine agent's tools, for its flow's `call` states (built once per agent).
+        self._flow_tools = dict(flow_tools or {})
         self._http = http
         self._clients = clients
         self._on_error = on_error
@@ -123,14 +124,17 @@ class Backends:
         http = _ToolHttp()
         clients: dict[tuple[str, str | None], ChatClient] = {}
         llm: dict[str, LlmAgent] = {}
-        toolboxes: dict[str, ToolBox] = {}
+        flow_tools: dict[str, FlowTools] = {}
         for agent_id, agent in catalog.agents.items():
             source = catalog.source(agent_id)
             if isinstance(agent.backend, OpenAIBackendConfig):
                 llm[agent_id] = _llm_agent(agent, agent.backend, source, environ, clients, http)
             elif agent.tools:
-                toolboxes[agent_id] = _toolbox(agent, source, environ)
-        return cls(llm, http, list(clients.values()), on_error, toolboxes)
+                mask = (redactor_for(agent) or Redactor()).mask
+                flow_tools[agent_id] = FlowTools(
+                    _toolbox(agent, source, environ), http, mask, on_error or (lambda kind: None)
+                )
+        return cls(llm, http, list(clients.values()), on_error, flow_tools)
 
     @property
     def llm_agents(self) -> Mapping[str, LlmAgent]:
@@ -138,12 +142,7 @@ class Backends:
 
     def __call__(self, agent: Agent, session: SessionInfo) -> ConversationBackend:
         if agent.backend.kind == "rules":
-            toolbox = self._flow_toolboxes.get(agent.id)
-            tools = None
-            if toolbox is not None:
-                mask = (redactor_for(agent) or Redactor()).mask
-                tools = FlowTools(toolbox, self._http, mask, self._on_error or (lambda kind: None))
-            return RulesBackend(agent, session, tools=tools)
+            return RulesBackend(agent, session, tools=self._flow_tools.get(agent.id))
         shared = self._llm.get(agent.id)
         if shared is None or shared.agent is not agent:
             raise BackendUnavailable(f"agent {agent.id!r} was not set up for its {agent.backend.kind} backend")

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import aiohttp
@@ -80,6 +81,12 @@ class LlmAgent:
     redactor: Redactor | None
     http: Callable[[], aiohttp.ClientSession]  # the pooled session tools are called over
 
+    @cached_property
+    def mask(self) -> Callable[[str], str]:
+        """The one-way mask for what is reported out of the process (tool calls): the
+        agent's kinds, or every built-in kind when it sends raw text to the model."""
+        return (self.redactor or Redactor()).mask
+
 
 class _Failed(Exception):
     """Every endpoint failed before saying a word."""
@@ -107,6 +114,8 @@ class LlmBackend(ConversationBackend):
         # An agent with a flow: the flow leads, and hands single turns to the LLM.
         self.engine = FlowEngine(shared.agent, session.today) if shared.agent.flow is not None else None
         self._tools = [*shared.toolbox.openai_tools(), *builtin_tools()] if shared.config.offer_tools else []
+        timeout_s = self._config.response_timeout_ms / 1000
+        self._flow_tools = FlowTools(shared.toolbox, shared.http, shared.mask, self._on_error, timeout_s)
 
     def snapshot(self) -> ConversationSnapshot:
         # The placeholder map is rebuilt from the history on the next turn: the same
@@ -124,7 +133,7 @@ class LlmBackend(ConversationBackend):
 
     async def _greet(self, response_id: str) -> AsyncIterator[ResponseItem]:
         if self.engine is not None:
-            async for item in flow_items(self.engine, self.engine.start(), self._flow_tools()):
+            async for item in flow_items(self.engine, self.engine.start(), self._flow_tools):
                 yield item
             return
         greeting = self.agent.greeting.strip()
@@ -146,12 +155,8 @@ class LlmBackend(ConversationBackend):
                 return  # the model left the flow (end_flow): the flow says no more
             if said and reply.text:
                 yield TextChunk(" ")
-        async for item in flow_items(self.engine, reply, self._flow_tools()):
+        async for item in flow_items(self.engine, reply, self._flow_tools):
             yield item
-
-    def _flow_tools(self) -> FlowTools:
-        timeout_s = self._config.response_timeout_ms / 1000
-        return FlowTools(self._shared.toolbox, self._shared.http, self._mask, self._on_error, timeout_s)
 
     async def _llm_turn(self, text: str, instructions: str = "") -> AsyncIterator[ResponseItem]:
         """The LLM's answer to the caller's `text` (with the flow's `instructions`)."""
@@ -261,10 +266,7 @@ class LlmBackend(ConversationBackend):
         if not result.ok:
             self._on_error("tool_failed")
         shown, self._values = self._prompt.redact(result.result_json, self._values)
-        yield (result.event(self._mask), shown)
-
-    def _mask(self, text: str) -> str:
-        return (self._shared.redactor or Redactor()).mask(text)
+        yield (result.event(self._shared.mask), shown)
 
     async def _complete(
         self, request: ChatRequest, deadline: float, spoken: bool

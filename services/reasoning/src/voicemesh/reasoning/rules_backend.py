@@ -125,10 +125,10 @@ async def flow_items(
                         said = True
                     else:
                         result = out
-        if result is not None:
-            if not result.ok:
-                tools.on_error("tool_failed")  # type: ignore[union-attr]
-            yield result.event(tools.mask)  # type: ignore[union-attr]
+            if result is not None:
+                if not result.ok:
+                    tools.on_error("tool_failed")
+                yield result.event(tools.mask)
         reply = engine.tool_result(result is not None and result.ok, _answer(result))
 
 
