@@ -95,6 +95,18 @@ class _ToolHttp:
             await self._session.close()
 
 
+class _ErrorSink:
+    """Where backends count their errors (`voicemesh_errors_total` kinds): set once the
+    service's metrics exist, after the agents were built and checked."""
+
+    def __init__(self, target: Callable[[str], None] | None = None) -> None:
+        self.target = target
+
+    def __call__(self, kind: str) -> None:
+        if self.target is not None:
+            self.target(kind)
+
+
 class Backends:
     """The default backend factory: the rule engine, or the OpenAI-compatible LLM."""
 
@@ -103,7 +115,7 @@ class Backends:
         llm_agents: Mapping[str, LlmAgent],
         http: _ToolHttp,
         clients: list[ChatClient],
-        on_error: Callable[[str], None] | None = None,
+        errors: _ErrorSink,
         flow_tools: Mapping[str, FlowTools] | None = None,
     ) -> None:
         self._llm = dict(llm_agents)
@@ -111,7 +123,7 @@ class Backends:
         self._flow_tools = dict(flow_tools or {})
         self._http = http
         self._clients = clients
-        self._on_error = on_error
+        self._errors = errors
 
     @classmethod
     def build(
@@ -122,6 +134,7 @@ class Backends:
         on_error: Callable[[str], None] | None = None,
     ) -> Backends:
         http = _ToolHttp()
+        errors = _ErrorSink(on_error)
         clients: dict[tuple[str, str | None], ChatClient] = {}
         llm: dict[str, LlmAgent] = {}
         flow_tools: dict[str, FlowTools] = {}
@@ -132,9 +145,9 @@ class Backends:
             elif agent.tools:
                 mask = (redactor_for(agent) or Redactor()).mask
                 flow_tools[agent_id] = FlowTools(
-                    _toolbox(agent, source, environ), http, mask, on_error or (lambda kind: None)
+                    _toolbox(agent, source, environ), http, mask, errors
                 )
-        return cls(llm, http, list(clients.values()), on_error, flow_tools)
+        return cls(llm, http, list(clients.values()), errors, flow_tools)
 
     @property
     def llm_agents(self) -> Mapping[str, LlmAgent]:
@@ -146,7 +159,11 @@ class Backends:
         shared = self._llm.get(agent.id)
         if shared is None or shared.agent is not agent:
             raise BackendUnavailable(f"agent {agent.id!r} was not set up for its {agent.backend.kind} backend")
-        return LlmBackend(shared, session, clock=time.monotonic, on_error=self._on_error)
+        return LlmBackend(shared, session, clock=time.monotonic, on_error=self._errors)
+
+    def count_errors(self, target: Callable[[str], None]) -> None:
+        """Count every backend's errors with `target` from now on (`metrics.error`)."""
+        self._errors.target = target
 
     async def aclose(self) -> None:
         for client in self._clients:

@@ -48,11 +48,12 @@ def _factory(settings: ReasoningSettings) -> Factory:
     # Agent files are validated first, before the process touches the network: a broken
     # file is the one line the operator sees (with file and line), whatever else is wrong.
     # The LLM agents' keys, knowledge and tools are checked here too, for the same reason.
+    # Built once: knowledge indexes are read and indexed here, not again per process step.
     catalog = AgentCatalog(settings.agents_dir, settings.default_agent)
-    Backends.build(catalog, os.environ)
+    backends = Backends.build(catalog, os.environ)
 
     def make(ctx: MeshContext) -> MeshService:
-        backends = Backends.build(catalog, os.environ, on_error=ctx.metrics.error)
+        backends.count_errors(ctx.metrics.error)
         servicer = ReasoningServicer(catalog, ctx.metrics, ctx.events, ctx.tracer, backend_factory=backends)
         return ReasoningService(ctx, servicer, backends)
 
