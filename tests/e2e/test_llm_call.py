@@ -27,6 +27,8 @@ from .conftest import BOOKING_TOKEN, FIXTURES, LLM_PORT, TOOL_PORT
 
 pytestmark = pytest.mark.e2e
 
+# The caller's number as Whisper may write it: 212-555-0187, 212 555 0187, 2125550187 ...
+CALLERS_NUMBER = re.compile(r"212\D{0,3}555\D{0,3}0187")
 FACT = re.compile(r"^- \((?P<heading>[^)]*)\) (?P<text>.+)$", re.MULTILINE)
 
 
@@ -76,6 +78,6 @@ async def test_a_spoken_call_gets_a_knowledge_answer_and_books_through_a_tool(me
     replies = [e.response.text for e in events if e.WhichOneof("payload") == "response"]
     assert any(CONFIRMATION in text and "[PHONE]" in text for text in replies), replies
     for event in events:
-        assert "0187" not in str(event), event
-    for log in (mesh.home / "logs").glob("*.log"):
-        assert "0187" not in log.read_text(errors="replace"), log.name
+        assert not CALLERS_NUMBER.search(str(event)), event
+    for log in (mesh.home / "logs").glob("*.log"):  # (timings there are floats full of digits)
+        assert not CALLERS_NUMBER.search(log.read_text(errors="replace")), log.name
