@@ -8,11 +8,14 @@ import pytest
 
 from voicemesh.edge import decisions as d
 from voicemesh.edge.core import CallCore
+from voicemesh.edge.interruptions import InterruptionRules
 from voicemesh.edge.port import EndReason
 from voicemesh.edge.turns import TurnConfig
 
 pytestmark = pytest.mark.unit
 FRAME_S = 0.020
+# Speech alone interrupts the agent (after 200 ms), as an agent with barge_in_min_words: 0.
+VAD_BARGE_IN = TurnConfig(endpoint_silence_ms=500, idle_timeout_ms=0, barge_in_min_speech_ms=200, barge_in_min_words=0)
 
 
 class Call:
@@ -136,7 +139,7 @@ def test_a_reply_to_a_turn_already_superseded_is_cancelled_on_its_first_delta() 
 
 
 def test_barge_in_stops_playout_clears_the_far_end_and_reports_what_was_heard() -> None:
-    call = Call()
+    call = Call(VAD_BARGE_IN)
     call.speak(400)
     call.silence(520)
     call.core.on_final("t1", "four", 0.9, call.now)
@@ -157,7 +160,7 @@ def test_barge_in_stops_playout_clears_the_far_end_and_reports_what_was_heard() 
 def test_a_clause_still_in_the_far_ends_buffer_was_not_heard() -> None:
     """On a carrier that buffers (Twilio), a clause counts as heard only once its mark has
     come back; marks the carrier returns after a clear prove nothing."""
-    call = Call()
+    call = Call(VAD_BARGE_IN)
     call.speak(400)
     call.silence(520)
     call.core.on_final("t1", "four", 0.9, call.now)
@@ -235,7 +238,7 @@ def test_an_action_for_a_response_already_played_is_carried_out_at_once() -> Non
 
 
 def test_an_action_of_a_response_the_caller_cut_off_is_not_carried_out() -> None:
-    call = Call()
+    call = Call(VAD_BARGE_IN)
     call.speak(400)
     call.silence(520)
     call.core.on_final("t1", "a person please", 0.9, call.now)
@@ -362,3 +365,157 @@ def test_the_end_of_a_reply_to_a_superseded_turn_cancels_it() -> None:
     out = call.core.on_response_end("r1", "t1", "", call.now)
     assert of(d.CancelResponse, out) == [d.CancelResponse("r1", "")]
     assert of(d.EndSynthesis, out) == []
+
+
+# ---- barge-in judged by the caller's words (the default: barge_in_min_words = 1) ---------
+
+
+def agent_talking(call: Call, text: str = "Great. What day would you like?") -> None:
+    call.speak(400)
+    call.silence(520)
+    call.core.on_final("t1", "four", 0.9, call.now)
+    call.reply("r1", "t1", text, [(0, "Great."), (800, "What day would you like?")])
+    call.play("r1", frames=30)  # 600 ms of it heard: "Great."
+    assert call.core.state == "agent_speaking"
+
+
+def test_speech_over_the_agent_pauses_it_at_once_without_cancelling_anything() -> None:
+    call = Call()
+    agent_talking(call)
+    assert of(d.PausePlayout, call.speak(80)) == []
+    out = call.speak(20)  # 100 ms of speech
+    assert of(d.PausePlayout, out) == [d.PausePlayout()]
+    assert of(d.Observe, out) == [d.Observe("barge_in_pause", pytest.approx(0.08))]
+    assert of(d.CancelResponse, out) == [] and of(d.ClearPlayout, out) == []
+    assert call.core.state == "agent_speaking" and call.core.accepts_audio("r1")
+
+
+def test_a_backchannel_over_the_agent_lets_it_resume_and_never_reaches_the_conversation() -> None:
+    call = Call()
+    agent_talking(call)
+    call.speak(300)  # "uh-huh"
+    out = call.silence(240)
+    assert of(d.SttFlush, out) == [d.SttFlush("t2")]
+    out = call.core.on_final("t2", "Uh-huh.", 0.9, call.now)
+    assert of(d.InterruptionJudged, out) == [d.InterruptionJudged("backchannel")]
+    assert of(d.ResumePlayout, out) == [d.ResumePlayout()]
+    assert of(d.SendTurn, out) == [] and of(d.CancelResponse, out) == []
+    assert call.core.state == "agent_speaking" and call.core.accepts_audio("r1")
+    assert "t2" not in call.core.turn_log
+    # the agent finishes, and the caller's next turn is answered as usual
+    call.core.on_playout_done("r1", call.now)
+    call.speak(400)
+    call.silence(520)
+    assert of(d.SendTurn, call.core.on_final("t3", "Friday", 0.9, call.now)) == [d.SendTurn("t3", "Friday", 0.9)]
+
+
+@pytest.mark.parametrize("heard", ["", "Okay, yeah.", "All right."])
+def test_a_cough_or_an_acknowledgement_does_not_stop_the_agent(heard: str) -> None:
+    call = Call()
+    agent_talking(call)
+    call.speak(200)
+    call.silence(240)
+    out = call.core.on_final("t2", heard, 0.5, call.now)
+    assert of(d.ResumePlayout, out) == [d.ResumePlayout()]
+    assert of(d.CancelResponse, call.log + out) == []
+
+
+def test_words_in_a_partial_confirm_the_barge_in_while_the_caller_still_talks() -> None:
+    call = Call()
+    agent_talking(call)
+    call.speak(600)
+    out = call.core.on_partial("No wait, I meant", call.now)
+    assert of(d.InterruptionJudged, out) == [d.InterruptionJudged("real")]
+    assert of(d.CancelResponse, out) == [d.CancelResponse("r1", "Great.")]
+    assert of(d.ClearPlayout, out) == [d.ClearPlayout()]
+    assert d.PlayoutFinishedEvent("r1", 600, True) in out
+    assert call.core.state == "user_speaking" and not call.core.paused
+    call.speak(400)
+    call.silence(520)
+    out = call.core.on_final("t2", "No wait, I meant Friday", 0.9, call.now)
+    assert of(d.SendTurn, out) == [d.SendTurn("t2", "No wait, I meant Friday", 0.9)]
+
+
+def test_a_short_real_interruption_is_confirmed_by_its_final_and_answered() -> None:
+    call = Call()
+    agent_talking(call)
+    call.speak(300)  # "Stop."
+    call.silence(240)
+    out = call.core.on_final("t2", "Stop.", 0.9, call.now)
+    assert of(d.InterruptionJudged, out) == [d.InterruptionJudged("real")]
+    assert of(d.CancelResponse, out) == [d.CancelResponse("r1", "Great.")]
+    assert of(d.SendTurn, out) == [d.SendTurn("t2", "Stop.", 0.9)]
+    assert of(d.TurnEndedEvent, out)[0].turn_id == "t2"
+    assert call.core.state == "thinking"
+
+
+def test_the_agents_own_words_coming_back_are_echo_not_a_barge_in() -> None:
+    call = Call()
+    agent_talking(call)
+    call.speak(500)
+    assert of(d.CancelResponse, call.core.on_partial("what day would you", call.now)) == []
+    call.silence(240)
+    out = call.core.on_final("t2", "What day would you like?", 0.8, call.now)
+    assert of(d.InterruptionJudged, out) == [d.InterruptionJudged("echo")]
+    assert of(d.ResumePlayout, out) == [d.ResumePlayout()]
+
+
+def test_an_agent_needing_two_words_is_not_stopped_by_one() -> None:
+    call = Call(TurnConfig(endpoint_silence_ms=500, idle_timeout_ms=0, barge_in_min_words=2))
+    call.core.configure(call.core.turns.config, InterruptionRules(min_words=2))
+    agent_talking(call)
+    call.speak(300)
+    call.silence(240)
+    out = call.core.on_final("t2", "Friday.", 0.9, call.now)
+    assert of(d.InterruptionJudged, out) == [d.InterruptionJudged("too_few_words")]
+
+
+def test_speech_over_the_agent_becomes_the_callers_turn_when_the_agent_finishes_first() -> None:
+    call = Call()
+    agent_talking(call)
+    call.speak(200)
+    out = call.core.on_playout_done("r1", call.now)  # its last frames were already out
+    assert of(d.ResumePlayout, out) == [d.ResumePlayout()] and not call.core.paused
+    assert call.core.state == "user_speaking"
+    call.speak(200)
+    call.silence(520)
+    out = call.core.on_final("t2", "uh-huh", 0.9, call.now)
+    assert of(d.SendTurn, out) == [d.SendTurn("t2", "uh-huh", 0.9)]  # nothing left to interrupt
+
+
+def test_caller_audio_no_louder_than_the_agents_echo_is_not_speech() -> None:
+    call = Call()
+    agent_talking(call)
+    for _ in range(10):  # the agent's audio at -12 dBFS
+        call.core.on_frame_played("r1", -12.0)
+    quiet = []
+    for _ in range(20):  # voiced by the VAD, but 20 dB below what the agent sent
+        quiet += call.core.on_frame(call.index, True, call.now, -32.0)
+        call.index += 1
+    assert of(d.PausePlayout, quiet) == []
+    assert set(of(d.ForwardAudio, quiet)) == {d.FORWARD_MUTED}  # stt hears silence too
+    loud = []
+    for _ in range(5):  # the caller, louder than any echo could be
+        loud += call.core.on_frame(call.index, True, call.now, -20.0)
+        call.index += 1
+    assert of(d.PausePlayout, loud) == [d.PausePlayout()]
+    assert set(of(d.ForwardAudio, loud)) == {d.FORWARD}
+
+
+def test_the_echo_gate_lets_everything_through_once_the_agents_echo_has_died_away() -> None:
+    call = Call()
+    agent_talking(call)
+    call.core.on_frame_played("r1", -12.0)
+    call.core.on_playout_done("r1", call.now)
+
+    def caller(n: int, level: float) -> list[d.Decision]:
+        out: list[d.Decision] = []
+        for _ in range(n):
+            out += call.core.on_frame(call.index, True, call.now, level)
+            call.index += 1
+        return out
+
+    assert set(of(d.ForwardAudio, caller(5, -30.0))) == {d.FORWARD_MUTED}  # its echo may still come
+    call.silence(600)  # past the echo tail
+    assert set(of(d.ForwardAudio, caller(5, -30.0))) == {d.FORWARD}
+    assert call.core.state == "user_speaking"

@@ -62,7 +62,7 @@ def test_speaking_again_before_the_reply_supersedes_the_turn() -> None:
 
 
 def test_barge_in_needs_longer_speech_and_can_be_disabled() -> None:
-    tt = TurnTaker(TurnConfig(barge_in_min_speech_ms=200))
+    tt = TurnTaker(TurnConfig(barge_in_min_speech_ms=200, barge_in_min_words=0))
     tt.on_reply_started()
     assert tt.state is TurnState.AGENT_SPEAKING
     assert feed(tt, 0, "#" * 9) == []  # 180 ms: not yet

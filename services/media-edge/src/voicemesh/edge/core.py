@@ -6,6 +6,10 @@ comes from frame indices: ports deliver gapless 20 ms frames, so frame i is at i
 
 Rules (each tested on a virtual clock in tests/test_core.py):
 - turn-taking by `TurnTaker` (endpoint, resumed turn, barge-in, idle nudge);
+- barge-in that is not fooled: caller audio no louder than the agent's own echo is not
+  speech (`EchoGate`, and stt hears it as non-speech); speech over the agent pauses its
+  audio at once, and its words decide (`InterruptionRules`): a real interruption stops the
+  reply, a backchannel, a cough or the agent's own words coming back let it resume;
 - the end of a caller turn flushes stt; its final goes to reasoning, unless the caller has
   resumed meanwhile (the text is carried into the next turn) or it is empty (noise);
 - a resumed turn cancels the reply that was coming, by the turn's id if no word of it has
@@ -21,8 +25,11 @@ Rules (each tested on a virtual clock in tests/test_core.py):
 
 from __future__ import annotations
 
+from voicemesh.audio.frames import SILENCE_DBFS
+
 from .decisions import (
     FORWARD,
+    FORWARD_MUTED,
     CallAction,
     CancelResponse,
     CarryOut,
@@ -32,8 +39,11 @@ from .decisions import (
     EndCall,
     EndSynthesis,
     HangupCall,
+    InterruptionJudged,
     Observe,
+    PausePlayout,
     PlayoutFinishedEvent,
+    ResumePlayout,
     SendDigits,
     SendDtmf,
     SendTurn,
@@ -49,12 +59,16 @@ from .decisions import (
     TurnEndedEvent,
     TurnLatencyEvent,
 )
+from .echo import EchoConfig, EchoGate
+from .interruptions import InterruptionRules, Verdict
 from .ledger import FRAME_MS, Response, Turn, turn_timing
 from .port import EndReason
 from .turns import (
     BargeIn,
     EndOfTurn,
     IdleTimeout,
+    Overlap,
+    OverlapEnded,
     Resumed,
     SpeechStarted,
     StateChange,
@@ -71,8 +85,17 @@ _ROLE_FAILURE = {
 
 
 class CallCore:
-    def __init__(self, turn_config: TurnConfig | None = None) -> None:
+    def __init__(
+        self,
+        turn_config: TurnConfig | None = None,
+        interruptions: InterruptionRules | None = None,
+        echo: EchoConfig | None = None,
+    ) -> None:
         self.turns = TurnTaker(turn_config or TurnConfig())
+        self.interruptions = interruptions or InterruptionRules()
+        self.echo = EchoGate(echo)
+        self.paused = False  # the agent's audio waits for a verdict on speech over it
+        self._frame = 0  # index of the latest caller frame
         self.turn_log: dict[str, Turn] = {}
         self.responses: dict[str, Response] = {}
         self.ended: EndReason | None = None
@@ -81,8 +104,17 @@ class CallCore:
         self._last_voiced_at = 0.0
         self._dtmf_inputs = 0
 
-    def configure(self, config: TurnConfig) -> None:
+    def configure(
+        self,
+        config: TurnConfig,
+        interruptions: InterruptionRules | None = None,
+        echo: EchoConfig | None = None,
+    ) -> None:
         self.turns.configure(config)
+        if interruptions is not None:
+            self.interruptions = interruptions
+        if echo is not None:
+            self.echo = EchoGate(echo)
 
     @property
     def state(self) -> str:
@@ -90,15 +122,18 @@ class CallCore:
 
     # ---- caller audio and call events ---------------------------------------------------
 
-    def on_frame(self, index: int, voiced: bool, now: float) -> list[Decision]:
-        """Caller frame `index` (gapless, from 0) and its VAD decision. On hold, the caller's
-        audio (hold music) counts as silence."""
+    def on_frame(self, index: int, voiced: bool, now: float, level_dbfs: float = 0.0) -> list[Decision]:
+        """Caller frame `index` (gapless, from 0), its VAD decision and its level. On hold,
+        the caller's audio (hold music) counts as silence; so does audio no louder than the
+        agent's own echo."""
         if self.ended is not None:
             return []
-        voiced = voiced and not self.held
+        self._frame = index
+        muted = self.held or (voiced and not self.echo.passes(index, level_dbfs))
+        voiced = voiced and not muted
         if voiced:
             self._last_voiced_at = now
-        out: list[Decision] = [FORWARD]
+        out: list[Decision] = [FORWARD_MUTED if muted else FORWARD]
         for d in self.turns.on_frame(index, voiced):
             self._turn_decision(d, now, out)
         return out
@@ -133,10 +168,44 @@ class CallCore:
 
     # ---- stt ----------------------------------------------------------------------------
 
-    def on_partial(self, text: str) -> list[Decision]:
+    def on_partial(self, text: str, now: float = 0.0) -> list[Decision]:
         if self.ended is not None:
             return []
-        return [ShowTranscript(self.turns.turn_id, text, False)]
+        out: list[Decision] = [ShowTranscript(self.turns.turn_id, text, False)]
+        if self.turns.overlap_turn and self._judge(text) is Verdict.REAL:
+            out.append(InterruptionJudged(Verdict.REAL.value))
+            for d in self.turns.confirm_barge_in():
+                self._turn_decision(d, now, out)
+        return out
+
+    def _judge(self, caller_text: str) -> Verdict:
+        """Speech over the agent against what the agent was saying (for its echo)."""
+        playing = [r for r in self.responses.values() if r.started_playout and not r.cancelled]
+        agent_text = playing[-1].text if playing else ""
+        return self.interruptions.judge(caller_text, agent_text)
+
+    def _overlap_final(self, turn: Turn, text: str, now: float) -> list[Decision]:
+        """The final of speech over the agent: confirm it as the caller's turn, or let the
+        agent go on (the words are then no part of the conversation)."""
+        verdict = self._judge(text)
+        out: list[Decision] = [InterruptionJudged(verdict.value)]
+        if verdict is Verdict.REAL:
+            for d in self.turns.confirm_barge_in():
+                self._turn_decision(d, now, out)
+            out.append(
+                TurnEndedEvent(
+                    turn.turn_id,
+                    turn.last_voiced_frame * FRAME_MS,
+                    (turn.endpoint_at - turn.last_voiced_at) * 1000,
+                )
+            )
+            return out
+        self.turns.dismiss_overlap()
+        del self.turn_log[turn.turn_id]
+        if self.paused:
+            self.paused = False
+            out.append(ResumePlayout())
+        return out
 
     def on_final(self, flush_id: str, text: str, confidence: float, now: float) -> list[Decision]:
         """The final answering the flush of turn `flush_id`."""
@@ -144,12 +213,17 @@ class CallCore:
         if turn is None or self.ended is not None:
             return []  # a final the service ended by itself: not ours to answer
         turn.final_at = now
+        out: list[Decision] = []
+        if flush_id == self.turns.overlap_turn:
+            out += self._overlap_final(turn, text, now)
+            if flush_id not in self.turn_log:
+                return out  # not an interruption: the agent goes on
         joined = " ".join(t for t in (self._carry_text, text.strip()) if t)
         if turn.superseded:
             self._carry_text = joined  # the caller went on talking: it joins the next turn
             return []
         self._carry_text = ""
-        out: list[Decision] = [Observe("stt_final", now - turn.endpoint_at)]
+        out.append(Observe("stt_final", now - turn.endpoint_at))
         if not joined:
             for d in self.turns.on_nothing_to_say():
                 self._turn_decision(d, now, out)
@@ -268,10 +342,11 @@ class CallCore:
         if resp is not None and not resp.cancelled and 0 <= index < len(resp.clauses):
             resp.heard.add(index)
 
-    def on_frame_played(self, response_id: str) -> None:
+    def on_frame_played(self, response_id: str, level_dbfs: float = SILENCE_DBFS) -> None:
         resp = self.responses.get(response_id)
         if resp is not None:
             resp.played_frames += 1
+        self.echo.played(self._frame, level_dbfs)
 
     def on_playout_done(self, response_id: str, now: float) -> list[Decision]:
         """Every frame of the response has been played at the far end."""
@@ -286,6 +361,9 @@ class CallCore:
         out.append(PlayoutFinishedEvent(response_id, resp.played_frames * FRAME_MS, False))
         for d in self.turns.on_reply_finished():
             self._turn_decision(d, now, out)
+        if self.paused and not self.turns.overlap_turn:
+            self.paused = False  # the speech over the agent became the caller's own turn
+            out.append(ResumePlayout())
         if resp.action is not None:
             out.extend(self._carry_out(resp.action))
         return out
@@ -307,6 +385,16 @@ class CallCore:
             out.append(SttFlush(d.turn_id))
             out.append(Observe("endpoint", endpoint_s))
             out.append(TurnEndedEvent(d.turn_id, d.last_voiced_ms, endpoint_s * 1000))
+        elif isinstance(d, Overlap):
+            self.paused = True
+            out.append(PausePlayout())
+            out.append(Observe("barge_in_pause", (d.at_ms - d.start_ms) / 1000))
+        elif isinstance(d, OverlapEnded):
+            turn = self.turn_log.setdefault(d.turn_id, Turn(d.turn_id))
+            turn.last_voiced_frame = d.last_voiced_frame
+            turn.last_voiced_at = self._last_voiced_at
+            turn.endpoint_at = now
+            out.append(SttFlush(d.turn_id))
         elif isinstance(d, IdleTimeout):
             self.turn_log[d.turn_id] = Turn(d.turn_id, sent=True)
             out.append(SendTurn(d.turn_id, ""))
@@ -322,6 +410,7 @@ class CallCore:
                 elif old.sent:  # asked, no word back yet: reasoning drops it by the turn
                     out.append(CancelResponse("", "", turn_id=old.turn_id))
         elif isinstance(d, BargeIn):
+            self.paused = False  # clearing the playout ends a pause too
             for resp in list(self.responses.values()):
                 if resp.started_playout and not resp.finished and not resp.cancelled:
                     self._cancel(resp, out, now)

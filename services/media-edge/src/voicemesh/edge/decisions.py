@@ -15,10 +15,14 @@ from .port import EndReason, TurnTiming
 
 @dataclass(frozen=True)
 class ForwardAudio:
-    """Send this caller frame (with its VAD result) to stt."""
+    """Send this caller frame to stt: with its VAD result, or `muted` as non-speech (on
+    hold, or no louder than the agent's own echo)."""
+
+    muted: bool = False
 
 
 FORWARD = ForwardAudio()
+FORWARD_MUTED = ForwardAudio(muted=True)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,16 @@ class EndSynthesis:
 @dataclass(frozen=True)
 class ClearPlayout:
     """Barge-in: drop queued agent audio here and at the far end."""
+
+
+@dataclass(frozen=True)
+class PausePlayout:
+    """The caller may be cutting in: send no more agent audio (keep what is queued)."""
+
+
+@dataclass(frozen=True)
+class ResumePlayout:
+    """It was not an interruption: go on sending the agent's audio where it paused."""
 
 
 # ---- to the port -----------------------------------------------------------------------
@@ -169,6 +183,13 @@ class PlayoutFinishedEvent:
 
 
 @dataclass(frozen=True)
+class InterruptionJudged:
+    """Speech over the agent was judged (counted by verdict: real, backchannel, echo, ...)."""
+
+    verdict: str
+
+
+@dataclass(frozen=True)
 class DtmfEvent:
     digits: str
 
@@ -190,6 +211,8 @@ Decision = (
     | Synthesize
     | EndSynthesis
     | ClearPlayout
+    | PausePlayout
+    | ResumePlayout
     | CarryOut
     | EndCall
     | ShowState
@@ -202,5 +225,6 @@ Decision = (
     | TurnLatencyEvent
     | PlayoutFinishedEvent
     | DtmfEvent
+    | InterruptionJudged
     | Observe
 )

@@ -11,6 +11,14 @@ I/O. States:
         └────────────────playout finished─────────────── AGENT_SPEAKING
 
     LISTENING ──silence ≥ idle timeout (IdleTimeout: the agent gets an empty turn)──▶ THINKING
+
+Barge-in in two steps when the agent needs words to be interrupted (`barge_in_min_words`
+> 0, the default): speech over the agent for `barge_in_min_speech_ms` is an `Overlap` (the
+shell pauses the agent's audio at once, the state stays AGENT_SPEAKING); the call core then
+judges the caller's words (a partial, or the final asked for by `OverlapEnded` once the
+caller paused for `overlap_silence_ms`) and either confirms it (`confirm_barge_in`: a
+`BargeIn`, the overlap becomes the caller's turn) or dismisses it (`dismiss_overlap`: the
+agent resumes). With `barge_in_min_words` = 0 speech alone is a `BargeIn`, at once.
 """
 
 from __future__ import annotations
@@ -31,8 +39,13 @@ class TurnConfig:
     endpoint_silence_ms: int = 500
     # Voiced audio needed before we believe the caller started speaking.
     min_speech_ms: int = 60
-    # Voiced audio over the agent before it counts as a barge-in (longer: coughs, "mhm").
-    barge_in_min_speech_ms: int = 200
+    # Voiced audio over the agent before the agent pauses for a possible barge-in.
+    barge_in_min_speech_ms: int = 100
+    # Words (not backchannels, not the agent's own echo) that make speech over the agent a
+    # barge-in; 0: speech alone is one (no pause, no resume).
+    barge_in_min_words: int = 1
+    # Silence that ends speech over the agent: then its final decides.
+    overlap_silence_ms: int = 240
     allow_barge_in: bool = True
     # Silence while listening after which the agent gets an empty turn ("are you there?").
     # 0 disables it.
@@ -71,6 +84,25 @@ class BargeIn:
 
 
 @dataclass(frozen=True)
+class Overlap:
+    """The caller may be cutting in: pause the agent's audio and judge their words."""
+
+    turn_id: str
+    start_ms: int
+    # Media time the decision was taken at (the agent's audio stops from here).
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class OverlapEnded:
+    """The caller stopped speaking over the agent: ask stt for the final of `turn_id`."""
+
+    turn_id: str
+    last_voiced_ms: int
+    last_voiced_frame: int
+
+
+@dataclass(frozen=True)
 class IdleTimeout:
     """The caller said nothing for `idle_timeout_ms`: the agent takes an empty turn."""
 
@@ -82,7 +114,9 @@ class StateChange:
     state: TurnState
 
 
-Decision = SpeechStarted | EndOfTurn | Resumed | BargeIn | IdleTimeout | StateChange
+Decision = (
+    SpeechStarted | EndOfTurn | Resumed | BargeIn | Overlap | OverlapEnded | IdleTimeout | StateChange
+)
 
 
 class TurnTaker:
@@ -97,11 +131,19 @@ class TurnTaker:
         self._last_voiced_frame = -1
         self._silence_ms = 0
         self._idle_ms = 0
+        # Speech over the agent awaiting a verdict: its turn id, and whether it has ended.
+        self._overlap = ""
+        self._overlap_ended = False
 
     @property
     def turn_id(self) -> str:
         """The caller turn in progress or awaiting its reply ("" before the first)."""
         return self._turn_id
+
+    @property
+    def overlap_turn(self) -> str:
+        """The turn of speech over the agent awaiting a verdict ("" when there is none)."""
+        return self._overlap
 
     def configure(self, config: TurnConfig) -> None:
         self.config = config
@@ -149,11 +191,26 @@ class TurnTaker:
                 out.append(SpeechStarted(turn, self._first_voiced_ms))
                 self._to(TurnState.USER_SPEAKING, out)
         elif self.state is TurnState.AGENT_SPEAKING:
-            if cfg.allow_barge_in and self._voiced_run_ms >= cfg.barge_in_min_speech_ms:
+            if self._overlap:
+                if self._overlap_ended:
+                    pass  # the verdict comes from the final; new speech waits for it
+                elif voiced:
+                    self._last_voiced_ms = now_ms
+                    self._last_voiced_frame = index
+                elif self._silence_ms >= cfg.overlap_silence_ms:
+                    self._overlap_ended = True
+                    out.append(OverlapEnded(self._overlap, self._last_voiced_ms, self._last_voiced_frame))
+            elif cfg.allow_barge_in and self._voiced_run_ms >= cfg.barge_in_min_speech_ms:
                 turn = self._new_turn()
-                out.append(BargeIn(turn))
-                out.append(SpeechStarted(turn, self._first_voiced_ms))
-                self._to(TurnState.USER_SPEAKING, out)
+                if cfg.barge_in_min_words > 0:
+                    self._overlap, self._overlap_ended = turn, False
+                    self._last_voiced_ms, self._last_voiced_frame = now_ms, index
+                    out.append(SpeechStarted(turn, self._first_voiced_ms))
+                    out.append(Overlap(turn, self._first_voiced_ms, now_ms))
+                else:
+                    out.append(BargeIn(turn))
+                    out.append(SpeechStarted(turn, self._first_voiced_ms))
+                    self._to(TurnState.USER_SPEAKING, out)
 
         if self.state is TurnState.USER_SPEAKING:
             if voiced:
@@ -163,6 +220,23 @@ class TurnTaker:
                 out.append(EndOfTurn(self._turn_id, self._last_voiced_ms, self._last_voiced_frame))
                 self._to(TurnState.THINKING, out)
         return out
+
+    def confirm_barge_in(self) -> list[Decision]:
+        """The speech over the agent is a real interruption: it becomes the caller's turn
+        (still speaking, or over if its final already came)."""
+        out: list[Decision] = []
+        if not self._overlap:
+            return out
+        turn, ended = self._overlap, self._overlap_ended
+        self._overlap = ""
+        out.append(BargeIn(turn))
+        self._to(TurnState.THINKING if ended else TurnState.USER_SPEAKING, out)
+        return out
+
+    def dismiss_overlap(self) -> list[Decision]:
+        """The speech over the agent was not an interruption: the agent goes on."""
+        self._overlap = ""
+        return []
 
     def on_nothing_to_say(self) -> list[Decision]:
         """The turn held no words (noise): back to listening without a reply."""
@@ -182,5 +256,9 @@ class TurnTaker:
         """The agent's audio finished playing (or was stopped)."""
         out: list[Decision] = []
         if self.state is TurnState.AGENT_SPEAKING:
-            self._to(TurnState.LISTENING, out)
+            if self._overlap:  # the agent is done: the speech over it is the caller's turn
+                ended, self._overlap = self._overlap_ended, ""
+                self._to(TurnState.THINKING if ended else TurnState.USER_SPEAKING, out)
+            else:
+                self._to(TurnState.LISTENING, out)
         return out
