@@ -86,6 +86,28 @@ async def test_barge_in_on_a_twilio_call_sends_clear(mesh: LocalMesh) -> None:
     assert any(p.interrupted for p in interrupted)
 
 
+@pytest.mark.parametrize("backchannel", ["caller_right.wav", "caller_okay.wav"])
+async def test_a_backchannel_over_the_agent_does_not_stop_it(mesh: LocalMesh, backchannel: str) -> None:
+    result = await place_twilio_call(
+        mesh.twilio_url,
+        mesh.twilio_auth_token,
+        [FIXTURES / "caller_party.wav", FIXTURES / backchannel],
+        barge_in={1: 300},  # said 300 ms into the reply to the first turn
+    )
+    session = await session_of(mesh, result.sids.call_sid)
+    events = await fetch_events(mesh.nats_url, session)
+    said = [e.transcript.text for e in events if event_name(e) == "transcript" and e.transcript.final]
+    assert not result.clears, f"the agent was cut off by a backchannel; stt heard {said}"
+    finished = [e.playout_finished for e in events if event_name(e) == "playout_finished"]
+    assert finished and not any(p.interrupted for p in finished)
+    # the reply went on to its end: the caller heard all of it, over and after the backchannel
+    heard = await transcribe(stt_address(mesh), result.turns[0].reply_pcm + result.turns[1].reply_pcm)
+    assert wer(ASKED_DAY, heard) <= 0.34, heard
+    # and the backchannel never became a turn the agent answered
+    answered = [e.turn_latency.turn_id for e in events if event_name(e) == "turn_latency"]
+    assert answered == ["t1"], answered
+
+
 async def test_a_transfer_on_a_twilio_call_ends_the_stream_and_the_callback_dials_the_target(
     mesh: LocalMesh,
 ) -> None:

@@ -3,6 +3,10 @@ place), and the core's barge-in, carried out, counts once, under the port's tran
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
+
 import grpc
 import pytest
 from opentelemetry.trace import NoOpTracer
@@ -12,6 +16,7 @@ from voicemesh.edge import decisions as d
 from voicemesh.edge.channels import ChannelPool
 from voicemesh.edge.port import CallInfo, EndReason, Hangup, MediaPort, PortEvent
 from voicemesh.edge.session import CallSession, EdgeDeps, _Roles
+from voicemesh.edge.turns import TurnConfig
 from voicemesh.mesh.events import RecordingEvents
 from voicemesh.mesh.metrics import ServiceMetrics
 
@@ -105,12 +110,13 @@ async def test_a_barge_in_counts_once_when_the_session_carries_it_out(vad_model:
     role = RecordingRole()
     session._roles = _Roles(role, role, role)  # type: ignore[arg-type]
     core, now, index = session.core, 0.0, 0
+    core.configure(TurnConfig(barge_in_min_speech_ms=200, barge_in_min_words=0))  # speech alone cuts in
 
     def frames(voiced: bool, n: int) -> list[d.Decision]:
         nonlocal now, index
         out: list[d.Decision] = []
         for _ in range(n):
-            out += [x for x in core.on_frame(index, voiced, now) if x is not d.FORWARD]
+            out += [x for x in core.on_frame(index, voiced, now) if not isinstance(x, d.ForwardAudio)]
             index, now = index + 1, now + 0.02
         return out
 
@@ -128,3 +134,44 @@ async def test_a_barge_in_counts_once_when_the_session_carries_it_out(vad_model:
     await session._act(frames(True, 10))
     assert value(dep.metrics, "voicemesh_barge_ins_total", transport="twilio") == 1
     assert port.cleared == 1 and ("cancel", ("r1",)) in role.calls
+
+
+class PlayingPort(QuietPort):
+    def __init__(self) -> None:
+        super().__init__()
+        self.played: list[bytes] = []
+
+    async def play(self, pcm: bytes) -> None:
+        self.played.append(pcm)
+
+
+async def until(check: Callable[[], bool], within_s: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+async def test_paused_agent_audio_waits_and_resumes_where_it_stopped(vad_model: SileroModel) -> None:
+    port, dep = PlayingPort(), deps(vad_model)
+    session = CallSession(port, dep)
+    session.core.on_delta("r1", "", "Hello there, welcome to the restaurant.", 0.0)
+    audio = [bytes([i]) * 640 for i in range(10)]
+    for frame in audio:
+        session._playout.put_nowait(("r1", frame))
+    task = asyncio.create_task(session._playout_loop())
+    try:
+        await until(lambda: len(port.played) >= 3)
+        await session._act([d.PausePlayout()])
+        sent = len(port.played)
+        await asyncio.sleep(0.15)  # seven frames' time: none may go out while paused
+        assert len(port.played) == sent
+        await session._act([d.ResumePlayout(), d.InterruptionJudged("backchannel")])
+        await until(lambda: len(port.played) == 10)
+        assert port.played == audio  # nothing lost, nothing repeated, in order
+        assert port.cleared == 0
+        assert value(dep.metrics, "voicemesh_interruptions_total", verdict="backchannel") == 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -85,6 +85,15 @@ class TurnSettings(_Model):
     endpoint_silence_ms: int = Field(500, ge=200, le=10_000)
     allow_barge_in: bool = True
     idle_timeout_ms: int = Field(15_000, ge=1_000, le=600_000)
+    # Speech over the agent for this long pauses its audio while its words are judged.
+    barge_in_min_speech_ms: int = Field(100, ge=40, le=2_000)
+    # Words (not backchannels, not the agent's own echo) that make it a barge-in; 0: any
+    # speech over the agent is one, at once.
+    barge_in_min_words: int = Field(1, ge=0, le=10)
+    # Words that never interrupt; unset: the edge's English list ("uh-huh", "okay", "yeah"...).
+    backchannels: list[Text] | None = None
+    # Caller audio this many dB below the agent's own is taken for its echo; 0 turns it off.
+    echo_margin_db: float = Field(15.0, ge=0.0, le=60.0)
 
 
 class Slot(_Model):

@@ -88,6 +88,7 @@ class ServiceMetrics:
     # -- calls and caller media (media-edge; stt conceals too) --
     calls_started: Counter
     barge_ins: Counter
+    interruptions: Counter
     media_jitter: Histogram
     media_frames_lost: Counter
     media_frames_concealed: Counter
@@ -159,6 +160,11 @@ class ServiceMetrics:
             ),
             barge_ins=counter(
                 "voicemesh_barge_ins_total", "Times the caller cut into the agent's reply.", "transport"
+            ),
+            interruptions=counter(
+                "voicemesh_interruptions_total",
+                "Speech over the agent, by verdict: real (a barge-in), backchannel, echo, too_few_words.",
+                "verdict",
             ),
             media_jitter=histogram(
                 "voicemesh_media_jitter_seconds",
@@ -275,6 +281,9 @@ class ServiceMetrics:
 
     def barge_in(self, transport: str) -> None:
         self.barge_ins.labels(self.service, transport).inc()
+
+    def interruption(self, verdict: str) -> None:
+        self.interruptions.labels(self.service, verdict).inc()
 
     def observe_jitter(self, transport: str, seconds: float) -> None:
         self.media_jitter.labels(self.service, transport).observe(max(0.0, seconds))

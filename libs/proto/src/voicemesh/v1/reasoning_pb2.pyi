@@ -1,7 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -64,20 +64,34 @@ class ConverseRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelResponse, _Mapping]] = ..., dtmf: _Optional[_Union[CallerDtmf, _Mapping]] = ...) -> None: ...
 
 class AgentProfile(_message.Message):
-    __slots__ = ("name", "voice", "language", "endpoint_silence_ms", "allow_barge_in", "idle_timeout_ms")
+    __slots__ = ("name", "voice", "language", "endpoint_silence_ms", "allow_barge_in", "idle_timeout_ms", "barge_in_min_speech_ms", "barge_in_min_words", "backchannels", "echo_margin_db")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     ALLOW_BARGE_IN_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    BARGE_IN_MIN_SPEECH_MS_FIELD_NUMBER: _ClassVar[int]
+    BARGE_IN_MIN_WORDS_FIELD_NUMBER: _ClassVar[int]
+    BACKCHANNELS_FIELD_NUMBER: _ClassVar[int]
+    ECHO_MARGIN_DB_FIELD_NUMBER: _ClassVar[int]
     name: str
     voice: str
     language: str
     endpoint_silence_ms: int
     allow_barge_in: bool
     idle_timeout_ms: int
-    def __init__(self, name: _Optional[str] = ..., voice: _Optional[str] = ..., language: _Optional[str] = ..., endpoint_silence_ms: _Optional[int] = ..., allow_barge_in: _Optional[bool] = ..., idle_timeout_ms: _Optional[int] = ...) -> None: ...
+    barge_in_min_speech_ms: int
+    barge_in_min_words: int
+    backchannels: Backchannels
+    echo_margin_db: float
+    def __init__(self, name: _Optional[str] = ..., voice: _Optional[str] = ..., language: _Optional[str] = ..., endpoint_silence_ms: _Optional[int] = ..., allow_barge_in: _Optional[bool] = ..., idle_timeout_ms: _Optional[int] = ..., barge_in_min_speech_ms: _Optional[int] = ..., barge_in_min_words: _Optional[int] = ..., backchannels: _Optional[_Union[Backchannels, _Mapping]] = ..., echo_margin_db: _Optional[float] = ...) -> None: ...
+
+class Backchannels(_message.Message):
+    __slots__ = ("words",)
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    words: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, words: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SessionReady(_message.Message):
     __slots__ = ("agent",)

@@ -20,6 +20,7 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from voicemesh.audio.frames import rms_dbfs
 from voicemesh.audio.vad import SileroModel, SileroVad, VoiceActivity
 from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.events import EventSink
@@ -43,8 +44,8 @@ from .port import (
     MediaPort,
     TurnTiming,
 )
+from .profile import call_settings
 from .roles import PCM16, ReasoningClient, RoleFailed, SttClient, TtsClient
-from .turns import TurnConfig
 
 log = logging.getLogger(__name__)
 PLAYOUT_QUEUE_FRAMES = 1500  # 30 s of agent audio
@@ -122,6 +123,8 @@ class CallSession:
         self._frames = 0
         self._events_in = 0  # anything the port delivered: frames, marks, DTMF, hold
         self._playout: asyncio.Queue[tuple[str, object]] = asyncio.Queue(PLAYOUT_QUEUE_FRAMES)
+        self._playing = asyncio.Event()  # cleared while the agent is paused for a barge-in
+        self._playing.set()
         self._over = asyncio.Event()
         self._end_reason = EndReason.CALLER
         self._end_message = ""
@@ -232,13 +235,8 @@ class CallSession:
             await reasoning.aclose()
             raise
         self._agent = profile.name
-        self.core.configure(
-            TurnConfig(
-                endpoint_silence_ms=profile.endpoint_silence_ms or 500,
-                allow_barge_in=profile.allow_barge_in,
-                idle_timeout_ms=profile.idle_timeout_ms,
-            )
-        )
+        settings = call_settings(profile)
+        self.core.configure(settings.turns, settings.interruptions, settings.echo)
         stt = SttClient.open(
             deps.channels,
             deps.metrics,
@@ -356,7 +354,14 @@ class CallSession:
             self.deps.metrics.barge_in(self.port.transport_label)
             while not self._playout.empty():
                 self._playout.get_nowait()
+            self._playing.set()
             await self.port.clear()
+        elif isinstance(x, d.PausePlayout):
+            self._playing.clear()
+        elif isinstance(x, d.ResumePlayout):
+            self._playing.set()
+        elif isinstance(x, d.InterruptionJudged):
+            self.deps.metrics.interruption(x.verdict)
         elif isinstance(x, d.CarryOut):
             await self._carry_out(x.action)
         elif isinstance(x, d.EndCall):
@@ -449,9 +454,9 @@ class CallSession:
                 voiced = self._activity.update(prob)
                 index = self._frames
                 self._frames += 1
-                decisions = self.core.on_frame(index, voiced, clock())
-                if decisions and decisions[0] is d.FORWARD:
-                    self._r.stt.send_frame(event.pcm, 0.0 if self.core.held else prob)
+                decisions = self.core.on_frame(index, voiced, clock(), rms_dbfs(event.pcm))
+                if decisions and isinstance(decisions[0], d.ForwardAudio):
+                    self._r.stt.send_frame(event.pcm, 0.0 if decisions[0].muted else prob)
                     decisions = decisions[1:]
                 await self._act(decisions)
                 self.deps.metrics.observe_frame(transport, time.perf_counter() - began)
@@ -491,7 +496,7 @@ class CallSession:
                 continue
             tr = resp.transcript
             if not tr.final:
-                await self._act(self.core.on_partial(tr.text))
+                await self._act(self.core.on_partial(tr.text, clock()))
             else:
                 await self._act(self.core.on_final(tr.flush_id, tr.text, tr.confidence, clock()))
 
@@ -543,9 +548,13 @@ class CallSession:
                 if await self.port.mark(_END_MARK + response_id):
                     await self._act(core.on_playout_done(response_id, now_fn()))
                 continue
-            delay = pacing.due(now_fn()) - now_fn()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            while True:  # paced; held while speech over the agent is judged
+                await self._playing.wait()
+                delay = pacing.due(now_fn()) - now_fn()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if self._playing.is_set():
+                    break
             if not core.accepts_audio(response_id):
                 continue
             await self._act(core.on_playout_started(response_id, now_fn()))
@@ -554,4 +563,4 @@ class CallSession:
                     core.on_clause_heard(response_id, clause)
             await self.port.play(item)  # type: ignore[arg-type]
             pacing.sent()
-            core.on_frame_played(response_id)
+            core.on_frame_played(response_id, rms_dbfs(item))  # type: ignore[arg-type]

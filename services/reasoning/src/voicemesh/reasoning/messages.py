@@ -9,14 +9,21 @@ from .backend import AgentAction, ToolCall
 
 
 def ready(agent: Agent) -> reasoning_pb2.SessionReady:
+    turn = agent.turn
     return reasoning_pb2.SessionReady(
         agent=reasoning_pb2.AgentProfile(
             name=agent.name,
             voice=agent.voice,
             language=agent.language,
-            endpoint_silence_ms=agent.turn.endpoint_silence_ms,
-            allow_barge_in=agent.turn.allow_barge_in,
-            idle_timeout_ms=agent.turn.idle_timeout_ms,
+            endpoint_silence_ms=turn.endpoint_silence_ms,
+            allow_barge_in=turn.allow_barge_in,
+            idle_timeout_ms=turn.idle_timeout_ms,
+            barge_in_min_speech_ms=turn.barge_in_min_speech_ms,
+            barge_in_min_words=turn.barge_in_min_words,
+            backchannels=(
+                None if turn.backchannels is None else reasoning_pb2.Backchannels(words=turn.backchannels)
+            ),
+            echo_margin_db=turn.echo_margin_db,
         )
     )
 

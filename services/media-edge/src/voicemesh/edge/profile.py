@@ -1,0 +1,42 @@
+"""The agent's turn-taking settings, as reasoning sent them, for the call core.
+
+Zero and absent fields keep the core's defaults, so an older reasoning service that sends
+only the first fields still gets today's behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voicemesh.v1 import reasoning_pb2
+
+from .echo import EchoConfig
+from .interruptions import DEFAULT_BACKCHANNELS, InterruptionRules, words
+from .turns import TurnConfig
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    turns: TurnConfig
+    interruptions: InterruptionRules
+    echo: EchoConfig
+
+
+def call_settings(profile: reasoning_pb2.AgentProfile) -> CallSettings:
+    base = TurnConfig()
+    turns = TurnConfig(
+        endpoint_silence_ms=profile.endpoint_silence_ms or base.endpoint_silence_ms,
+        allow_barge_in=profile.allow_barge_in,
+        idle_timeout_ms=profile.idle_timeout_ms,
+        barge_in_min_speech_ms=profile.barge_in_min_speech_ms or base.barge_in_min_speech_ms,
+        barge_in_min_words=(
+            profile.barge_in_min_words if profile.HasField("barge_in_min_words") else base.barge_in_min_words
+        ),
+    )
+    backchannels = DEFAULT_BACKCHANNELS
+    if profile.HasField("backchannels"):
+        # "all right" in an agent file is two words as the caller's transcript is judged
+        backchannels = frozenset(w for phrase in profile.backchannels.words for w in words(phrase))
+    echo = EchoConfig()
+    if profile.HasField("echo_margin_db"):
+        echo = EchoConfig(margin_db=profile.echo_margin_db, tail_ms=echo.tail_ms)
+    return CallSettings(turns, InterruptionRules(turns.barge_in_min_words, backchannels), echo)
