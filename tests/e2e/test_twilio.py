@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -86,8 +87,18 @@ async def test_barge_in_on_a_twilio_call_sends_clear(mesh: LocalMesh) -> None:
     assert any(p.interrupted for p in interrupted)
 
 
+def judged(mesh: LocalMesh, verdict: str) -> float:
+    """How often the edge has judged speech over the agent to be `verdict` (its /metrics)."""
+    url = f"http://127.0.0.1:{mesh.ports.metrics['media-edge']}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    line = f'voicemesh_interruptions_total{{service="media-edge",verdict="{verdict}"}} '
+    return sum(float(x[len(line) :]) for x in text.splitlines() if x.startswith(line))
+
+
 @pytest.mark.parametrize("backchannel", ["caller_right.wav", "caller_okay.wav"])
 async def test_a_backchannel_over_the_agent_does_not_stop_it(mesh: LocalMesh, backchannel: str) -> None:
+    before = await asyncio.to_thread(judged, mesh, "backchannel")
     result = await place_twilio_call(
         mesh.twilio_url,
         mesh.twilio_auth_token,
@@ -106,6 +117,8 @@ async def test_a_backchannel_over_the_agent_does_not_stop_it(mesh: LocalMesh, ba
     # and the backchannel never became a turn the agent answered
     answered = [e.turn_latency.turn_id for e in events if event_name(e) == "turn_latency"]
     assert answered == ["t1"], answered
+    # it was heard as speech over the agent, paused it, and was judged a backchannel
+    assert await asyncio.to_thread(judged, mesh, "backchannel") == before + 1
 
 
 async def test_a_transfer_on_a_twilio_call_ends_the_stream_and_the_callback_dials_the_target(

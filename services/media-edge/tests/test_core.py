@@ -489,8 +489,8 @@ def test_caller_audio_no_louder_than_the_agents_echo_is_not_speech() -> None:
     for _ in range(10):  # the agent's audio at -12 dBFS
         call.core.on_frame_played("r1", -12.0)
     quiet = []
-    for _ in range(20):  # voiced by the VAD, but 20 dB below what the agent sent
-        quiet += call.core.on_frame(call.index, True, call.now, -32.0)
+    for _ in range(20):  # voiced by the VAD, but 28 dB below what the agent sent
+        quiet += call.core.on_frame(call.index, True, call.now, -40.0)
         call.index += 1
     assert of(d.PausePlayout, quiet) == []
     assert set(of(d.ForwardAudio, quiet)) == {d.FORWARD_MUTED}  # stt hears silence too
@@ -515,7 +515,7 @@ def test_the_echo_gate_lets_everything_through_once_the_agents_echo_has_died_awa
             call.index += 1
         return out
 
-    assert set(of(d.ForwardAudio, caller(5, -30.0))) == {d.FORWARD_MUTED}  # its echo may still come
+    assert set(of(d.ForwardAudio, caller(5, -40.0))) == {d.FORWARD_MUTED}  # its echo may still come
     call.silence(600)  # past the echo tail
-    assert set(of(d.ForwardAudio, caller(5, -30.0))) == {d.FORWARD}
+    assert set(of(d.ForwardAudio, caller(5, -40.0))) == {d.FORWARD}
     assert call.core.state == "user_speaking"

@@ -66,4 +66,4 @@ def test_a_profile_that_says_nothing_keeps_the_defaults() -> None:
     s = call_settings(reasoning_pb2.AgentProfile(allow_barge_in=True))
     assert s.turns.barge_in_min_words == 1 and s.turns.barge_in_min_speech_ms == 100
     assert "uh-huh" in s.interruptions.backchannels
-    assert s.echo.margin_db == 15.0
+    assert s.echo.margin_db == 25.0

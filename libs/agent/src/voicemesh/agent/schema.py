@@ -93,7 +93,7 @@ class TurnSettings(_Model):
     # Words that never interrupt; unset: the edge's English list ("uh-huh", "okay", "yeah"...).
     backchannels: list[Text] | None = None
     # Caller audio this many dB below the agent's own is taken for its echo; 0 turns it off.
-    echo_margin_db: float = Field(15.0, ge=0.0, le=60.0)
+    echo_margin_db: float = Field(25.0, ge=0.0, le=60.0)
 
 
 class Slot(_Model):

@@ -20,7 +20,7 @@ from voicemesh.audio.frames import FRAME_MS
 class EchoConfig:
     # The echo return loss assumed: echo arrives at least this much below the agent's audio.
     # 0 turns the gate off.
-    margin_db: float = 15.0
+    margin_db: float = 25.0
     # How long after agent audio went out its echo may still arrive.
     tail_ms: int = 600
 
