@@ -43,6 +43,7 @@ FIXTURES = REPO / "tests" / "e2e" / "fixtures"
 ASK = FIXTURES / "caller_party.wav"
 REAL = FIXTURES / "caller_when.wav"
 BACKCHANNELS = [FIXTURES / "caller_right.wav", FIXTURES / "caller_okay.wav"]
+MIN_SPEECH_MS = 100  # the agent's default, unless --min-speech-ms
 OVER_MS = 300  # the caller cuts in this long after the reply began to play
 LOUD_DBFS = -40.0
 STOP_GAP_S = 0.3
@@ -125,7 +126,7 @@ async def run(mesh: LocalMesh, calls: int) -> None:
     print(
         f"machine: {os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, load {load_average()}"
     )
-    print("agent: restaurant (Bella Vista), defaults: barge_in_min_speech_ms 100, barge_in_min_words 1")
+    print(f"agent: restaurant (Bella Vista), barge_in_min_speech_ms {MIN_SPEECH_MS}, barge_in_min_words 1")
     print()
     print(f"{'figure (ms)':<42}{'n':>4}{'p50':>9}{'p95':>9}{'max':>9}")
     print(row("barge-in: onset -> agent silent at the ear", stops))
@@ -139,12 +140,19 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--calls", type=int, default=5, help="calls of each kind")
+    parser.add_argument("--min-speech-ms", type=int, help="the agent's barge_in_min_speech_ms instead of its own")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     home = Path(tempfile.mkdtemp(prefix="voicemesh-bench-"))
     print(f"starting a mesh on free ports (logs in {home / 'logs'}) ...", flush=True)
     agents = home / "agents"
     shutil.copytree(REPO / "agents", agents)
+    global MIN_SPEECH_MS
+    if args.min_speech_ms:
+        demo = agents / "restaurant.yaml"
+        text = demo.read_text().replace("turn:\n", f"turn:\n  barge_in_min_speech_ms: {args.min_speech_ms}\n", 1)
+        demo.write_text(text)
+        MIN_SPEECH_MS = args.min_speech_ms
     mesh = LocalMesh(home, agents, MeshPorts.free())
     try:
         mesh.start()
