@@ -290,6 +290,9 @@ turn:
   endpoint_silence_ms: 500
   # Whether the caller can interrupt the agent by speaking.
   allow_barge_in: true
+  # Speech over the agent pauses it; this many words (not "uh-huh", "okay", nor the
+  # agent's own echo) stop it, fewer let it go on. 0: any speech stops it at once.
+  barge_in_min_words: 1
   # After this long without speech the agent says fallback.no_input and asks again
   # (1000-600000 ms).
   idle_timeout_ms: 15000
