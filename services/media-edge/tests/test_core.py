@@ -8,7 +8,6 @@ import pytest
 
 from voicemesh.edge import decisions as d
 from voicemesh.edge.core import CallCore
-from voicemesh.edge.interruptions import InterruptionRules
 from voicemesh.edge.port import EndReason
 from voicemesh.edge.turns import TurnConfig
 
@@ -462,7 +461,6 @@ def test_the_agents_own_words_coming_back_are_echo_not_a_barge_in() -> None:
 
 def test_an_agent_needing_two_words_is_not_stopped_by_one() -> None:
     call = Call(TurnConfig(endpoint_silence_ms=500, idle_timeout_ms=0, barge_in_min_words=2))
-    call.core.configure(call.core.turns.config, InterruptionRules(min_words=2))
     agent_talking(call)
     call.speak(300)
     call.silence(240)

@@ -35,11 +35,11 @@ def test_the_verdict_on_words_over_the_agent(caller: str, verdict: Verdict) -> N
 
 
 def test_min_words_and_a_custom_backchannel_list() -> None:
-    rules = InterruptionRules(min_words=2, backchannels=frozenset({"si", "vale"}))
-    assert rules.judge("Vale, sí.", "") is Verdict.TOO_FEW_WORDS  # "sí" is not "si"
-    assert rules.judge("vale si", "") is Verdict.BACKCHANNEL
-    assert rules.judge("okay", "") is Verdict.TOO_FEW_WORDS  # not in this agent's list
-    assert rules.judge("un momento", "") is Verdict.REAL
+    rules = InterruptionRules(backchannels=frozenset({"si", "vale"}))
+    assert rules.judge("Vale, sí.", "", min_words=2) is Verdict.TOO_FEW_WORDS  # "sí" is not "si"
+    assert rules.judge("vale si", "", min_words=2) is Verdict.BACKCHANNEL
+    assert rules.judge("okay", "", min_words=2) is Verdict.TOO_FEW_WORDS  # not in this agent's list
+    assert rules.judge("un momento", "", min_words=2) is Verdict.REAL
 
 
 def test_words_are_lower_case_without_punctuation() -> None:

@@ -14,6 +14,7 @@ from opentelemetry.trace import NoOpTracer
 from voicemesh.audio.vad import SileroModel
 from voicemesh.edge import decisions as d
 from voicemesh.edge.channels import ChannelPool
+from voicemesh.edge.interruptions import Verdict
 from voicemesh.edge.port import CallInfo, EndReason, Hangup, MediaPort, PortEvent
 from voicemesh.edge.session import CallSession, EdgeDeps, _Roles
 from voicemesh.edge.turns import TurnConfig
@@ -166,7 +167,7 @@ async def test_paused_agent_audio_waits_and_resumes_where_it_stopped(vad_model: 
         sent = len(port.played)
         await asyncio.sleep(0.15)  # seven frames' time: none may go out while paused
         assert len(port.played) == sent
-        await session._act([d.ResumePlayout(), d.InterruptionJudged("backchannel")])
+        await session._act([d.ResumePlayout(), d.InterruptionJudged(Verdict.BACKCHANNEL)])
         await until(lambda: len(port.played) == 10)
         assert port.played == audio  # nothing lost, nothing repeated, in order
         assert port.cleared == 0

@@ -94,7 +94,6 @@ class CallCore:
         self.turns = TurnTaker(turn_config or TurnConfig())
         self.interruptions = interruptions or InterruptionRules()
         self.echo = EchoGate(echo)
-        self.paused = False  # the agent's audio waits for a verdict on speech over it
         self._frame = 0  # index of the latest caller frame
         self.turn_log: dict[str, Turn] = {}
         self.responses: dict[str, Response] = {}
@@ -119,6 +118,11 @@ class CallCore:
     @property
     def state(self) -> str:
         return self.turns.state.value
+
+    @property
+    def paused(self) -> bool:
+        """The agent's audio waits for a verdict on the speech over it."""
+        return bool(self.turns.overlap_turn)
 
     # ---- caller audio and call events ---------------------------------------------------
 
@@ -172,23 +176,25 @@ class CallCore:
         if self.ended is not None:
             return []
         out: list[Decision] = [ShowTranscript(self.turns.turn_id, text, False)]
-        if self.turns.overlap_turn and self._judge(text) is Verdict.REAL:
-            out.append(InterruptionJudged(Verdict.REAL.value))
+        if self.paused and self._judge(text) is Verdict.REAL:
+            out.append(InterruptionJudged(Verdict.REAL))
             for d in self.turns.confirm_barge_in():
                 self._turn_decision(d, now, out)
         return out
 
     def _judge(self, caller_text: str) -> Verdict:
         """Speech over the agent against what the agent was saying (for its echo)."""
-        playing = [r for r in self.responses.values() if r.started_playout and not r.cancelled]
-        agent_text = playing[-1].text if playing else ""
-        return self.interruptions.judge(caller_text, agent_text)
+        playing = (r for r in reversed(self.responses.values()) if r.started_playout and not r.cancelled)
+        agent = next(playing, None)
+        return self.interruptions.judge(
+            caller_text, agent.text if agent else "", self.turns.config.barge_in_min_words
+        )
 
     def _overlap_final(self, turn: Turn, text: str, now: float) -> list[Decision]:
         """The final of speech over the agent: confirm it as the caller's turn, or let the
         agent go on (the words are then no part of the conversation)."""
         verdict = self._judge(text)
-        out: list[Decision] = [InterruptionJudged(verdict.value)]
+        out: list[Decision] = [InterruptionJudged(verdict)]
         if verdict is Verdict.REAL:
             for d in self.turns.confirm_barge_in():
                 self._turn_decision(d, now, out)
@@ -202,9 +208,7 @@ class CallCore:
             return out
         self.turns.dismiss_overlap()
         del self.turn_log[turn.turn_id]
-        if self.paused:
-            self.paused = False
-            out.append(ResumePlayout())
+        out.append(ResumePlayout())
         return out
 
     def on_final(self, flush_id: str, text: str, confidence: float, now: float) -> list[Decision]:
@@ -359,10 +363,10 @@ class CallCore:
         resp.finished = True
         out.append(ShowPlayout(response_id, "end"))
         out.append(PlayoutFinishedEvent(response_id, resp.played_frames * FRAME_MS, False))
+        was_paused = self.paused
         for d in self.turns.on_reply_finished():
             self._turn_decision(d, now, out)
-        if self.paused and not self.turns.overlap_turn:
-            self.paused = False  # the speech over the agent became the caller's own turn
+        if was_paused:  # the speech over the agent became the caller's own turn
             out.append(ResumePlayout())
         if resp.action is not None:
             out.extend(self._carry_out(resp.action))
@@ -386,7 +390,6 @@ class CallCore:
             out.append(Observe("endpoint", endpoint_s))
             out.append(TurnEndedEvent(d.turn_id, d.last_voiced_ms, endpoint_s * 1000))
         elif isinstance(d, Overlap):
-            self.paused = True
             out.append(PausePlayout())
             out.append(Observe("barge_in_pause", (d.at_ms - d.start_ms) / 1000))
         elif isinstance(d, OverlapEnded):
@@ -410,7 +413,6 @@ class CallCore:
                 elif old.sent:  # asked, no word back yet: reasoning drops it by the turn
                     out.append(CancelResponse("", "", turn_id=old.turn_id))
         elif isinstance(d, BargeIn):
-            self.paused = False  # clearing the playout ends a pause too
             for resp in list(self.responses.values()):
                 if resp.started_playout and not resp.finished and not resp.cancelled:
                     self._cancel(resp, out, now)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .interruptions import Verdict
 from .port import EndReason, TurnTiming
 
 # ---- to stt ----------------------------------------------------------------------------
@@ -184,9 +185,9 @@ class PlayoutFinishedEvent:
 
 @dataclass(frozen=True)
 class InterruptionJudged:
-    """Speech over the agent was judged (counted by verdict: real, backchannel, echo, ...)."""
+    """Speech over the agent was judged (counted by verdict)."""
 
-    verdict: str
+    verdict: Verdict
 
 
 @dataclass(frozen=True)

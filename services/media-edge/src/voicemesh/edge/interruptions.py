@@ -51,10 +51,9 @@ def _in_order(needle: list[str], haystack: list[str]) -> bool:
 
 @dataclass(frozen=True)
 class InterruptionRules:
-    min_words: int = 1
     backchannels: frozenset[str] = DEFAULT_BACKCHANNELS
 
-    def judge(self, caller_text: str, agent_text: str) -> Verdict:
+    def judge(self, caller_text: str, agent_text: str, min_words: int = 1) -> Verdict:
         said = words(caller_text)
         if not said:
             return Verdict.TOO_FEW_WORDS
@@ -63,6 +62,6 @@ class InterruptionRules:
             return Verdict.BACKCHANNEL
         if len(said) >= 2 and _in_order(said, words(agent_text)):
             return Verdict.ECHO
-        if len(content) < self.min_words:
+        if len(content) < min_words:
             return Verdict.TOO_FEW_WORDS
         return Verdict.REAL

@@ -39,4 +39,4 @@ def call_settings(profile: reasoning_pb2.AgentProfile) -> CallSettings:
     echo = EchoConfig()
     if profile.HasField("echo_margin_db"):
         echo = EchoConfig(margin_db=profile.echo_margin_db, tail_ms=echo.tail_ms)
-    return CallSettings(turns, InterruptionRules(turns.barge_in_min_words, backchannels), echo)
+    return CallSettings(turns, InterruptionRules(backchannels), echo)

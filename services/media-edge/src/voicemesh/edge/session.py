@@ -361,7 +361,7 @@ class CallSession:
         elif isinstance(x, d.ResumePlayout):
             self._playing.set()
         elif isinstance(x, d.InterruptionJudged):
-            self.deps.metrics.interruption(x.verdict)
+            self.deps.metrics.interruption(x.verdict.value)
         elif isinstance(x, d.CarryOut):
             await self._carry_out(x.action)
         elif isinstance(x, d.EndCall):
