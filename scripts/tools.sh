@@ -4,6 +4,7 @@
 #     by npm packages (no other registry is reachable); each binary's sha256 is pinned.
 #   npm packages: CRD schemas (prometheus-operator) and Grafana's dashboard types.
 #   Debian's prometheus/promtool when missing (needs root and apt, as on CI).
+#   Debian's SIPp (sip-tester) and tcpdump for the SIP tests, the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=.tools/k8s
@@ -54,6 +55,21 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
         pkill -x prometheus-node-exporter 2>/dev/null || true
     else
         echo "tools.sh: prometheus/promtool missing and apt is not usable; install Debian's prometheus" >&2
+        exit 1
+    fi
+fi
+
+# SIP peers and the wire the SIP tests watch: Debian's SIPp (sip-tester) places the calls,
+# tcpdump shows the RTP that reached the caller.
+missing=()
+command -v sipp >/dev/null || missing+=(sip-tester)
+command -v tcpdump >/dev/null || missing+=(tcpdump)
+if ((${#missing[@]})); then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null && apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+    else
+        echo "tools.sh: ${missing[*]} missing and apt is not usable; install Debian's ${missing[*]}" >&2
         exit 1
     fi
 fi

@@ -83,6 +83,7 @@ class MeshPorts:
         }
     )
     ws: int = 8080
+    sip: int = 5060  # UDP and TCP
     # (grpc, metrics) ports of a service's 2nd, 3rd, ... instance; `grpc`/`metrics` hold the first's.
     replicas: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
@@ -95,6 +96,7 @@ class MeshPorts:
             grpc={n: free_port() for n in names},
             metrics={n: free_port() for n in names},
             ws=free_port(),
+            sip=free_port(),
             replicas={
                 n: tuple((free_port(), free_port()) for _ in range(count - 1))
                 for n, count in (replicas or {}).items()
@@ -235,6 +237,11 @@ class LocalMesh:
         return f"ws://127.0.0.1:{self.ports.ws}/v1/twilio"
 
     @property
+    def sip_uri(self) -> str:
+        """Where SIP callers reach the default agent (callers from 127.0.0.1 need no digest)."""
+        return f"sip:{self.default_agent}@127.0.0.1:{self.ports.sip}"
+
+    @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.ports.valkey}/0"
 
@@ -251,6 +258,7 @@ class LocalMesh:
             nats_url=self.nats_url,
             twilio_url=self.twilio_url,
             twilio_auth_token=self.twilio_auth_token,
+            sip_uri=self.sip_uri,
             services=[
                 ServiceEndpoint(
                     name=s.name,
@@ -300,6 +308,7 @@ class LocalMesh:
             env["VOICEMESH_EDGE_TOKEN"] = self.token
             env["VOICEMESH_TWILIO_AUTH_TOKEN"] = self.twilio_auth_token
             env["VOICEMESH_TWILIO_STREAM_URL"] = self.twilio_url
+            env["VOICEMESH_SIP_PORT"] = str(self.ports.sip)
             env["VOICEMESH_ROUTER_ADDRESS"] = f"127.0.0.1:{self.ports.grpc['session-router']}"
         if name == "reasoning":
             env["VOICEMESH_AGENTS_DIR"] = str(self.agents_dir)
@@ -309,7 +318,12 @@ class LocalMesh:
 
     def start(self, timeout_s: float = 180.0) -> None:
         """Start everything and wait until every service reports SERVING."""
-        wanted = {"valkey": self.ports.valkey, "nats": self.ports.nats, "media-edge websocket": self.ports.ws}
+        wanted = {
+            "valkey": self.ports.valkey,
+            "nats": self.ports.nats,
+            "media-edge websocket": self.ports.ws,
+            "media-edge sip": self.ports.sip,
+        }
         for inst in self.instances():
             wanted[f"{inst.instance_id} grpc"] = inst.grpc_port
             wanted[f"{inst.instance_id} metrics"] = inst.metrics_port

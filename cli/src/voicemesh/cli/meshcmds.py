@@ -70,6 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"  place a call:   .venv/bin/voicemesh call tests/e2e/fixtures/caller_party.wav\n"
         f"  as Twilio:      .venv/bin/voicemesh call --twilio tests/e2e/fixtures/caller_party.wav"
         f"   (stream {mesh.twilio_url})\n"
+        f"  over SIP:       {mesh.sip_uri}   (e.g. sipp or baresip from this machine)\n"
         f"  recent calls:   .venv/bin/voicemesh calls\n"
         f"  status:         .venv/bin/voicemesh status\n"
         f"  stop:           Ctrl-C here, or .venv/bin/voicemesh down",
@@ -177,7 +178,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {addr:<16}  {status:<12}  {svc.metrics_url}")
     print(f"{'edge (calls)':<{width}}  {state.edge_url}")
     if state.twilio_url:
-        print(f"{'twilio stream':<{width}}  {state.twilio_url}  (signed with twilio_auth_token in state.json)")
+        print(
+            f"{'twilio stream':<{width}}  {state.twilio_url}  (signed with twilio_auth_token in state.json)"
+        )
+    if state.sip_uri:
+        print(f"{'sip (udp, tcp)':<{width}}  {state.sip_uri}  (callers from 127.0.0.1 need no digest)")
     print(f"{'valkey':<{width}}  {state.redis_url}")
     print(f"{'nats':<{width}}  {state.nats_url}")
     return 0 if all(h == "SERVING" for h in health) else 1

@@ -40,6 +40,8 @@ class MeshState:
     # The Twilio Media Streams endpoint and the auth token its requests are signed with.
     twilio_url: str = ""
     twilio_auth_token: str = ""
+    # The SIP address of the default agent (UDP and TCP).
+    sip_uri: str = ""
 
     def service(self, name: str) -> ServiceEndpoint:
         """The service's first instance."""

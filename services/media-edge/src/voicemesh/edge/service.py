@@ -15,6 +15,7 @@ from .native import NativeWebSocketTransport
 from .port import CallTransport, EndReason, MediaPort
 from .session import CallSession, EdgeDeps
 from .settings import EdgeSettings
+from .sip.transport import SipCallTransport
 from .twilio import TwilioStreamTransport
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class EdgeService(MeshService):
                 stream_url=settings.twilio_stream_url,
             ),
         ]
+        if settings.sip_enabled:
+            self.transports.append(SipCallTransport(settings.sip(), ctx.metrics))
         for transport in self.transports:
             ctx.metrics.prepare_transport(transport.transport_label)
         self._calls: dict[asyncio.Task[None], CallSession] = {}

@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import hashlib
+import ipaddress
+
+from pydantic import Field, ValidationInfo, field_validator
 
 from voicemesh.mesh.settings import MeshSettings
+
+from .sip.auth import SipAccess
+from .sip.transport import SipSettings
+
+
+def parse_users(text: str) -> dict[str, str]:
+    """ "alice:secret,bob:other" -> {user: password}; ValueError naming the bad entry (never
+    the password)."""
+    users: dict[str, str] = {}
+    for index, entry in enumerate(e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        user, sep, password = entry.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ValueError(f"entry {index + 1} must be user:password")
+        users[user.strip()] = password
+    return users
 
 
 class EdgeSettings(MeshSettings):
@@ -33,6 +53,72 @@ class EdgeSettings(MeshSettings):
     # docs/performance.md) it held 80 native and 40 Twilio calls without falling behind, so
     # 40 by default. Past it, calls are refused cleanly.
     capacity: int = Field(default=40, ge=1)
+    # SIP (UDP and TCP on the same port; 0 picks a free one). RTP binds on sip_host, on the
+    # even ports from rtp_port_min to rtp_port_max (RTCP on the odd one above); SDP and
+    # Contact name sip_public_host (the address callers reach, behind NAT), else sip_host.
+    sip_enabled: bool = True
+    sip_host: str = "127.0.0.1"
+    sip_port: int = Field(default=5060, ge=0, le=65535)
+    sip_public_host: str = Field(default="", validate_default=True)
+    rtp_port_min: int = Field(default=40000, ge=1024, le=65534)
+    rtp_port_max: int = Field(default=40999, ge=1025, le=65535, validate_default=True)
+    # Callers from these networks need no digest; others must answer a digest challenge
+    # with one of sip_users ("user:password,user2:password2"), else they are refused.
+    sip_allow: str = "127.0.0.1/32,::1/128"
+    sip_users: str = ""
+    sip_realm: str = "voicemesh"
+    # Frames the RTP jitter buffer holds before it delivers (reordering window, 20 ms each).
+    sip_jitter_frames: int = Field(default=2, ge=1, le=15)
+
+    @field_validator("sip_allow")
+    @classmethod
+    def _allow(cls, v: str) -> str:
+        SipAccess.parse_allow(v)
+        return v
+
+    @field_validator("sip_users")
+    @classmethod
+    def _users(cls, v: str) -> str:
+        parse_users(v)
+        return v
+
+    @field_validator("sip_host")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        if v:
+            ipaddress.ip_address(v)  # ValueError names it
+        return v
+
+    @field_validator("rtp_port_max")
+    @classmethod
+    def _rtp_range(cls, v: int, info: ValidationInfo) -> int:
+        low = info.data.get("rtp_port_min")
+        if low is not None and v <= low:
+            raise ValueError(f"must be above rtp_port_min ({low}): a call takes an even port and the odd above")
+        return v
+
+    @field_validator("sip_public_host")
+    @classmethod
+    def _public_host(cls, v: str, info: ValidationInfo) -> str:
+        if v:
+            ipaddress.ip_address(v)  # ValueError names it
+        elif info.data.get("sip_host") in ("0.0.0.0", "::"):
+            raise ValueError("must name the address callers reach when sip_host is a wildcard")
+        return v
+
+    def sip(self) -> SipSettings:
+        return SipSettings(
+            host=self.sip_host,
+            port=self.sip_port,
+            advertised_host=self.sip_public_host,
+            rtp_ports=(self.rtp_port_min, self.rtp_port_max),
+            allow=SipAccess.parse_allow(self.sip_allow),
+            credentials=parse_users(self.sip_users),
+            realm=self.sip_realm,
+            # any edge with the same token accepts the nonces another one issued
+            nonce_secret=hashlib.sha256(b"voicemesh-sip-nonce:" + self.edge_token.encode()).digest(),
+            jitter_frames=self.sip_jitter_frames,
+        )
 
     @field_validator("twilio_stream_url")
     @classmethod

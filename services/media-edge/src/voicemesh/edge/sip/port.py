@@ -1,0 +1,305 @@
+"""One SIP call as a `MediaPort`: its dialog (aiosipua's `IncomingCall`) and its RTP stream
+(aiortp's `RTPSession`, with its reordering jitter buffer and packet-loss concealment).
+
+The call rings (180) when the INVITE arrives and is answered (200 with the SDP answer) when
+the call takes its first event, that is once the mesh has reserved its stt, reasoning and
+tts: a call the mesh cannot take is refused with a final response (486, 503, 404) instead
+of being answered and hung up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiortp
+from aiosipua import IncomingCall
+from aiosipua.sdp import parse_sdp
+
+from voicemesh.audio.frames import FRAME_BYTES, SAMPLE_RATE, Framer
+from voicemesh.audio.g711 import alaw_encode, ulaw_encode
+from voicemesh.audio.resample import StreamResampler
+from voicemesh.mesh.aio import cancel_and_wait
+from voicemesh.mesh.metrics import ServiceMetrics
+
+from ..media_quality import JitterEstimator
+from ..port import CallInfo, Dtmf, EndReason, Frame, Hangup, Hold, MediaPort, PortEvent
+from .offer import G711, Answer, SdpRejected, answer_offer
+from .rtp import FRAME_SAMPLES, RATE, InboundGaps, OutboundTimeline
+
+log = logging.getLogger(__name__)
+LABEL = "sip"
+BIND_TRIES = 8
+INBOUND_QUEUE_FRAMES = 250
+# No packet for this long (a caller suppressing its silence, or a dead line): the port
+# supplies silence on its own 20 ms clock, so the call still hears the turn end ...
+SUPPLY_AFTER_S = 0.100
+# ... for at most this long after the last packet; then nothing, and the call's media
+# timeout ends a call whose caller has gone.
+SUPPLY_FOR_S = 2.0  # 5 s of caller audio waiting for the call: past it, drop and count
+_ENCODE = {G711.PCMU: ulaw_encode, G711.PCMA: alaw_encode}
+# The final response for a call refused before it was answered.
+_REFUSAL = {
+    EndReason.UNAVAILABLE: (503, "Service Unavailable"),
+    EndReason.NO_CAPACITY: (486, "Busy Here"),
+    EndReason.UNKNOWN_AGENT: (404, "Not Found"),
+    EndReason.NO_MEDIA: (408, "Request Timeout"),
+}
+
+
+class SipSignalling(Protocol):
+    """What a port needs from its transport (the UAS it arrived on)."""
+
+    metrics: ServiceMetrics
+    host: str  # where RTP binds
+    advertised_host: str  # what the SDP names
+    jitter_frames: int
+
+    def bind_port(self) -> int: ...
+    def release_port(self, port: int) -> None: ...
+    def hang_up(self, call: IncomingCall) -> None: ...
+    def respond(self, call: IncomingCall, status: int, reason: str, sdp: str = "") -> None: ...
+    def forget(self, port: SipPort) -> None: ...
+
+
+@dataclass
+class _Rtp:
+    session: Any  # aiortp.RTPSession
+    codec: G711
+    timeline: OutboundTimeline
+
+
+class SipPort(MediaPort):
+    transport_label = LABEL
+
+    def __init__(
+        self,
+        call: IncomingCall,
+        answer: Answer,
+        rtp_port: int,
+        info: CallInfo,
+        signalling: SipSignalling,
+        clock: Callable[[], float],
+    ) -> None:
+        self.info = info
+        self.call = call
+        self._answer_sdp = answer
+        self._rtp_port: int | None = rtp_port
+        self._sig = signalling
+        self._metrics = signalling.metrics
+        self._clock = clock
+        self._events: deque[PortEvent] = deque()
+        self._queued_frames = 0
+        self._wake = asyncio.Event()
+        self._rtp: _Rtp | None = None
+        self._answered = False
+        self._gone: str | None = None  # why the caller's side ended, once it has
+        self._closed = False
+        self._held = answer.direction.held
+        self._gaps = InboundGaps()
+        self._inbound = StreamResampler(RATE, SAMPLE_RATE)
+        self._framer = Framer(FRAME_BYTES)
+        self._outbound = StreamResampler(SAMPLE_RATE, RATE)
+        self._out_framer = Framer(FRAME_SAMPLES * 2)
+        self._jitter = JitterEstimator()
+        self._media_s = 0.0
+        self._last_packet = clock()
+        self._clock_task: asyncio.Task[None] | None = None
+
+    # ---- signalling, from the transport ------------------------------------------------
+
+    def caller_gone(self, why: str) -> None:
+        """BYE, CANCEL or an unanswered 200: the caller's side of the call is over."""
+        if self._gone is None:
+            self._gone = why
+            self._wake.set()
+
+    def reoffer(self, call: IncomingCall) -> None:
+        """A re-INVITE: hold, resume or a new codec, answered on the same RTP port."""
+        assert self._rtp_port is not None
+        body = call.invite.text if call.invite.body else ""
+        try:
+            answer = answer_offer(body, local_ip=self._sig.advertised_host, rtp_port=self._rtp_port)
+        except SdpRejected as exc:
+            self._metrics.error("sip_bad_reoffer")
+            self._sig.respond(call, exc.status, exc.reason)
+            return
+        self._answer_sdp = answer
+        rtp = self._rtp
+        if rtp is not None and answer.codec is not rtp.codec:
+            rtp.session._payload_type = answer.codec.payload_type  # (aiortp 0.8.0)
+            rtp.session._codec = aiortp.get_codec(answer.codec.payload_type)
+            rtp.session._sender._payload_type = answer.codec.payload_type
+            rtp.codec = answer.codec
+        if rtp is not None and answer.remote[0] not in ("0.0.0.0", "::"):
+            rtp.session.update_remote(answer.remote)
+        self._sig.respond(call, 200, "OK", answer.sdp)
+        if answer.direction.held != self._held:
+            self._held = answer.direction.held
+            self._push(Hold(self._held))
+
+    # ---- media in ----------------------------------------------------------------------
+
+    def _push(self, event: PortEvent) -> None:
+        self._events.append(event)
+        self._wake.set()
+
+    def _on_audio(self, pcm: bytes, timestamp: int) -> None:
+        self._last_packet = self._clock()
+        samples = len(pcm) // 2
+        filled = self._gaps.audio(timestamp, samples)
+        if filled.lost_frames:
+            self._metrics.frames_lost(LABEL, filled.lost_frames)
+        if filled.silence_samples:
+            self._metrics.frames_concealed(LABEL, filled.silence_samples // FRAME_SAMPLES)
+            pcm = bytes(filled.silence_samples * 2) + pcm
+        self._media_s += samples / RATE
+        jitter = self._jitter.arrived(self._clock(), self._media_s)
+        if jitter is not None:
+            self._metrics.observe_jitter(LABEL, jitter)
+        self._frames_in(pcm)
+
+    def _frames_in(self, pcm8k: bytes) -> None:
+        for frame in self._framer.push(self._inbound.process(pcm8k)):
+            if self._queued_frames >= INBOUND_QUEUE_FRAMES:
+                self._metrics.dropped("sip_inbound_frames")
+                continue
+            self._queued_frames += 1
+            self._push(Frame(frame))
+
+    def _on_dtmf(self, digit: str, _duration: int) -> None:
+        self._last_packet = self._clock()
+        self._push(Dtmf(digit))
+
+    def _alive(self, *_: object) -> None:
+        self._last_packet = self._clock()  # comfort noise: the caller is there, and silent
+
+    async def _supply_silence(self) -> None:
+        """While no packet comes, 20 ms of silence every 20 ms (for SUPPLY_FOR_S)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        silence = bytes(FRAME_SAMPLES * 2)
+        while True:
+            due += FRAME_SAMPLES / RATE
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            quiet = self._clock() - self._last_packet
+            if SUPPLY_AFTER_S <= quiet <= SUPPLY_FOR_S + SUPPLY_AFTER_S and not self._held:
+                self._gaps.supplied(FRAME_SAMPLES)
+                self._frames_in(silence)
+            if loop.time() - due > 1.0:  # the loop stalled: do not catch up in a burst
+                due = loop.time()
+
+    async def _answer(self) -> None:
+        """200 OK with the answer, and RTP flowing both ways (symmetric: replies go to where
+        the caller's packets come from, for callers behind NAT)."""
+        session = None
+        for _ in range(BIND_TRIES):
+            answer = self._answer_sdp
+            assert self._rtp_port is not None
+            try:
+                session = await aiortp.RTPSession.create(
+                    local_addr=(self._sig.host, self._rtp_port),
+                    remote_addr=answer.remote,
+                    payload_type=answer.codec.payload_type,
+                    dtmf_payload_type=answer.dtmf_payload_type or 101,
+                    jitter_capacity=16,
+                    jitter_prefetch=self._sig.jitter_frames,
+                    skip_audio_gaps=True,  # a confirmed loss is concealed, not waited for
+                    plc=True,
+                    symmetric_rtp=True,
+                )
+                break
+            except OSError:  # another process holds the port: take the next, answer anew
+                self._metrics.error("sip_rtp_port_busy")
+                busy, self._rtp_port = self._rtp_port, self._sig.bind_port()
+                self._sig.release_port(busy)  # after taking the next, so it is not handed back
+                body = self.call.invite.text if self.call.invite.body else ""
+                self._answer_sdp = answer_offer(
+                    body, local_ip=self._sig.advertised_host, rtp_port=self._rtp_port
+                )
+        if session is None:
+            raise OSError(f"no free RTP port after {BIND_TRIES} tries")
+        session.on_audio = self._on_audio
+        session.on_dtmf = self._on_dtmf
+        session.on_cn = self._alive
+        self._last_packet = self._clock()
+        self._clock_task = asyncio.get_running_loop().create_task(self._supply_silence())
+        self._rtp = _Rtp(session, answer.codec, OutboundTimeline(secrets.randbits(32)))
+        self.call.accept(parse_sdp(answer.sdp))
+        self._answered = True
+
+    async def receive(self) -> PortEvent:
+        if not self._answered and self._gone is None:
+            await self._answer()
+        while True:
+            if self._events:
+                event = self._events.popleft()
+                if isinstance(event, Frame):
+                    self._queued_frames -= 1
+                return event
+            if self._gone is not None:
+                return Hangup(self._gone)
+            self._wake.clear()
+            await self._wake.wait()
+
+    # ---- media out ---------------------------------------------------------------------
+
+    async def play(self, pcm: bytes) -> None:
+        rtp = self._rtp
+        if rtp is None or self._closed:
+            return
+        out = self._outbound.process(pcm)
+        for chunk in self._out_framer.push(out) if out else ():
+            stamp = rtp.timeline.stamp(self._clock())
+            sender = rtp.session._sender  # (aiortp 0.8.0: the marker bit is only there)
+            sender.send_frame(
+                _ENCODE[rtp.codec](chunk), stamp.timestamp, int(stamp.marker), rtp.session._remote_addr
+            )
+
+    async def mark(self, name: str) -> bool:
+        return True  # RTP is paced by the edge and buffered nowhere: what was sent has played
+
+    async def clear(self) -> None:
+        return None  # nothing is buffered at the far end
+
+    async def transfer(self, target: str) -> str:
+        # REFER is not carried out yet (issue 7): say so instead of pretending
+        self._metrics.error("sip_transfer_unsupported")
+        log.warning(
+            "sip transfer is not supported yet; the call is hung up",
+            extra={"call": self.info.carrier_call_id},
+        )
+        return "sip-unsupported"
+
+    async def send_dtmf(self, digits: str) -> None:
+        rtp = self._rtp
+        if rtp is None:
+            return
+        for digit in digits:
+            rtp.session.send_dtmf(digit, 160, timestamp=rtp.timeline.stamp(self._clock()).timestamp)
+
+    async def close(self, reason: EndReason, message: str = "") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._answered:
+            if self._gone is None:  # refused before it was answered: a final response
+                status, phrase = _REFUSAL.get(reason, (500, "Server Internal Error"))
+                self._sig.respond(self.call, status, phrase)
+        elif self._gone is None:
+            self._sig.hang_up(self.call)  # BYE, retransmitted over UDP until answered
+        if self._clock_task is not None:
+            await cancel_and_wait(self._clock_task)
+        if self._rtp is not None:
+            with contextlib.suppress(Exception):
+                await self._rtp.session.close()
+        if self._rtp_port is not None:
+            self._sig.release_port(self._rtp_port)
+            self._rtp_port = None
+        self._sig.forget(self)

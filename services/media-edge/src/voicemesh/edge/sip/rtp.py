@@ -1,0 +1,88 @@
+"""The RTP rules of a SIP call's audio, pure (time comes in as a parameter).
+
+- `OutboundTimeline`: the timestamp and marker bit of each 20 ms packet the agent sends.
+  Packets go out only while the agent speaks (RFC 3551 silence suppression); the first of
+  each talk spurt carries the marker bit, and the timestamp runs on with the wall clock
+  across the silence, so the caller's jitter buffer places the next spurt correctly.
+- `InboundGaps`: keeps the caller's decoded audio gapless on its RTP timestamps. A jump
+  forward (packets the jitter buffer never saw, a sender that suppressed its silence, a
+  timestamp jump) is filled with silence, up to a bound; a step back (an old packet, a new
+  timeline after an SSRC change) restarts the timeline instead of rewinding media time.
+  Silence the port already supplied on its own clock while no packet came (`supplied`:
+  a caller that suppresses its silence, RFC 3551, must still reach the end of its turn)
+  counts as filled, so the hole is not filled twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RATE = 8000
+FRAME_SAMPLES = 160  # 20 ms at 8 kHz
+FRAME_S = FRAME_SAMPLES / RATE
+# A talk spurt ends when nothing was sent for this long (the playout queue ran dry).
+SPURT_GAP_S = 0.060
+MAX_FILL_S = 1.0  # a hole longer than this is filled only this far
+JUMP_S = 10.0  # a step forward longer than this is a new timeline, not a hole
+_HALF = 1 << 31
+
+
+@dataclass(frozen=True)
+class Stamp:
+    timestamp: int
+    marker: bool
+
+
+class OutboundTimeline:
+    def __init__(self, initial_timestamp: int) -> None:
+        self._next = initial_timestamp & 0xFFFFFFFF
+        self._last_sent: float | None = None
+
+    def stamp(self, now: float) -> Stamp:
+        """The stamp of a frame sent at `now` (monotonic seconds)."""
+        marker = False
+        if self._last_sent is None:
+            marker = True
+        elif now - self._last_sent > SPURT_GAP_S:
+            marker = True
+            # the silence lasted (now - last) less the frame that ended the spurt
+            skipped = round((now - self._last_sent) / FRAME_S) - 1
+            self._next = (self._next + max(0, skipped) * FRAME_SAMPLES) & 0xFFFFFFFF
+        self._last_sent = now
+        stamp = Stamp(self._next, marker)
+        self._next = (self._next + FRAME_SAMPLES) & 0xFFFFFFFF
+        return stamp
+
+
+@dataclass(frozen=True)
+class Filled:
+    silence_samples: int  # to insert before this audio
+    lost_frames: int  # frames of media time the caller sent and we never had
+    restarted: bool  # the timeline moved back: taken as a new one
+
+
+class InboundGaps:
+    def __init__(self) -> None:
+        self._expected: int | None = None
+
+    def supplied(self, samples: int) -> None:
+        """`samples` of silence went to the call in place of audio that did not come."""
+        if self._expected is not None:
+            self._expected = (self._expected + samples) & 0xFFFFFFFF
+
+    def audio(self, timestamp: int, samples: int) -> Filled:
+        """Audio of `samples` samples stamped `timestamp` arrives (in order from the
+        jitter buffer); how much silence goes before it."""
+        expected = self._expected
+        self._expected = (timestamp + samples) & 0xFFFFFFFF
+        if expected is None:
+            return Filled(0, 0, False)
+        ahead = (timestamp - expected) & 0xFFFFFFFF
+        if ahead == 0:
+            return Filled(0, 0, False)
+        if ahead >= _HALF:  # behind what we have already played: a new timeline
+            return Filled(0, 0, True)
+        if ahead > JUMP_S * RATE:  # far ahead: the sender's timestamps jumped, no hole
+            return Filled(0, 0, True)
+        fill = min(ahead, int(MAX_FILL_S * RATE))
+        return Filled(fill, ahead // FRAME_SAMPLES, False)

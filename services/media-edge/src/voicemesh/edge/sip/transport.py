@@ -1,0 +1,392 @@
+"""The SIP transport: a user agent server on UDP and TCP (aiosipua), each call a `SipPort`.
+
+What this layer adds to the library, in front of its dialog logic:
+- every request is authenticated (`auth.SipAccess`: the allowed networks, else digest) and
+  a refused one is answered and counted;
+- a retransmitted request is answered with the response already sent, not taken twice
+  (`transactions.ServerTransactions`);
+- an INVITE's offer is checked before anything rings: `400` with the reason for an offer
+  that cannot be read, `488` for one with nothing acceptable;
+- messages that do not parse are counted and dropped, and every other call goes on;
+- our BYE is retransmitted over UDP until it is answered (timers E/F).
+
+The request-URI's user picks the agent (`sip:restaurant@edge`) when it is an agent name;
+a number there is the number called, which picks the agent as Twilio's `to` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosipua import IncomingCall, SipUAS
+from aiosipua.message import SipMessage, SipRequest, SipResponse, missing_required_headers
+from aiosipua.transport import TcpSipTransport, UdpSipTransport, _stamp_via_received, _UdpProtocol
+
+from voicemesh.mesh.metrics import ServiceMetrics
+
+from ..port import CallHandler, CallInfo, CallTransport, EndReason
+from .auth import Admit, Challenge, SipAccess
+from .offer import SdpRejected, answer_offer
+from .port import LABEL, SipPort
+from .transactions import ServerTransactions, TransactionKey, retransmit_offsets
+
+log = logging.getLogger(__name__)
+USER_AGENT = "voicemesh"
+_AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_URI_USER = re.compile(r"^sips?:([^@;>]+)@", re.IGNORECASE)
+MAX_METADATA = 16  # X- headers carried into the session's metadata
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    host: str = "127.0.0.1"
+    port: int = 5060
+    advertised_host: str = ""  # what SDP and Contact name; the bind host when empty
+    rtp_ports: tuple[int, int] = (40000, 40999)
+    allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    credentials: dict[str, str] = field(default_factory=dict)
+    realm: str = "voicemesh"
+    nonce_secret: bytes = b""
+    jitter_frames: int = 2
+
+
+class RtpPorts:
+    """Even RTP ports from a range (RTCP takes the odd one above), handed out in turn so a
+    port just released is the last to be reused."""
+
+    def __init__(self, low: int, high: int) -> None:
+        first = low + (low % 2)
+        self._ports = list(range(first, high, 2))
+        if not self._ports:
+            raise ValueError(f"the RTP port range {low}-{high} holds no even port with its odd pair")
+        self._free: dict[int, None] = dict.fromkeys(self._ports)
+
+    def take(self) -> int:
+        if not self._free:
+            raise OSError("every RTP port in the range is in use")
+        port = next(iter(self._free))
+        del self._free[port]
+        return port
+
+    def release(self, port: int) -> None:
+        self._free[port] = None  # to the back of the line
+
+
+def transaction_key(msg: SipMessage) -> TransactionKey | None:
+    vias = msg.via
+    cseq = msg.cseq
+    branch = vias[0].branch if vias else None
+    if not branch or cseq is None or not msg.call_id:
+        return None
+    return TransactionKey(msg.call_id, branch, cseq.seq, cseq.method.upper())
+
+
+def _user_of(uri: str) -> str:
+    m = _URI_USER.match(uri)
+    return m.group(1) if m else ""
+
+
+def call_info(request: SipRequest, transport: str) -> CallInfo:
+    user = _user_of(request.uri)
+    is_agent = bool(_AGENT_NAME.fullmatch(user)) and not user.isdigit()
+    from_addr = request.from_addr
+    caller = (from_addr.uri.user or "") if from_addr else ""
+    metadata: dict[str, str] = {}
+    for name, values in request.headers.items():
+        if name.lower().startswith("x-") and values and len(metadata) < MAX_METADATA:
+            metadata[name.lower()[2:][:64]] = values[0][:256]
+    return CallInfo(
+        transport=transport,
+        agent=user if is_agent else "",
+        caller=caller,
+        callee="" if is_agent else user,
+        carrier_call_id=request.call_id or "",
+        metadata=metadata,
+    )
+
+
+class _Counted:
+    """Parse failures counted and dropped (aiosipua only logs them), then our filter."""
+
+    metrics: ServiceMetrics
+    on_message: Any
+
+    def _dispatch(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            msg = SipMessage.parse(data)
+            if isinstance(msg, SipRequest):
+                _stamp_via_received(msg, addr)
+        except Exception as exc:  # (the library raises what it likes on garbage)
+            self.metrics.error("bad_sip_message")
+            log.warning("unreadable sip message dropped", extra={"error": str(exc)[:200]})
+            return
+        if self.on_message is not None:
+            self.on_message(msg, addr)
+
+
+class _UdpListener(_UdpProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # aiosipua asserts a DatagramTransport, which Python 3.11's selector transport is not
+        self._owner._udp_transport = transport  # type: ignore[assignment]
+
+
+@dataclass
+class _Udp(_Counted, UdpSipTransport):
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpListener(self), local_addr=self.local_addr
+        )
+        self._udp_transport = transport
+
+
+@dataclass
+class _Tcp(_Counted, TcpSipTransport):
+    pass
+
+
+class SipCallTransport(CallTransport):
+    name = "sip"
+    transport_label = LABEL
+
+    def __init__(
+        self, settings: SipSettings, metrics: ServiceMetrics, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.host = settings.host
+        self.advertised_host = settings.advertised_host or settings.host
+        self.jitter_frames = settings.jitter_frames
+        self._clock = clock
+        self._access = SipAccess(
+            allow=settings.allow,
+            credentials=settings.credentials,
+            realm=settings.realm,
+            secret=settings.nonce_secret,
+        )
+        self._ports = RtpPorts(*settings.rtp_ports)
+        self._transactions: ServerTransactions[SipResponse] = ServerTransactions()
+        self._uases: list[SipUAS] = []
+        self._calls: dict[str, SipPort] = {}
+        self._byes: dict[tuple[str, int], list[asyncio.TimerHandle]] = {}
+        self._handler: CallHandler | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._bound_port = settings.port
+
+    def describe(self) -> str:
+        return f"sip:{self.advertised_host}:{self._bound_port} (udp, tcp)"
+
+    @property
+    def port(self) -> int:
+        return self._bound_port
+
+    async def start(self, handler: CallHandler) -> None:
+        self._handler = handler
+        addr = (self.settings.host, self.settings.port)
+        udp = _Udp(local_addr=addr)
+        udp.metrics = self.metrics
+        try:
+            await self._listen(udp, "sip-udp")
+            if self.settings.port == 0:  # bound to a free port: TCP takes the same number
+                assert udp._udp_transport is not None
+                self._bound_port = int(udp._udp_transport.get_extra_info("sockname")[1])
+            tcp = _Tcp(local_addr=(self.settings.host, self._bound_port))
+            tcp.metrics = self.metrics
+            await self._listen(tcp, "sip-tcp")
+        except OSError as exc:
+            raise OSError(f"cannot listen for SIP on {addr[0]}:{addr[1]}: {exc.strerror or exc}") from None
+
+    async def _listen(self, transport: _Udp | _Tcp, kind: str) -> None:
+        uas = SipUAS(transport, user_agent=USER_AGENT)
+        uas.on_invite = lambda call: self._on_invite(call, kind)
+        uas.on_bye = lambda call, _req: self._gone(call.call_id, "caller hung up")
+        uas.on_cancel = lambda req, _addr: self._gone(req.call_id or "", "caller cancelled")
+        uas.on_ack_timeout = lambda call: self._gone(call.call_id, "no ACK for the answer")
+        uas.on_reinvite = self._on_reinvite
+        await uas.start()
+        transport.on_message = lambda msg, addr: self._on_message(uas, msg, addr)
+        self._record_responses(uas)
+        self._uases.append(uas)
+
+    async def stop(self) -> None:
+        for handles in self._byes.values():
+            for handle in handles:
+                handle.cancel()
+        for uas in self._uases:
+            await uas.stop()
+
+    # ---- in front of the library -------------------------------------------------------
+
+    def _on_message(self, uas: SipUAS, msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
+        if isinstance(msg, SipResponse):
+            self._answered_bye(msg)
+            return
+        key = transaction_key(msg)
+        if key is not None and msg.method.upper() != "ACK":
+            seen = self._transactions.received(key, self._clock())
+            if seen is not None:
+                self.metrics.error("sip_retransmission")
+                if seen.response is not None:
+                    uas.transport.send_reply(seen.response)
+                return
+        if missing_required_headers(msg):
+            self.metrics.error("bad_sip_message")
+        elif msg.method.upper() == "INVITE" and not (msg.to_addr and msg.to_addr.tag):
+            if not self._admit(uas, msg, addr):
+                return
+        uas._on_message(msg, addr)  # (aiosipua 0.7.1: the library's dispatch)
+
+    def _record_responses(self, uas: SipUAS) -> None:
+        """Every response the library sends is remembered for the retransmissions of its
+        request (wrapped once per transport)."""
+        transport = uas.transport
+        send_reply = transport.send_reply
+
+        def recorded(response: SipResponse) -> None:
+            key = transaction_key(response)
+            if key is not None:
+                self._transactions.responded(key, response, self._clock())
+            send_reply(response)
+
+        transport.send_reply = recorded  # type: ignore[method-assign]
+
+    def _admit(self, uas: SipUAS, request: SipRequest, addr: tuple[str, int]) -> bool:
+        """A new INVITE: who sent it, and whether its offer can be answered at all."""
+        decision = self._access.check(
+            source_ip=addr[0],
+            method="INVITE",
+            authorization=request.get_header("authorization"),
+            now=time.time(),
+        )
+        if isinstance(decision, Challenge):
+            self.metrics.error("sip_challenged")
+            self._refuse(uas, request, 401, "Unauthorized", {"WWW-Authenticate": decision.header})
+            return False
+        if not isinstance(decision, Admit):
+            self.metrics.error("unauthorized")
+            log.warning("sip call refused", extra={"status": decision.status, "reason": decision.reason})
+            self._refuse(uas, request, decision.status, decision.reason[:120])
+            return False
+        body = request.text if request.body else ""
+        try:
+            answer_offer(body, local_ip=self.advertised_host, rtp_port=self.settings.rtp_ports[0])
+        except SdpRejected as exc:
+            self.metrics.error("sip_bad_offer" if exc.status == 400 else "sip_no_acceptable_offer")
+            log.warning("sip offer refused", extra={"status": exc.status, "reason": exc.reason})
+            self._refuse(uas, request, exc.status, exc.reason[:120])
+            return False
+        return True
+
+    def _refuse(
+        self,
+        uas: SipUAS,
+        request: SipRequest,
+        status: int,
+        reason: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        uas._send_error(request, status, reason.replace("\r", " ").replace("\n", " "), extra_headers=headers)
+
+    # ---- calls -------------------------------------------------------------------------
+
+    def _on_invite(self, call: IncomingCall, kind: str) -> None:
+        assert self._handler is not None
+        try:
+            port_number = self._ports.take()
+        except OSError:
+            self.metrics.error("sip_no_rtp_port")
+            call.reject(503, "No RTP port free")
+            return
+        body = call.invite.text if call.invite.body else ""
+        answer = answer_offer(body, local_ip=self.advertised_host, rtp_port=port_number)  # checked in _admit
+        port = SipPort(call, answer, port_number, call_info(call.invite, kind), self, self._clock)
+        self._calls[call.call_id] = port
+        call.ringing()
+        task = asyncio.get_running_loop().create_task(self._run(port))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, port: SipPort) -> None:
+        assert self._handler is not None
+        try:
+            await self._handler(port)
+        finally:
+            await port.close(EndReason.ERROR_INTERNAL, "the call handler ended")  # no-op after its own close
+
+    def _gone(self, call_id: str, why: str) -> None:
+        port = self._calls.get(call_id)
+        if port is not None:
+            port.caller_gone(why)
+
+    def _on_reinvite(self, call: IncomingCall) -> None:
+        port = self._calls.get(call.call_id)
+        if port is None:
+            self.respond(call, 481, "Call/Transaction Does Not Exist")
+            return
+        port.reoffer(call)
+
+    # ---- what ports ask of the transport (SipSignalling) -------------------------------
+
+    def bind_port(self) -> int:
+        return self._ports.take()
+
+    def release_port(self, port: int) -> None:
+        self._ports.release(port)
+
+    def forget(self, port: SipPort) -> None:
+        if self._calls.get(port.call.call_id) is port:
+            del self._calls[port.call.call_id]
+
+    def respond(self, call: IncomingCall, status: int, reason: str, sdp: str = "") -> None:
+        """A final response to the call's current INVITE: a refusal before the answer, or
+        the answer to a re-INVITE (which keeps the dialog)."""
+        if not call._answered and status >= 300:
+            call.reject(status, reason)
+            return
+        resp = call.dialog.create_response(call.invite, status, reason, contact=f"<sip:{self._contact()}>")
+        if sdp:
+            resp.text = sdp
+            resp.headers.set_single("Content-Type", "application/sdp")
+        resp.headers.set_single("User-Agent", USER_AGENT)
+        assert call.transport is not None
+        call.transport.send_reply(resp)
+
+    def _contact(self) -> str:
+        host = f"[{self.advertised_host}]" if ":" in self.advertised_host else self.advertised_host
+        return f"{host}:{self._bound_port}"
+
+    def hang_up(self, call: IncomingCall) -> None:
+        bye = call.hangup()
+        transport = call.transport
+        if bye is None or transport is None or getattr(transport, "reliable", False):
+            return
+        cseq = bye.cseq
+        assert cseq is not None
+        loop = asyncio.get_running_loop()
+        key = (call.call_id, cseq.seq)
+        offsets = retransmit_offsets()
+        self._byes[key] = [
+            loop.call_later(at, self._resend_bye, transport, bye, call.source_addr, key, at == offsets[-1])
+            for at in offsets
+        ]
+
+    def _resend_bye(
+        self, transport: Any, bye: SipRequest, addr: tuple[str, int], key: tuple[str, int], last: bool
+    ) -> None:
+        transport.send(bye, addr)
+        if last:
+            self._byes.pop(key, None)
+            self.metrics.error("sip_bye_unanswered")
+
+    def _answered_bye(self, response: SipResponse) -> None:
+        cseq = response.cseq
+        if cseq is None or cseq.method.upper() != "BYE" or response.status_code < 200:
+            return
+        for handle in self._byes.pop((response.call_id or "", cseq.seq), []):
+            handle.cancel()

@@ -1,0 +1,283 @@
+"""The SIP transport in this process, called by Debian's SIPp (a SIP user agent this project
+did not write) and by hand-made datagrams for what SIPp cannot send: a retransmitted
+INVITE, broken SDP, garbage. Behind the transport is a small call handler in place of the
+mesh (the whole mesh answering SIP calls is tests/e2e/test_sip.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sipp import ULAW_SILENCE, run_sipp
+
+from voicemesh.edge.port import Dtmf, EndReason, Frame, Hangup, MediaPort, PortEvent
+from voicemesh.edge.sip.transport import SipCallTransport, SipSettings
+from voicemesh.mesh.localservers import free_port
+from voicemesh.mesh.metrics import ServiceMetrics
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Handler:
+    """Stands in for the mesh behind the edge: records each call's events, answers after
+    `answer_after_s`, refuses with `refuse`, or hangs up after `hang_up_after` frames."""
+
+    answer_after_s: float = 0.0
+    refuse: EndReason | None = None
+    hang_up_after: int | None = None
+    calls: list[MediaPort] = field(default_factory=list)
+    events: list[list[PortEvent]] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, port: MediaPort) -> None:
+        self.calls.append(port)
+        events: list[PortEvent] = []
+        self.events.append(events)
+        try:
+            if self.refuse is not None:
+                await port.close(self.refuse)
+                return
+            await asyncio.sleep(self.answer_after_s)
+            frames = 0
+            while True:
+                event = await port.receive()
+                events.append(event)
+                if isinstance(event, Hangup):
+                    await port.close(EndReason.CALLER)
+                    return
+                if isinstance(event, Frame):
+                    frames += 1
+                    await port.play(event.pcm)  # an echo: the caller hears itself
+                    if self.hang_up_after is not None and frames >= self.hang_up_after:
+                        await port.close(EndReason.AGENT)
+                        return
+        finally:
+            self.done.set()
+
+
+def errors(metrics: ServiceMetrics, kind: str) -> float:
+    return (
+        metrics.registry.get_sample_value("voicemesh_errors_total", {"service": "media-edge", "kind": kind})
+        or 0.0
+    )
+
+
+Edge = tuple[SipCallTransport, Handler, ServiceMetrics]
+
+
+@pytest.fixture
+async def start_edge() -> AsyncIterator[Callable[..., Awaitable[Edge]]]:
+    """start_edge(handler=Handler(...), **SipSettings fields) -> (transport, handler, metrics)."""
+    started: list[SipCallTransport] = []
+
+    async def start(handler: Handler | None = None, **options: object) -> Edge:
+        metrics = ServiceMetrics.create("media-edge")
+        low = 20000 + free_port() % 20000 // 2 * 2
+        settings = SipSettings(port=0, rtp_ports=(low, low + 40), nonce_secret=b"n" * 32, **options)  # type: ignore[arg-type]
+        transport = SipCallTransport(settings, metrics)
+        handler = handler or Handler()
+        await transport.start(handler)
+        started.append(transport)
+        return transport, handler, metrics
+
+    yield start
+    for transport in started:
+        await transport.stop()
+
+
+@pytest.fixture
+async def edge(start_edge: Callable[..., Awaitable[Edge]]) -> Edge:
+    return await start_edge()
+
+
+def caller_audio(workdir: Path, seconds: float = 2.0) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    tone = bytes([0x80, 0x90, 0xA0, 0x90, 0x80, 0x10, 0x20, 0x10]) * int(seconds * 1000)  # loud μ-law
+    (workdir / "caller.ulaw").write_bytes(tone + ULAW_SILENCE * 800)
+
+
+async def test_a_call_is_answered_streams_both_ways_and_ends_with_the_callers_bye(
+    edge, tmp_path: Path
+) -> None:
+    transport, handler, _ = edge
+    caller_audio(tmp_path)
+    run = await run_sipp("uac_stream.xml", transport.port, tmp_path, pause_ms=3000)
+    assert run.ok, run.output[-1500:]
+    await asyncio.wait_for(handler.done.wait(), 5)
+    (events,) = handler.events
+    frames = [e for e in events if isinstance(e, Frame)]
+    assert len(frames) > 100  # 20 ms frames of 16 kHz audio, gapless
+    assert isinstance(events[-1], Hangup) and events[-1].reason == "caller hung up"
+    info = handler.calls[0].info
+    assert (info.transport, info.agent, info.caller) == ("sip-udp", "restaurant", "sipp")
+
+
+async def test_the_agent_hangs_up_with_a_bye_the_caller_answers(edge, tmp_path: Path) -> None:
+    transport, handler, metrics = edge
+    handler.hang_up_after = 50
+    caller_audio(tmp_path)
+    # the scenario waits for our BYE instead of sending its own
+    run = await run_sipp("uac_hung_up.xml", transport.port, tmp_path)
+    assert run.ok, run.output[-1500:]
+    assert errors(metrics, "sip_bye_unanswered") == 0
+
+
+async def test_options_is_answered(edge, tmp_path: Path) -> None:
+    transport, _, _ = edge
+    assert (await run_sipp("uac_options.xml", transport.port, tmp_path)).ok
+
+
+async def test_an_offer_without_an_acceptable_codec_gets_488(edge, tmp_path: Path) -> None:
+    transport, handler, metrics = edge
+    run = await run_sipp("uac_488.xml", transport.port, tmp_path)
+    assert run.ok, run.output[-1500:]
+    assert handler.calls == [] and errors(metrics, "sip_no_acceptable_offer") == 1
+
+
+async def test_a_cancel_while_ringing_gets_487_and_ends_the_call(start_edge, tmp_path: Path) -> None:
+    transport, handler, _ = await start_edge(Handler(answer_after_s=3.0))
+    run = await run_sipp("uac_cancel.xml", transport.port, tmp_path)
+    assert run.ok, run.output[-1500:]
+    await asyncio.wait_for(handler.done.wait(), 5)
+    assert handler.events[0] == [Hangup("caller cancelled")]
+
+
+async def test_a_call_the_edge_cannot_take_is_refused_with_503(start_edge) -> None:
+    transport, _, _ = await start_edge(Handler(refuse=EndReason.UNAVAILABLE))
+    statuses = await raw_invite(transport.port, "refused-1")
+    assert statuses[-1].startswith("SIP/2.0 503"), statuses
+
+
+async def test_an_unknown_agent_gets_404(start_edge) -> None:
+    transport, _, _ = await start_edge(Handler(refuse=EndReason.UNKNOWN_AGENT))
+    statuses = await raw_invite(transport.port, "unknown-1")
+    assert statuses[-1].startswith("SIP/2.0 404"), statuses
+
+
+# ---- datagrams SIPp will not send ------------------------------------------------------
+
+SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+
+
+def invite(call_id: str, sip_port: int, local_port: int, body: str, authorization: str = "") -> bytes:
+    head = (
+        f"INVITE sip:restaurant@127.0.0.1:{sip_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK-{call_id}\r\n"
+        f"From: <sip:test@127.0.0.1:{local_port}>;tag=t1\r\n"
+        f"To: <sip:restaurant@127.0.0.1:{sip_port}>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:test@127.0.0.1:{local_port}>\r\n"
+        + (f"Authorization: {authorization}\r\n" if authorization else "")
+        + f"Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {len(body.encode())}\r\n\r\n"
+    )
+    return head.encode() + body.encode()
+
+
+async def raw_invite(
+    sip_port: int,
+    call_id: str,
+    body: str | None = None,
+    *,
+    repeat_after_s: float | None = None,
+    listen_s: float = 1.5,
+    authorization: str = "",
+) -> list[str]:
+    """Send an INVITE from a plain UDP socket (again after `repeat_after_s`, the same
+    transaction), and return the status lines that came back within `listen_s`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    local = sock.getsockname()[1]
+    data = invite(
+        call_id, sip_port, local, SDP.format(port=free_port()) if body is None else body, authorization
+    )
+    loop = asyncio.get_running_loop()
+    statuses: list[str] = []
+    try:
+        sock.sendto(data, ("127.0.0.1", sip_port))
+        deadline = loop.time() + listen_s
+        repeated = repeat_after_s is None
+        while (left := deadline - loop.time()) > 0:
+            if not repeated and loop.time() >= deadline - listen_s + repeat_after_s:
+                sock.sendto(data, ("127.0.0.1", sip_port))
+                repeated = True
+            try:
+                reply = await asyncio.wait_for(loop.sock_recv(sock, 65535), min(left, 0.1))
+            except TimeoutError:
+                continue
+            statuses.append(reply.decode(errors="replace").split("\r\n", 1)[0])
+    finally:
+        sock.close()
+    return statuses
+
+
+async def test_a_retransmitted_invite_is_one_call_answered_again(start_edge) -> None:
+    transport, handler, metrics = await start_edge(Handler(answer_after_s=1.0))
+    statuses = await raw_invite(transport.port, "retx-1", repeat_after_s=0.4, listen_s=2.0)
+    assert len(handler.calls) == 1, "the retransmission became a second call"
+    assert statuses.count("SIP/2.0 180 Ringing") == 2, statuses  # the last response, sent again
+    assert any(s.startswith("SIP/2.0 200") for s in statuses), statuses
+    assert errors(metrics, "sip_retransmission") == 1
+
+
+async def test_an_invite_with_broken_sdp_gets_400_with_the_reason_and_calls_go_on(
+    edge, tmp_path: Path
+) -> None:
+    transport, handler, metrics = edge
+    statuses = await raw_invite(transport.port, "bad-sdp-1", body="v=0\r\nm=audio nope RTP/AVP 0\r\n")
+    assert len(statuses) == 1 and statuses[0].startswith("SIP/2.0 400 bad SDP"), statuses
+    statuses = await raw_invite(transport.port, "no-c-1", body="v=0\r\nm=audio 4000 RTP/AVP 0\r\n")
+    assert statuses == ["SIP/2.0 400 bad SDP: no c= connection address for the audio stream"], statuses
+    assert handler.calls == [] and errors(metrics, "sip_bad_offer") == 2
+    caller_audio(tmp_path, 0.5)
+    assert (await run_sipp("uac_stream.xml", transport.port, tmp_path, pause_ms=1000)).ok
+
+
+async def test_garbage_is_counted_and_dropped_and_calls_go_on(edge, tmp_path: Path) -> None:
+    transport, _, metrics = edge
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for junk in (b"\x00\xff" * 40, b"INVITE\r\n\r\n", b"SIP/2.0 banana\r\n\r\n", "é".encode() * 100):
+        sock.sendto(junk, ("127.0.0.1", transport.port))
+    sock.close()
+    caller_audio(tmp_path, 0.5)
+    assert (await run_sipp("uac_stream.xml", transport.port, tmp_path, pause_ms=1000)).ok
+    assert errors(metrics, "bad_sip_message") >= 3
+
+
+# ---- who may call ------------------------------------------------------------------------
+
+
+async def test_a_caller_outside_the_allowed_networks_answers_a_digest_challenge(
+    start_edge, tmp_path: Path
+) -> None:
+    transport, handler, metrics = await start_edge(allow=(), credentials={"alice": "s3cret-pass"})
+    caller_audio(tmp_path, 0.5)
+    run = await run_sipp(
+        "uac_auth.xml", transport.port, tmp_path, pause_ms=1000, extra=("-au", "alice", "-ap", "s3cret-pass")
+    )
+    assert run.ok, run.output[-1500:]
+    assert len(handler.calls) == 1 and errors(metrics, "sip_challenged") == 1
+    # a wrong password is challenged again, and does not become a call
+    bogus = 'Digest username="alice", realm="voicemesh", nonce="1.00", uri="sip:x", response="0000"'
+    statuses = await raw_invite(transport.port, "wrong-1", authorization=bogus)
+    assert len(statuses) == 1 and statuses[0].startswith("SIP/2.0 401"), statuses
+    assert len(handler.calls) == 1
+
+
+async def test_without_credentials_a_caller_outside_the_allowed_networks_is_refused(start_edge) -> None:
+    transport, handler, metrics = await start_edge(allow=())
+    statuses = await raw_invite(transport.port, "outsider-1")
+    assert len(statuses) == 1 and statuses[0].startswith("SIP/2.0 403"), statuses
+    assert handler.calls == [] and errors(metrics, "unauthorized") == 1
+
+
+async def test_dtmf_reaches_the_call(edge, tmp_path: Path) -> None:
+    transport, handler, _ = edge
+    run = await run_sipp("uac_dtmf_4.xml", transport.port, tmp_path, pause_ms=500)
+    assert run.ok, run.output[-1500:]
+    await asyncio.wait_for(handler.done.wait(), 5)
+    assert [e.digits for e in handler.events[0] if isinstance(e, Dtmf)] == ["4"]
