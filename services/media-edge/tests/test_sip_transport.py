@@ -149,8 +149,11 @@ async def test_a_cancel_while_ringing_gets_487_and_ends_the_call(start_edge, tmp
 
 async def test_a_call_the_edge_cannot_take_is_refused_with_503(start_edge) -> None:
     transport, _, _ = await start_edge(Handler(refuse=EndReason.UNAVAILABLE))
-    statuses = await raw_invite(transport.port, "refused-1")
-    assert statuses[-1].startswith("SIP/2.0 503"), statuses
+    statuses = await raw_invite(transport.port, "refused-1", listen_s=2.0)
+    # over UDP the refusal is sent again until the caller acknowledges it (timer G)
+    assert statuses[-1].startswith("SIP/2.0 503") and len([s for s in statuses if " 503 " in s]) >= 3, statuses
+    statuses = await raw_invite(transport.port, "refused-2", listen_s=2.0, ack=True)
+    assert [s for s in statuses if " 503 " in s] == ["SIP/2.0 503 Service Unavailable"], statuses
 
 
 async def test_an_unknown_agent_gets_404(start_edge) -> None:
@@ -177,6 +180,17 @@ def invite(call_id: str, sip_port: int, local_port: int, body: str, authorizatio
     return head.encode() + body.encode()
 
 
+def ack_for(request: str, response: str) -> bytes:
+    """The ACK of a non-2xx final response: the INVITE's Via, From, Call-ID and request-URI,
+    the response's To (with its tag), CSeq n ACK."""
+    head = request.split("\r\n\r\n", 1)[0].split("\r\n")
+    to = next(line for line in response.split("\r\n") if line.lower().startswith("to:"))
+    keep = [h for h in head[1:] if h.split(":", 1)[0].lower() in ("via", "from", "call-id", "max-forwards")]
+    cseq = next(h for h in head if h.lower().startswith("cseq:")).split()[1]
+    lines = [head[0].replace("INVITE", "ACK", 1), *keep, to, f"CSeq: {cseq} ACK", "Content-Length: 0"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 async def raw_invite(
     sip_port: int,
     call_id: str,
@@ -185,9 +199,11 @@ async def raw_invite(
     repeat_after_s: float | None = None,
     listen_s: float = 1.5,
     authorization: str = "",
+    ack: bool = False,
 ) -> list[str]:
     """Send an INVITE from a plain UDP socket (again after `repeat_after_s`, the same
-    transaction), and return the status lines that came back within `listen_s`."""
+    transaction), and return the status lines that came back within `listen_s`; with `ack`,
+    a final refusal is acknowledged as RFC 3261 §17.1.1.3 says."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
@@ -209,7 +225,10 @@ async def raw_invite(
                 reply = await asyncio.wait_for(loop.sock_recv(sock, 65535), min(left, 0.1))
             except TimeoutError:
                 continue
-            statuses.append(reply.decode(errors="replace").split("\r\n", 1)[0])
+            text = reply.decode(errors="replace")
+            statuses.append(text.split("\r\n", 1)[0])
+            if ack and int(statuses[-1].split()[1]) >= 300:
+                sock.sendto(ack_for(data.decode(errors="replace"), text), ("127.0.0.1", sip_port))
     finally:
         sock.close()
     return statuses
@@ -228,9 +247,9 @@ async def test_an_invite_with_broken_sdp_gets_400_with_the_reason_and_calls_go_o
     edge, tmp_path: Path
 ) -> None:
     transport, handler, metrics = edge
-    statuses = await raw_invite(transport.port, "bad-sdp-1", body="v=0\r\nm=audio nope RTP/AVP 0\r\n")
+    statuses = await raw_invite(transport.port, "bad-sdp-1", body="v=0\r\nm=audio nope RTP/AVP 0\r\n", ack=True)
     assert len(statuses) == 1 and statuses[0].startswith("SIP/2.0 400 bad SDP"), statuses
-    statuses = await raw_invite(transport.port, "no-c-1", body="v=0\r\nm=audio 4000 RTP/AVP 0\r\n")
+    statuses = await raw_invite(transport.port, "no-c-1", body="v=0\r\nm=audio 4000 RTP/AVP 0\r\n", ack=True)
     assert statuses == ["SIP/2.0 400 bad SDP: no c= connection address for the audio stream"], statuses
     assert handler.calls == [] and errors(metrics, "sip_bad_offer") == 2
     caller_audio(tmp_path, 0.5)
@@ -263,14 +282,14 @@ async def test_a_caller_outside_the_allowed_networks_answers_a_digest_challenge(
     assert len(handler.calls) == 1 and errors(metrics, "sip_challenged") == 1
     # a wrong password is challenged again, and does not become a call
     bogus = 'Digest username="alice", realm="voicemesh", nonce="1.00", uri="sip:x", response="0000"'
-    statuses = await raw_invite(transport.port, "wrong-1", authorization=bogus)
+    statuses = await raw_invite(transport.port, "wrong-1", authorization=bogus, ack=True)
     assert len(statuses) == 1 and statuses[0].startswith("SIP/2.0 401"), statuses
     assert len(handler.calls) == 1
 
 
 async def test_without_credentials_a_caller_outside_the_allowed_networks_is_refused(start_edge) -> None:
     transport, handler, metrics = await start_edge(allow=())
-    statuses = await raw_invite(transport.port, "outsider-1")
+    statuses = await raw_invite(transport.port, "outsider-1", ack=True)
     assert len(statuses) == 1 and statuses[0].startswith("SIP/2.0 403"), statuses
     assert handler.calls == [] and errors(metrics, "unauthorized") == 1
 

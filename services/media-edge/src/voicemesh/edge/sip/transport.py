@@ -174,7 +174,9 @@ class SipCallTransport(CallTransport):
         self._transactions: ServerTransactions[SipResponse] = ServerTransactions()
         self._uases: list[SipUAS] = []
         self._calls: dict[str, SipPort] = {}
-        self._byes: dict[tuple[str, int], list[asyncio.TimerHandle]] = {}
+        # Sends repeated over UDP until answered: our BYEs (until a response, timers E/F) and
+        # our final refusals of an INVITE (until its ACK, timers G/H), by (Call-ID, CSeq, method).
+        self._resends: dict[tuple[str, int, str], list[asyncio.TimerHandle]] = {}
         self._handler: CallHandler | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._bound_port = settings.port
@@ -215,7 +217,7 @@ class SipCallTransport(CallTransport):
         self._uases.append(uas)
 
     async def stop(self) -> None:
-        for handles in self._byes.values():
+        for handles in self._resends.values():
             for handle in handles:
                 handle.cancel()
         for uas in self._uases:
@@ -235,6 +237,8 @@ class SipCallTransport(CallTransport):
                 if seen.response is not None:
                     uas.transport.send_reply(seen.response)
                 return
+        if msg.method.upper() == "ACK" and key is not None:
+            self._stop_resending((key.call_id, key.cseq, "INVITE"))
         if missing_required_headers(msg):
             self.metrics.error("bad_sip_message")
         elif msg.method.upper() == "INVITE" and not (msg.to_addr and msg.to_addr.tag):
@@ -252,6 +256,10 @@ class SipCallTransport(CallTransport):
             key = transaction_key(response)
             if key is not None:
                 self._transactions.responded(key, response, self._clock())
+                if key.method == "INVITE" and response.status_code >= 300 and not transport.reliable:
+                    self._resend(
+                        (key.call_id, key.cseq, "INVITE"), lambda: send_reply(response), "sip_refusal_unacked"
+                    )
             send_reply(response)
 
         transport.send_reply = recorded  # type: ignore[method-assign]
@@ -364,29 +372,35 @@ class SipCallTransport(CallTransport):
     def hang_up(self, call: IncomingCall) -> None:
         bye = call.hangup()
         transport = call.transport
-        if bye is None or transport is None or getattr(transport, "reliable", False):
+        if bye is None or transport is None or transport.reliable:
             return
         cseq = bye.cseq
         assert cseq is not None
-        loop = asyncio.get_running_loop()
-        key = (call.call_id, cseq.seq)
-        offsets = retransmit_offsets()
-        self._byes[key] = [
-            loop.call_later(at, self._resend_bye, transport, bye, call.source_addr, key, at == offsets[-1])
-            for at in offsets
-        ]
+        self._resend(
+            (call.call_id, cseq.seq, "BYE"), lambda: transport.send(bye, call.source_addr), "sip_bye_unanswered"
+        )
 
-    def _resend_bye(
-        self, transport: Any, bye: SipRequest, addr: tuple[str, int], key: tuple[str, int], last: bool
-    ) -> None:
-        transport.send(bye, addr)
-        if last:
-            self._byes.pop(key, None)
-            self.metrics.error("sip_bye_unanswered")
+    def _resend(self, key: tuple[str, int, str], send: Callable[[], None], unanswered: str) -> None:
+        """`send` again at T1, 2·T1, … (at most T2 apart) until `_stop_resending(key)`;
+        counted as `unanswered` when 64·T1 pass without."""
+        self._stop_resending(key)
+        loop = asyncio.get_running_loop()
+        offsets = retransmit_offsets()
+
+        def again(last: bool) -> None:
+            send()
+            if last:
+                self._resends.pop(key, None)
+                self.metrics.error(unanswered)
+
+        self._resends[key] = [loop.call_later(at, again, at == offsets[-1]) for at in offsets]
+
+    def _stop_resending(self, key: tuple[str, int, str]) -> None:
+        for handle in self._resends.pop(key, []):
+            handle.cancel()
 
     def _answered_bye(self, response: SipResponse) -> None:
         cseq = response.cseq
         if cseq is None or cseq.method.upper() != "BYE" or response.status_code < 200:
             return
-        for handle in self._byes.pop((response.call_id or "", cseq.seq), []):
-            handle.cancel()
+        self._stop_resending((response.call_id or "", cseq.seq, "BYE"))
