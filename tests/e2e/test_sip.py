@@ -83,6 +83,9 @@ async def test_a_sip_caller_is_greeted_answered_and_the_call_is_listed(
     assert wer(GREETING + " " + ASKED_DAY, heard) <= 0.34, heard
     (started,) = [e.call_started for e in events if event_name(e) == "call_started"]
     assert (started.transport, started.agent, started.caller) == ("sip-udp", "Bella Vista", "[CALLER]")
+    # the call's media quality, at its end: every packet of the 10.4 s stream arrived
+    (quality,) = [e.media_quality for e in events if event_name(e) == "media_quality" and e.media_quality.final]
+    assert quality.packets_received >= 500 and quality.packets_lost == 0, quality
 
 
 async def test_jfk_over_sip_reaches_reasoning_and_the_reply_comes_back_as_rtp(
@@ -109,3 +112,17 @@ async def test_dtmf_over_sip_reaches_the_agent(mesh: LocalMesh, tmp_path: Path) 
     assert [e.dtmf_received.digits for e in events if event_name(e) == "dtmf_received"] == ["4"]
     heard = await transcribe(stt_address(mesh), to_16k(audio_of(packets)))
     assert wer(GREETING + " " + ASKED_DAY, heard) <= 0.34, heard
+
+
+async def test_twenty_concurrent_sip_calls_all_complete(mesh: LocalMesh, tmp_path: Path) -> None:
+    """20 SIPp calls at once, each streaming JFK for 11 s: none fails, each is listed."""
+    (tmp_path / "caller.ulaw").write_bytes(JFK.read_bytes())
+    before = await fetch_call_events(mesh.nats_url)
+    seen = {r.session_id for r in calls_from_events(before, now=datetime.now(UTC), limit=1000)}
+    run = await run_sipp("uac_stream.xml", mesh.ports.sip, tmp_path, calls=20, pause_ms=12_000)
+    assert run.ok, (run.output[-2500:], run.errors[-2000:])
+    events = await fetch_call_events(mesh.nats_url)
+    rows = [r for r in calls_from_events(events, now=datetime.now(UTC), limit=1000) if r.session_id not in seen]
+    assert len(rows) == 20, [(r.transport, r.ended) for r in rows]
+    assert {(r.transport, r.ended) for r in rows} == {("sip-udp", "caller")}
+    assert len({r.carrier_call_id for r in rows}) == 20

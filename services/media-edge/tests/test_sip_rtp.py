@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicemesh.edge.sip.rtp import Filled, InboundGaps, OutboundTimeline, Stamp
+from voicemesh.edge.sip.rtp import Filled, InboundGaps, OutboundTimeline, Stamp, round_trip_s
 
 pytestmark = pytest.mark.unit
 
@@ -219,3 +219,21 @@ def test_any_hole_up_to_a_second_is_filled_exactly(start: int, holes: list[int])
     for missing in holes:
         ts = (ts + (1 + missing) * FRAME) % WRAP
         assert gaps.audio(ts, FRAME) == Filled(missing * FRAME, missing, False)
+
+
+def test_the_round_trip_is_the_arrival_less_the_report_it_answers_less_the_time_held() -> None:
+    sent = (3_900_000_000 << 32) | (1 << 31)  # an NTP time: ….5 s
+    lsr = (sent >> 16) & 0xFFFFFFFF
+    held = int(0.250 * 65536)  # the caller held our report 250 ms before answering
+    arrival = sent + (int(0.290 * (1 << 32)))  # 290 ms after we sent it
+    rtt = round_trip_s(arrival, lsr, held)
+    assert rtt is not None and abs(rtt - 0.040) < 0.001
+
+
+def test_no_round_trip_before_the_caller_has_seen_a_report_of_ours() -> None:
+    assert round_trip_s(1 << 48, 0, 0) is None
+
+
+def test_a_report_answered_before_it_was_sent_gives_no_round_trip() -> None:
+    sent = 3_900_000_000 << 32
+    assert round_trip_s(sent, (sent >> 16) & 0xFFFFFFFF, int(1.0 * 65536)) is None  # clocks moved

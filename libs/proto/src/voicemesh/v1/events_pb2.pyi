@@ -42,6 +42,26 @@ class CallTransferred(_message.Message):
     method: str
     def __init__(self, target: _Optional[str] = ..., method: _Optional[str] = ...) -> None: ...
 
+class MediaQuality(_message.Message):
+    __slots__ = ("packets_received", "packets_lost", "jitter_ms", "concealed_frames", "rtt_ms", "remote_fraction_lost", "remote_jitter_ms", "final")
+    PACKETS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_LOST_FIELD_NUMBER: _ClassVar[int]
+    JITTER_MS_FIELD_NUMBER: _ClassVar[int]
+    CONCEALED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_FRACTION_LOST_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_JITTER_MS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    packets_received: int
+    packets_lost: int
+    jitter_ms: float
+    concealed_frames: int
+    rtt_ms: float
+    remote_fraction_lost: float
+    remote_jitter_ms: float
+    final: bool
+    def __init__(self, packets_received: _Optional[int] = ..., packets_lost: _Optional[int] = ..., jitter_ms: _Optional[float] = ..., concealed_frames: _Optional[int] = ..., rtt_ms: _Optional[float] = ..., remote_fraction_lost: _Optional[float] = ..., remote_jitter_ms: _Optional[float] = ..., final: _Optional[bool] = ...) -> None: ...
+
 class DtmfReceived(_message.Message):
     __slots__ = ("digits",)
     DIGITS_FIELD_NUMBER: _ClassVar[int]
@@ -145,7 +165,7 @@ class ServiceError(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
-    __slots__ = ("session_id", "service", "instance_id", "time", "trace_id", "call_started", "call_ended", "assigned", "speech_started", "turn_ended", "transcript", "response", "speech_synthesized", "turn_latency", "playout_finished", "error", "call_transferred", "dtmf_received")
+    __slots__ = ("session_id", "service", "instance_id", "time", "trace_id", "call_started", "call_ended", "assigned", "speech_started", "turn_ended", "transcript", "response", "speech_synthesized", "turn_latency", "playout_finished", "error", "call_transferred", "dtmf_received", "media_quality")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +184,7 @@ class SessionEvent(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CALL_TRANSFERRED_FIELD_NUMBER: _ClassVar[int]
     DTMF_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_QUALITY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     service: str
     instance_id: str
@@ -182,4 +203,5 @@ class SessionEvent(_message.Message):
     error: ServiceError
     call_transferred: CallTransferred
     dtmf_received: DtmfReceived
-    def __init__(self, session_id: _Optional[str] = ..., service: _Optional[str] = ..., instance_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ..., call_started: _Optional[_Union[CallStarted, _Mapping]] = ..., call_ended: _Optional[_Union[CallEnded, _Mapping]] = ..., assigned: _Optional[_Union[Assigned, _Mapping]] = ..., speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., turn_ended: _Optional[_Union[TurnEnded, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptPublished, _Mapping]] = ..., response: _Optional[_Union[ResponsePublished, _Mapping]] = ..., speech_synthesized: _Optional[_Union[SpeechSynthesized, _Mapping]] = ..., turn_latency: _Optional[_Union[TurnLatency, _Mapping]] = ..., playout_finished: _Optional[_Union[PlayoutFinished, _Mapping]] = ..., error: _Optional[_Union[ServiceError, _Mapping]] = ..., call_transferred: _Optional[_Union[CallTransferred, _Mapping]] = ..., dtmf_received: _Optional[_Union[DtmfReceived, _Mapping]] = ...) -> None: ...
+    media_quality: MediaQuality
+    def __init__(self, session_id: _Optional[str] = ..., service: _Optional[str] = ..., instance_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ..., call_started: _Optional[_Union[CallStarted, _Mapping]] = ..., call_ended: _Optional[_Union[CallEnded, _Mapping]] = ..., assigned: _Optional[_Union[Assigned, _Mapping]] = ..., speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., turn_ended: _Optional[_Union[TurnEnded, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptPublished, _Mapping]] = ..., response: _Optional[_Union[ResponsePublished, _Mapping]] = ..., speech_synthesized: _Optional[_Union[SpeechSynthesized, _Mapping]] = ..., turn_latency: _Optional[_Union[TurnLatency, _Mapping]] = ..., playout_finished: _Optional[_Union[PlayoutFinished, _Mapping]] = ..., error: _Optional[_Union[ServiceError, _Mapping]] = ..., call_transferred: _Optional[_Union[CallTransferred, _Mapping]] = ..., dtmf_received: _Optional[_Union[DtmfReceived, _Mapping]] = ..., media_quality: _Optional[_Union[MediaQuality, _Mapping]] = ...) -> None: ...

@@ -111,7 +111,28 @@ class Hangup:
     reason: str
 
 
-PortEvent = Frame | Dtmf | Hold | MarkPlayed | Hangup
+@dataclass(frozen=True)
+class MediaQuality:
+    """How the caller's media reached us, and (from its reports, where the protocol has
+    them: RTCP) how ours reached the caller."""
+
+    packets_received: int
+    packets_lost: int  # expected from sequence numbers, less received
+    jitter_ms: float  # RFC 3550 interarrival jitter of what we received
+    concealed_frames: int  # 20 ms frames made up for lost or missing audio
+    rtt_ms: float | None = None
+    remote_fraction_lost: float | None = None  # 0..1 of our packets, as the caller reported
+    remote_jitter_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """A fresh MediaQuality (e.g. at each RTCP report from the caller)."""
+
+    quality: MediaQuality
+
+
+PortEvent = Frame | Dtmf | Hold | MarkPlayed | QualityReport | Hangup
 
 
 class MediaPort(ABC):
@@ -155,6 +176,11 @@ class MediaPort(ABC):
 
     def observer(self) -> CallObserver | None:
         """What this transport's client wants to be shown, if anything."""
+        return None
+
+    def quality(self) -> MediaQuality | None:
+        """The call's media quality so far, where the transport measures it (asked once
+        more when the call ends)."""
         return None
 
 

@@ -42,6 +42,8 @@ from .port import (
     Hold,
     MarkPlayed,
     MediaPort,
+    MediaQuality,
+    QualityReport,
     TurnTiming,
 )
 from .profile import call_settings
@@ -197,6 +199,9 @@ class CallSession:
                 except grpc.aio.AioRpcError:
                     deps.metrics.error("router_release")
             duration_ms = round((deps.clock() - started) * 1000)
+            quality = self.port.quality()
+            if quality is not None:
+                self._publish_quality(quality, final=True)
             deps.events.emit(
                 self.session_id,
                 call_ended=events_pb2.CallEnded(
@@ -410,6 +415,23 @@ class CallSession:
             await self.port.send_dtmf(action.digits)
         # a hangup is the EndCall that follows it: the port hangs up when the call closes
 
+    def _publish_quality(self, q: MediaQuality, *, final: bool) -> None:
+        if q.rtt_ms is not None and not final:
+            self.deps.metrics.observe_rtt(self.port.transport_label, q.rtt_ms / 1000)
+        self.deps.events.emit(
+            self.session_id,
+            media_quality=events_pb2.MediaQuality(
+                packets_received=q.packets_received,
+                packets_lost=max(0, q.packets_lost),
+                jitter_ms=q.jitter_ms,
+                concealed_frames=q.concealed_frames,
+                rtt_ms=q.rtt_ms or 0.0,
+                remote_fraction_lost=q.remote_fraction_lost or 0.0,
+                remote_jitter_ms=q.remote_jitter_ms or 0.0,
+                final=final,
+            ),
+        )
+
     def _publish_latency(self, timing: TurnTiming) -> None:
         self.deps.events.emit(
             self.session_id,
@@ -471,6 +493,8 @@ class CallSession:
                 await self._act(self.core.on_dtmf(event.digits, clock()))
             elif isinstance(event, Hold):
                 await self._act(self.core.on_hold(event.on))
+            elif isinstance(event, QualityReport):
+                self._publish_quality(event.quality, final=False)
             elif isinstance(event, Hangup):
                 await self._act(self.core.on_hangup())
                 return

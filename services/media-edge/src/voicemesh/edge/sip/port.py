@@ -29,9 +29,20 @@ from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.metrics import ServiceMetrics
 
 from ..media_quality import JitterEstimator
-from ..port import CallInfo, Dtmf, EndReason, Frame, Hangup, Hold, MediaPort, PortEvent
+from ..port import (
+    CallInfo,
+    Dtmf,
+    EndReason,
+    Frame,
+    Hangup,
+    Hold,
+    MediaPort,
+    MediaQuality,
+    PortEvent,
+    QualityReport,
+)
 from .offer import G711, Answer, SdpRejected, answer_offer
-from .rtp import FRAME_SAMPLES, RATE, InboundGaps, OutboundTimeline
+from .rtp import FRAME_SAMPLES, RATE, InboundGaps, OutboundTimeline, round_trip_s
 
 log = logging.getLogger(__name__)
 LABEL = "sip"
@@ -111,6 +122,10 @@ class SipPort(MediaPort):
         self._media_s = 0.0
         self._last_packet = clock()
         self._clock_task: asyncio.Task[None] | None = None
+        self._supplied_frames = 0  # silence this port made up (holes, a quiet line)
+        self._rtt_s: float | None = None
+        self._remote: tuple[float, float] | None = None  # (fraction lost, jitter ms) reported
+        self._lost_counted = 0
 
     # ---- signalling, from the transport ------------------------------------------------
 
@@ -154,9 +169,8 @@ class SipPort(MediaPort):
         self._last_packet = self._clock()
         samples = len(pcm) // 2
         filled = self._gaps.audio(timestamp, samples)
-        if filled.lost_frames:
-            self._metrics.frames_lost(LABEL, filled.lost_frames)
-        if filled.silence_samples:
+        if filled.silence_samples:  # a hole aiortp did not conceal (a timestamp skip, DTX)
+            self._supplied_frames += filled.silence_samples // FRAME_SAMPLES
             self._metrics.frames_concealed(LABEL, filled.silence_samples // FRAME_SAMPLES)
             pcm = bytes(filled.silence_samples * 2) + pcm
         self._media_s += samples / RATE
@@ -191,6 +205,7 @@ class SipPort(MediaPort):
             quiet = self._clock() - self._last_packet
             if SUPPLY_AFTER_S <= quiet <= SUPPLY_FOR_S + SUPPLY_AFTER_S and not self._held:
                 self._gaps.supplied(FRAME_SAMPLES)
+                self._supplied_frames += 1
                 self._frames_in(silence)
             if loop.time() - due > 1.0:  # the loop stalled: do not catch up in a burst
                 due = loop.time()
@@ -228,11 +243,39 @@ class SipPort(MediaPort):
         session.on_audio = self._on_audio
         session.on_dtmf = self._on_dtmf
         session.on_cn = self._alive
+        session.on_receiver_report = self._on_receiver_report
         self._last_packet = self._clock()
         self._clock_task = asyncio.get_running_loop().create_task(self._supply_silence())
         self._rtp = _Rtp(session, answer.codec, OutboundTimeline(secrets.randbits(32)))
         self.call.accept(parse_sdp(answer.sdp))
         self._answered = True
+
+    def _on_receiver_report(self, report: Any) -> None:
+        """The caller's RTCP told how our packets fared: the round trip, its loss and jitter."""
+        self._rtt_s = round_trip_s(aiortp.clock.current_ntp_time(), report.lsr, report.dlsr) or self._rtt_s
+        self._remote = (report.fraction_lost / 256, report.jitter / (RATE / 1000))
+        quality = self.quality()
+        if quality is not None:
+            self._push(QualityReport(quality))
+
+    def quality(self) -> MediaQuality | None:
+        rtp = self._rtp
+        if rtp is None:
+            return None
+        stats = rtp.session.stats
+        lost = max(0, int(stats.get("packets_lost", 0)))
+        if lost > self._lost_counted:  # the metric follows the sequence-number count
+            self._metrics.frames_lost(LABEL, lost - self._lost_counted)
+            self._lost_counted = lost
+        return MediaQuality(
+            packets_received=int(stats.get("packets_received", 0)),
+            packets_lost=lost,
+            jitter_ms=int(stats.get("jitter", 0)) / (RATE / 1000),
+            concealed_frames=rtp.session._concealed_frames + self._supplied_frames,  # (aiortp 0.8.0)
+            rtt_ms=None if self._rtt_s is None else self._rtt_s * 1000,
+            remote_fraction_lost=None if self._remote is None else self._remote[0],
+            remote_jitter_ms=None if self._remote is None else self._remote[1],
+        )
 
     async def receive(self) -> PortEvent:
         if not self._answered and self._gone is None:

@@ -86,3 +86,16 @@ class InboundGaps:
             return Filled(0, 0, True)
         fill = min(ahead, int(MAX_FILL_S * RATE))
         return Filled(fill, ahead // FRAME_SAMPLES, False)
+
+
+def round_trip_s(arrival_ntp: int, lsr: int, dlsr: int) -> float | None:
+    """RTT from a receiver report (RFC 3550 §6.4.1): its arrival (a 64-bit NTP time) less
+    the middle 32 bits of the sender report it answers (LSR) less the time the far end held
+    it (DLSR), both in 1/65536 s. None before the far end has seen a sender report of ours,
+    or for a figure that cannot be one (clocks that moved)."""
+    if lsr == 0:
+        return None
+    middle = (arrival_ntp >> 16) & 0xFFFFFFFF
+    rtt = (middle - lsr - dlsr) & 0xFFFFFFFF
+    seconds = rtt / 65536
+    return seconds if seconds < 60 else None
