@@ -77,7 +77,7 @@ def parse_crypto(value: str) -> CryptoOffer:
         raise ValueError("more than one key (an MKI key list) is not supported")
     method, _, info = keys.partition(":")
     if method.lower() != "inline":
-        raise ValueError(f"key method {method[:20]!r} is not inline")
+        raise ValueError("the key is not given as inline:<base64>")  # (not echoed: a secret)
     key_b64, *extras = info.split("|")
     if any(":" in extra for extra in extras):
         raise ValueError("a key with an MKI is not supported (offer one without |MKI:length)")
