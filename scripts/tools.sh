@@ -4,7 +4,7 @@
 #     by npm packages (no other registry is reachable); each binary's sha256 is pinned.
 #   npm packages: CRD schemas (prometheus-operator) and Grafana's dashboard types.
 #   Debian's prometheus/promtool when missing (needs root and apt, as on CI).
-#   Debian's SIPp (sip-tester) and tcpdump for the SIP tests, the same way.
+#   Debian's SIPp (sip-tester), baresip (baresip-core) and tcpdump for the SIP tests, the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=.tools/k8s
@@ -59,10 +59,11 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
     fi
 fi
 
-# SIP peers and the wire the SIP tests watch: Debian's SIPp (sip-tester) places the calls,
-# tcpdump shows the RTP that reached the caller.
+# SIP peers and the wire the SIP tests watch: Debian's SIPp (sip-tester) and baresip
+# (baresip-core: TLS and SRTP) place the calls, tcpdump shows the RTP on the wire.
 missing=()
 command -v sipp >/dev/null || missing+=(sip-tester)
+command -v baresip >/dev/null || missing+=(baresip-core)
 command -v tcpdump >/dev/null || missing+=(tcpdump)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

@@ -4,6 +4,7 @@ behind the edge is real."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def check_rtp_stream(packets: list[Rtp]) -> None:
     audio = [p for p in packets if p.payload_type == 0]
     assert len(audio) > 100, f"only {len(audio)} PCMU packets reached the caller"
     assert len({p.ssrc for p in audio}) == 1
-    for prev, cur in zip(audio, audio[1:], strict=False):
+    for prev, cur in itertools.pairwise(audio):
         assert (cur.sequence - prev.sequence) & 0xFFFF == 1, (prev.sequence, cur.sequence)
         step = (cur.timestamp - prev.timestamp) & 0xFFFFFFFF
         assert step % 160 == 0 and step >= 160, step

@@ -72,7 +72,7 @@ async def run_sipp(
     """Run SIPp's `scenario` (a file in tests/e2e/sip/) as a caller against 127.0.0.1:edge_port.
     Its own SIP port is a free one, so it never collides with a mesh on 5060."""
     need_sipp()
-    workdir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     errors = workdir / f"{scenario}.errors.log"
     args = [
         "sipp",
@@ -162,23 +162,22 @@ def read_pcap_udp(path: Path) -> list[tuple[float, bytes]]:
     return out
 
 
-@contextlib.asynccontextmanager
-async def capture_udp(dst_port: int, path: Path) -> AsyncIterator[Path]:
+def capture_udp(dst_port: int, path: Path) -> contextlib.AbstractAsyncContextManager[Path]:
     """tcpdump on lo of the UDP datagrams sent to `dst_port`, written to `path`."""
+    return _capture(f"udp dst port {dst_port}", path)
+
+
+def capture_udp_range(ports: tuple[int, int], path: Path) -> contextlib.AbstractAsyncContextManager[Path]:
+    """tcpdump on lo of the UDP datagrams sent from a port in `ports` (a caller's RTP)."""
+    return _capture(f"udp src portrange {ports[0]}-{ports[1]}", path)
+
+
+@contextlib.asynccontextmanager
+async def _capture(expression: str, path: Path) -> AsyncIterator[Path]:
     need_capture()
+    args = ["tcpdump", "-i", "lo", "-nn", "-U", "-s", "0", "-w", str(path), expression]
     proc = await asyncio.create_subprocess_exec(
-        "tcpdump",
-        "-i",
-        "lo",
-        "-nn",
-        "-U",
-        "-s",
-        "0",
-        "-w",
-        str(path),
-        f"udp dst port {dst_port}",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     assert proc.stderr is not None
     line = await asyncio.wait_for(proc.stderr.readline(), 10)  # "listening on lo, ..."

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from aiosipua.sdp import parse_sdp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicemesh.edge.sip.offer import G711, Answer, Direction, SdpRejected, answer_offer
+from voicemesh.edge.sip.offer import G711, Answer, Direction, SdpRejected, SrtpPolicy, answer_offer
+from voicemesh.edge.sip.srtp import Suite, parse_crypto
 
 pytestmark = pytest.mark.unit
 
 LOCAL_IP = "10.0.0.5"
+LOCAL_PORT = 40002
 RTP_PORT = 40_000
 SIPP_SESSION = [
     "v=0",
@@ -275,11 +279,48 @@ def test_an_offer_of_only_unknown_dynamic_codecs_is_488_naming_the_payload_types
     assert "98" in error.reason
 
 
-def test_srtp_is_488() -> None:
-    audio = ["m=audio 6000 RTP/SAVP 0 8 101", *SIPP_AUDIO[1:]]
+BARESIP_KEY = "1 AES_CM_128_HMAC_SHA1_80 inline:" + base64.b64encode(bytes(range(30))).decode()
+SAVP_AUDIO = ["m=audio 6000 RTP/SAVP 0 8 101", *SIPP_AUDIO[1:], f"a=crypto:{BARESIP_KEY}"]
+
+
+def test_an_srtp_offer_is_answered_with_our_own_key_under_its_tag_and_suite() -> None:
+    ours = bytes(range(100, 130))
+    result = answer_offer(sipp_offer(audio=SAVP_AUDIO), local_ip=LOCAL_IP, rtp_port=LOCAL_PORT, key_salt=ours)
+    assert m_lines(result.sdp)[0].startswith(f"m=audio {LOCAL_PORT} RTP/SAVP 0")
+    (line,) = [x for x in result.sdp.split("\r\n") if x.startswith("a=crypto:")]
+    mine = parse_crypto(line)
+    assert (mine.tag, mine.suite, mine.key_salt) == (1, Suite.AES_CM_128_HMAC_SHA1_80, ours)
+    assert result.crypto is not None and result.crypto.key_salt == bytes(range(30))
+    assert result.key_salt == ours
+
+
+def test_a_plain_offer_gets_no_crypto() -> None:
+    result = answer_offer(sipp_offer(), local_ip=LOCAL_IP, rtp_port=LOCAL_PORT, key_salt=bytes(30))
+    assert "a=crypto" not in result.sdp and result.crypto is None and result.key_salt is None
+
+
+def test_an_srtp_offer_without_a_usable_key_is_488_naming_what_we_take() -> None:
+    audio = ["m=audio 6000 RTP/SAVP 0", "a=crypto:1 AEAD_AES_256_GCM inline:" + "A" * 60]
     error = rejected(sipp_offer(audio=audio))
-    assert error.status == 488
-    assert "RTP/SAVP" in error.reason
+    assert error.status == 488 and "AES_CM_128_HMAC_SHA1_80" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("policy", "audio", "reason"),
+    [
+        (SrtpPolicy.REQUIRE, SIPP_AUDIO, "requires SRTP"),
+        (SrtpPolicy.OFF, SAVP_AUDIO, "SRTP is turned off"),
+    ],
+)
+def test_the_srtp_policy_refuses_the_other_kind_with_488(policy: SrtpPolicy, audio: list[str], reason: str) -> None:
+    with pytest.raises(SdpRejected) as caught:
+        answer_offer(sipp_offer(audio=audio), local_ip=LOCAL_IP, rtp_port=LOCAL_PORT, srtp=policy)
+    assert caught.value.status == 488 and reason in caught.value.reason
+
+
+def test_another_media_profile_is_488_naming_it() -> None:
+    error = rejected(sipp_offer(audio=["m=audio 6000 UDP/TLS/RTP/SAVPF 0", *SIPP_AUDIO[1:]]))
+    assert error.status == 488 and "UDP/TLS/RTP/SAVPF" in error.reason
 
 
 def test_an_offer_without_audio_is_488() -> None:

@@ -11,10 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
-from sipp import ULAW_SILENCE, run_sipp
+from baresip import dial, self_signed
+from sipp import ULAW_SILENCE, Rtp, capture_udp_range, rtp_of, run_sipp
 
+from voicemesh.audio.g711 import ulaw_encode
+from voicemesh.audio.wav import read_wav, write_wav
 from voicemesh.edge.port import Dtmf, EndReason, Frame, Hangup, MediaPort, PortEvent
+from voicemesh.edge.sip.offer import SrtpPolicy
 from voicemesh.edge.sip.transport import SipCallTransport, SipSettings
 from voicemesh.mesh.localservers import free_port
 from voicemesh.mesh.metrics import ServiceMetrics
@@ -300,3 +305,62 @@ async def test_dtmf_reaches_the_call(edge, tmp_path: Path) -> None:
     assert run.ok, run.output[-1500:]
     await asyncio.wait_for(handler.done.wait(), 5)
     assert [e.digits for e in handler.events[0] if isinstance(e, Dtmf)] == ["4"]
+
+
+# ---- TLS and SRTP, with baresip ----------------------------------------------------------
+
+
+def microphone(path: Path) -> bytes:
+    """A WAV of a loud warbling tone the caller plays (8 kHz); the μ-law it goes out as."""
+    t = np.arange(int(8000 * 3.0)) / 8000
+    pcm = (np.sin(2 * np.pi * (440 + 60 * np.sin(2 * np.pi * 3 * t)) * t) * 12000).astype(np.int16).tobytes()
+    write_wav(path, pcm, sample_rate=8000)
+    return ulaw_encode(pcm)
+
+
+def has_plaintext(packets: list[Rtp], plain_ulaw: bytes) -> int:
+    """How many packets carry 160 bytes found verbatim in the caller's μ-law."""
+    return sum(1 for p in packets if len(p.payload) >= 160 and p.payload[:160] in plain_ulaw)
+
+
+async def test_baresip_over_tls_with_srtp_required_completes_and_the_wire_is_encrypted(
+    start_edge, tmp_path: Path
+) -> None:
+    cert, key = self_signed(tmp_path)
+    tls_port = free_port()
+    _, handler, metrics = await start_edge(
+        srtp=SrtpPolicy.REQUIRE, tls_port=tls_port, tls_cert=str(cert), tls_key=str(key)
+    )
+    mic = tmp_path / "mic.wav"
+    plain = microphone(mic)
+    low = 30000 + free_port() % 20000 // 2 * 2
+    async with capture_udp_range((low, low + 20), tmp_path / "from_caller.pcap") as pcap:
+        run = await dial(
+            f"sip:restaurant@127.0.0.1:{tls_port};transport=tls", tmp_path, mic, seconds=5, cafile=cert,
+            rtp_ports=(low, low + 20),
+        )
+    assert run.established, run.output[-3000:]
+    await asyncio.wait_for(handler.done.wait(), 10)
+    port = handler.calls[0]
+    assert port.info.transport == "sip-tls" and port.encrypted  # type: ignore[attr-defined]
+    # what the edge decrypted is the caller's tone, about every frame of it
+    frames = [e for e in handler.events[0] if isinstance(e, Frame)]
+    heard = np.frombuffer(b"".join(f.pcm for f in frames), dtype=np.int16)
+    assert len(frames) > 100 and np.sqrt(np.mean(heard.astype(float) ** 2)) > 3000
+    assert isinstance(handler.events[0][-1], Hangup)
+    # on the wire: SRTP (each packet 10 bytes of tag longer), never the caller's μ-law
+    sent = [p for p in rtp_of(pcap) if p.payload_type == 0]
+    assert len(sent) > 100 and all(len(p.payload) == 170 for p in sent), {len(p.payload) for p in sent}
+    assert has_plaintext(sent, plain) == 0
+    # and baresip heard the edge's echo of its tone, decrypted
+    assert run.heard, run.output[-2000:]
+    echo, _ = read_wav(run.heard[0])
+    assert np.sqrt(np.mean(np.frombuffer(echo, dtype=np.int16).astype(float) ** 2)) > 1000
+    assert errors(metrics, "unauthorized") == 0
+
+
+async def test_with_srtp_required_a_plain_rtp_offer_gets_488(start_edge, tmp_path: Path) -> None:
+    transport, handler, _ = await start_edge(srtp=SrtpPolicy.REQUIRE)
+    statuses = await raw_invite(transport.port, "plain-1", ack=True)
+    assert statuses[-1].startswith("SIP/2.0 488 this edge requires SRTP"), statuses
+    assert handler.calls == []

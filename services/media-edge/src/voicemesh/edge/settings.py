@@ -10,6 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from voicemesh.mesh.settings import MeshSettings
 
 from .sip.auth import SipAccess
+from .sip.offer import SrtpPolicy
 from .sip.transport import SipSettings
 
 
@@ -69,6 +70,13 @@ class EdgeSettings(MeshSettings):
     sip_realm: str = "voicemesh"
     # Frames the RTP jitter buffer holds before it delivers (reordering window, 20 ms each).
     sip_jitter_frames: int = Field(default=2, ge=1, le=15)
+    # SDES-SRTP: "allow" answers RTP/SAVP offers encrypted and RTP/AVP ones plain,
+    # "require" refuses plain RTP (488), "off" refuses SRTP.
+    sip_srtp: SrtpPolicy = SrtpPolicy.ALLOW
+    # SIP over TLS on sip_tls_port, when a certificate (PEM chain) and its key are given.
+    sip_tls_port: int = Field(default=5061, ge=0, le=65535)
+    sip_tls_cert: str = ""
+    sip_tls_key: str = Field(default="", validate_default=True)
 
     @field_validator("sip_allow")
     @classmethod
@@ -106,6 +114,13 @@ class EdgeSettings(MeshSettings):
             raise ValueError("must name the address callers reach when sip_host is a wildcard")
         return v
 
+    @field_validator("sip_tls_key")
+    @classmethod
+    def _tls_pair(cls, v: str, info: ValidationInfo) -> str:
+        if bool(v) != bool(info.data.get("sip_tls_cert")):
+            raise ValueError("sip_tls_cert and sip_tls_key go together: set both, or neither")
+        return v
+
     def sip(self) -> SipSettings:
         return SipSettings(
             host=self.sip_host,
@@ -118,6 +133,10 @@ class EdgeSettings(MeshSettings):
             # any edge with the same token accepts the nonces another one issued
             nonce_secret=hashlib.sha256(b"voicemesh-sip-nonce:" + self.edge_token.encode()).digest(),
             jitter_frames=self.sip_jitter_frames,
+            srtp=self.sip_srtp,
+            tls_port=self.sip_tls_port,
+            tls_cert=self.sip_tls_cert,
+            tls_key=self.sip_tls_key,
         )
 
     @field_validator("twilio_stream_url")

@@ -14,6 +14,8 @@ from enum import StrEnum
 
 from aiosipua.sdp import MediaDescription, SdpMessage, parse_sdp
 
+from .srtp import CryptoOffer, Suite, answer_crypto, choose_crypto
+
 PTIME_MS = 20
 DTMF_RATE = 8000
 
@@ -50,6 +52,12 @@ class Direction(StrEnum):
         return self in (Direction.SENDONLY, Direction.INACTIVE)
 
 
+class SrtpPolicy(StrEnum):
+    OFF = "off"  # plain RTP only
+    ALLOW = "allow"  # SRTP when the caller offers it, plain RTP otherwise
+    REQUIRE = "require"  # RTP/SAVP only
+
+
 class SdpRejected(Exception):
     """An offer this edge cannot answer; `status` is the SIP response to send."""
 
@@ -67,6 +75,8 @@ class Answer:
     remote: tuple[str, int]  # where the offer says to send RTP (until packets arrive)
     direction: Direction  # the offer's
     offer_version: str  # o= session version: a re-offer that repeats it changes nothing
+    crypto: CryptoOffer | None = None  # the caller's SRTP key (RTP/SAVP), None for plain RTP
+    key_salt: bytes | None = None  # ours, as the answer gives it
 
 
 def answer_offer(
@@ -75,10 +85,13 @@ def answer_offer(
     local_ip: str,
     rtp_port: int,
     codecs: tuple[G711, ...] = (G711.PCMU, G711.PCMA),
+    srtp: SrtpPolicy = SrtpPolicy.ALLOW,
+    key_salt: bytes = bytes(30),
     session_id: int = 0,
     version: int = 0,
 ) -> Answer:
-    """The answer to `body` (an SDP offer), or SdpRejected naming what is wrong with it."""
+    """The answer to `body` (an SDP offer), or SdpRejected naming what is wrong with it.
+    An RTP/SAVP offer is answered with SDES-SRTP (RFC 4568) under our `key_salt`."""
     if not body.strip():
         raise SdpRejected(488, "an SDP offer is required in the INVITE")
     try:
@@ -92,8 +105,7 @@ def answer_offer(
     audio = offer.media[audio_index]
     if audio.port == 0:
         raise SdpRejected(488, "the offer's audio stream is disabled (port 0)")
-    if audio.proto.upper() != "RTP/AVP":
-        raise SdpRejected(488, f"media profile {audio.proto} is not accepted here (only RTP/AVP)")
+    crypto = _crypto(audio, srtp)
     remote = _remote(offer, audio)
     codec = _choose(audio, codecs)
     dtmf = _telephone_event(audio)
@@ -110,11 +122,13 @@ def answer_offer(
             lines.append(f"m={media.media} 0 {media.proto} {' '.join(media.formats) or '0'}")
             continue
         formats = [str(codec.payload_type)] + ([str(dtmf)] if dtmf is not None else [])
-        lines.append(f"m=audio {rtp_port} RTP/AVP {' '.join(formats)}")
+        lines.append(f"m=audio {rtp_port} {'RTP/SAVP' if crypto else 'RTP/AVP'} {' '.join(formats)}")
         lines.append(f"a=rtpmap:{codec.payload_type} {codec.value}/8000")
         if dtmf is not None:
             lines += [f"a=rtpmap:{dtmf} telephone-event/{DTMF_RATE}", f"a=fmtp:{dtmf} 0-16"]
         lines += [f"a=ptime:{PTIME_MS}", f"a={direction.answer.value}"]
+        if crypto is not None:
+            lines.append(f"a=crypto:{answer_crypto(crypto, key_salt)}")
     return Answer(
         sdp="\r\n".join(lines) + "\r\n",
         codec=codec,
@@ -122,7 +136,27 @@ def answer_offer(
         remote=remote,
         direction=direction,
         offer_version=offer.origin.session_version,
+        crypto=crypto,
+        key_salt=key_salt if crypto is not None else None,
     )
+
+
+def _crypto(audio: MediaDescription, policy: SrtpPolicy) -> CryptoOffer | None:
+    """The caller's SDES key for an RTP/SAVP offer; None for plain RTP/AVP."""
+    proto = audio.proto.upper()
+    if proto == "RTP/AVP":
+        if policy is SrtpPolicy.REQUIRE:
+            raise SdpRejected(488, "this edge requires SRTP: offer RTP/SAVP with a=crypto")
+        return None
+    if proto != "RTP/SAVP":
+        raise SdpRejected(488, f"media profile {audio.proto} is not accepted here (RTP/AVP or RTP/SAVP)")
+    if policy is SrtpPolicy.OFF:
+        raise SdpRejected(488, "SRTP is turned off on this edge: offer RTP/AVP")
+    crypto = choose_crypto(audio.attributes.get("crypto", []))
+    if crypto is None:
+        suites = ", ".join(s.value for s in Suite)
+        raise SdpRejected(488, f"no a=crypto line this edge can use (it takes {suites}, inline keys, no MKI)")
+    return crypto
 
 
 def _check_lines(body: str) -> None:

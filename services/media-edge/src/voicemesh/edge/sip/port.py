@@ -41,8 +41,9 @@ from ..port import (
     PortEvent,
     QualityReport,
 )
-from .offer import G711, Answer, SdpRejected, answer_offer
+from .offer import G711, Answer, SdpRejected
 from .rtp import FRAME_SAMPLES, RATE, InboundGaps, OutboundTimeline, round_trip_s
+from .srtp import SrtpContext, new_key_salt
 
 log = logging.getLogger(__name__)
 LABEL = "sip"
@@ -72,6 +73,7 @@ class SipSignalling(Protocol):
     advertised_host: str  # what the SDP names
     jitter_frames: int
 
+    def answer(self, body: str, rtp_port: int, key_salt: bytes) -> Answer: ...
     def bind_port(self) -> int: ...
     def release_port(self, port: int) -> None: ...
     def hang_up(self, call: IncomingCall) -> None: ...
@@ -126,6 +128,7 @@ class SipPort(MediaPort):
         self._rtt_s: float | None = None
         self._remote: tuple[float, float] | None = None  # (fraction lost, jitter ms) reported
         self._lost_counted = 0
+        self._srtp: SrtpContext | None = None
 
     # ---- signalling, from the transport ------------------------------------------------
 
@@ -140,12 +143,14 @@ class SipPort(MediaPort):
         assert self._rtp_port is not None
         body = call.invite.text if call.invite.body else ""
         try:
-            answer = answer_offer(body, local_ip=self._sig.advertised_host, rtp_port=self._rtp_port)
+            answer = self._sig.answer(body, self._rtp_port, self._answer_sdp.key_salt or new_key_salt())
         except SdpRejected as exc:
             self._metrics.error("sip_bad_reoffer")
             self._sig.respond(call, exc.status, exc.reason)
             return
         self._answer_sdp = answer
+        if answer.crypto is not None and answer.key_salt is not None:  # the caller may re-key
+            self._srtp = SrtpContext(remote=answer.crypto, local_key_salt=answer.key_salt)
         rtp = self._rtp
         if rtp is not None and answer.codec is not rtp.codec:
             rtp.session._payload_type = answer.codec.payload_type  # (aiortp 0.8.0)
@@ -235,11 +240,12 @@ class SipPort(MediaPort):
                 busy, self._rtp_port = self._rtp_port, self._sig.bind_port()
                 self._sig.release_port(busy)  # after taking the next, so it is not handed back
                 body = self.call.invite.text if self.call.invite.body else ""
-                self._answer_sdp = answer_offer(
-                    body, local_ip=self._sig.advertised_host, rtp_port=self._rtp_port
-                )
+                self._answer_sdp = self._sig.answer(body, self._rtp_port, answer.key_salt or new_key_salt())
         if session is None:
             raise OSError(f"no free RTP port after {BIND_TRIES} tries")
+        if answer.crypto is not None and answer.key_salt is not None:
+            self._srtp = SrtpContext(remote=answer.crypto, local_key_salt=answer.key_salt)
+            self._secure(session)
         session.on_audio = self._on_audio
         session.on_dtmf = self._on_dtmf
         session.on_cn = self._alive
@@ -276,6 +282,35 @@ class SipPort(MediaPort):
             remote_fraction_lost=None if self._remote is None else self._remote[0],
             remote_jitter_ms=None if self._remote is None else self._remote[1],
         )
+
+    def _secure(self, session: Any) -> None:
+        """SDES-SRTP under aiortp (0.8.0): every datagram of the call goes through libsrtp on
+        its way in (what fails authentication or replays is dropped and counted) and out."""
+        for wire in (session._rtp_transport, session._rtcp_transport):
+            wire._on_rtp = self._unprotect(wire._on_rtp, rtcp=False)
+            wire._on_rtcp = self._unprotect(wire._on_rtcp, rtcp=True)
+        send_rtp, send_rtcp = session._rtp_transport.send, session._rtcp_transport.send
+        session._rtp_transport.send = lambda data, addr=None: send_rtp(self._protect(data, rtcp=False), addr)
+        session._rtcp_transport.send = lambda data, addr=None: send_rtcp(self._protect(data, rtcp=True), addr)
+
+    def _protect(self, packet: bytes, *, rtcp: bool) -> bytes:
+        assert self._srtp is not None
+        return self._srtp.protect_rtcp(packet) if rtcp else self._srtp.protect(packet)
+
+    def _unprotect(self, deliver: Callable[[bytes, Any], None], *, rtcp: bool) -> Callable[[bytes, Any], None]:
+        def unprotected(data: bytes, addr: Any) -> None:
+            assert self._srtp is not None
+            clear = self._srtp.unprotect_rtcp(data) if rtcp else self._srtp.unprotect(data)
+            if clear is None:
+                self._metrics.dropped("srtcp_unauthentic" if rtcp else "srtp_unauthentic")
+                return
+            deliver(clear, addr)
+
+        return unprotected
+
+    @property
+    def encrypted(self) -> bool:
+        return self._srtp is not None
 
     async def receive(self) -> PortEvent:
         if not self._answered and self._gone is None:

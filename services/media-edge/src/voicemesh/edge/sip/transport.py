@@ -22,18 +22,19 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiosipua import IncomingCall, SipUAS
+from aiosipua.dialog import DialogState
 from aiosipua.message import SipMessage, SipRequest, SipResponse, missing_required_headers
-from aiosipua.transport import TcpSipTransport, UdpSipTransport, _stamp_via_received, _UdpProtocol
 
 from voicemesh.mesh.metrics import ServiceMetrics
 
 from ..port import CallHandler, CallInfo, CallTransport, EndReason
 from .auth import Admit, Challenge, SipAccess
-from .offer import SdpRejected, answer_offer
+from .listeners import Tcp, Tls, Udp, server_context
+from .offer import Answer, SdpRejected, SrtpPolicy, answer_offer
 from .port import LABEL, SipPort
+from .srtp import new_key_salt
 from .transactions import ServerTransactions, TransactionKey, retransmit_offsets
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ class SipSettings:
     realm: str = "voicemesh"
     nonce_secret: bytes = b""
     jitter_frames: int = 2
+    srtp: SrtpPolicy = SrtpPolicy.ALLOW
+    tls_port: int = 5061  # SIP over TLS, when a certificate is given
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 class RtpPorts:
@@ -111,46 +116,6 @@ def call_info(request: SipRequest, transport: str) -> CallInfo:
     )
 
 
-class _Counted:
-    """Parse failures counted and dropped (aiosipua only logs them), then our filter."""
-
-    metrics: ServiceMetrics
-    on_message: Any
-
-    def _dispatch(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            msg = SipMessage.parse(data)
-            if isinstance(msg, SipRequest):
-                _stamp_via_received(msg, addr)
-        except Exception as exc:  # (the library raises what it likes on garbage)
-            self.metrics.error("bad_sip_message")
-            log.warning("unreadable sip message dropped", extra={"error": str(exc)[:200]})
-            return
-        if self.on_message is not None:
-            self.on_message(msg, addr)
-
-
-class _UdpListener(_UdpProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # aiosipua asserts a DatagramTransport, which Python 3.11's selector transport is not
-        self._owner._udp_transport = transport  # type: ignore[assignment]
-
-
-@dataclass
-class _Udp(_Counted, UdpSipTransport):
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpListener(self), local_addr=self.local_addr
-        )
-        self._udp_transport = transport
-
-
-@dataclass
-class _Tcp(_Counted, TcpSipTransport):
-    pass
-
-
 class SipCallTransport(CallTransport):
     name = "sip"
     transport_label = LABEL
@@ -182,7 +147,8 @@ class SipCallTransport(CallTransport):
         self._bound_port = settings.port
 
     def describe(self) -> str:
-        return f"sip:{self.advertised_host}:{self._bound_port} (udp, tcp)"
+        tls = f", tls {self.settings.tls_port}" if self.settings.tls_cert else ""
+        return f"sip:{self.advertised_host}:{self._bound_port} (udp, tcp{tls}; srtp {self.settings.srtp.value})"
 
     @property
     def port(self) -> int:
@@ -190,28 +156,35 @@ class SipCallTransport(CallTransport):
 
     async def start(self, handler: CallHandler) -> None:
         self._handler = handler
-        addr = (self.settings.host, self.settings.port)
-        udp = _Udp(local_addr=addr)
-        udp.metrics = self.metrics
+        host, settings = self.settings.host, self.settings
+        context = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+        port = settings.port
         try:
-            await self._listen(udp, "sip-udp")
-            if self.settings.port == 0:  # bound to a free port: TCP takes the same number
-                assert udp._udp_transport is not None
-                self._bound_port = int(udp._udp_transport.get_extra_info("sockname")[1])
-            tcp = _Tcp(local_addr=(self.settings.host, self._bound_port))
-            tcp.metrics = self.metrics
-            await self._listen(tcp, "sip-tcp")
+            udp = Udp(local_addr=(host, port))
+            await self._listen(udp, port)
+            self._bound_port = port = udp.bound_port  # 0: a free one, and TCP takes the same number
+            await self._listen(Tcp(local_addr=(host, port)), port)
+            if context is not None:
+                port = settings.tls_port
+                await self._listen(Tls(local_addr=(host, port), ssl_context=context), port)
         except OSError as exc:
-            raise OSError(f"cannot listen for SIP on {addr[0]}:{addr[1]}: {exc.strerror or exc}") from None
+            raise OSError(f"cannot listen for SIP on {host}:{port}: {exc.strerror or exc}") from None
 
-    async def _listen(self, transport: _Udp | _Tcp, kind: str) -> None:
-        uas = SipUAS(transport, user_agent=USER_AGENT)
+    async def _listen(self, transport: Udp | Tcp | Tls, port: int) -> None:
+        transport.metrics = self.metrics
+        transport.contact_host = self.advertised_host
+        kind = transport.kind
+        uas = SipUAS(transport, user_agent=USER_AGENT, advertised_addr=(self.advertised_host, port))
         uas.on_invite = lambda call: self._on_invite(call, kind)
         uas.on_bye = lambda call, _req: self._gone(call.call_id, "caller hung up")
         uas.on_cancel = lambda req, _addr: self._gone(req.call_id or "", "caller cancelled")
         uas.on_ack_timeout = lambda call: self._gone(call.call_id, "no ACK for the answer")
         uas.on_reinvite = self._on_reinvite
         await uas.start()
+        if isinstance(transport, Udp):
+            transport.contact_port = transport.bound_port
+        else:
+            transport.contact_port = port
         transport.on_message = lambda msg, addr: self._on_message(uas, msg, addr)
         self._record_responses(uas)
         self._uases.append(uas)
@@ -281,9 +254,8 @@ class SipCallTransport(CallTransport):
             log.warning("sip call refused", extra={"status": decision.status, "reason": decision.reason})
             self._refuse(uas, request, decision.status, decision.reason[:120])
             return False
-        body = request.text if request.body else ""
         try:
-            answer_offer(body, local_ip=self.advertised_host, rtp_port=self.settings.rtp_ports[0])
+            self.answer(request.text if request.body else "", self.settings.rtp_ports[0], bytes(30))
         except SdpRejected as exc:
             self.metrics.error("sip_bad_offer" if exc.status == 400 else "sip_no_acceptable_offer")
             log.warning("sip offer refused", extra={"status": exc.status, "reason": exc.reason})
@@ -312,7 +284,7 @@ class SipCallTransport(CallTransport):
             call.reject(503, "No RTP port free")
             return
         body = call.invite.text if call.invite.body else ""
-        answer = answer_offer(body, local_ip=self.advertised_host, rtp_port=port_number)  # checked in _admit
+        answer = self.answer(body, port_number, new_key_salt())  # checked in _admit
         port = SipPort(call, answer, port_number, call_info(call.invite, kind), self, self._clock)
         self._calls[call.call_id] = port
         call.ringing()
@@ -341,6 +313,11 @@ class SipCallTransport(CallTransport):
 
     # ---- what ports ask of the transport (SipSignalling) -------------------------------
 
+    def answer(self, body: str, rtp_port: int, key_salt: bytes) -> Answer:
+        return answer_offer(
+            body, local_ip=self.advertised_host, rtp_port=rtp_port, srtp=self.settings.srtp, key_salt=key_salt
+        )
+
     def bind_port(self) -> int:
         return self._ports.take()
 
@@ -348,8 +325,13 @@ class SipCallTransport(CallTransport):
         self._ports.release(port)
 
     def forget(self, port: SipPort) -> None:
-        if self._calls.get(port.call.call_id) is port:
-            del self._calls[port.call.call_id]
+        call_id = port.call.call_id
+        if self._calls.get(call_id) is port:
+            del self._calls[call_id]
+        for uas in self._uases:  # the library keeps a call until the caller's BYE: ours too
+            if uas.get_call(call_id) is port.call:
+                uas._calls.pop(call_id, None)  # (aiosipua 0.7.1)
+                uas._remove_invite_transaction(port.call.invite)
 
     def respond(self, call: IncomingCall, status: int, reason: str, sdp: str = "") -> None:
         """A final response to the call's current INVITE: a refusal before the answer, or
@@ -357,22 +339,31 @@ class SipCallTransport(CallTransport):
         if not call._answered and status >= 300:
             call.reject(status, reason)
             return
-        resp = call.dialog.create_response(call.invite, status, reason, contact=f"<sip:{self._contact()}>")
+        resp = call.dialog.create_response(call.invite, status, reason, contact="<sip:placeholder>")
         if sdp:
             resp.text = sdp
             resp.headers.set_single("Content-Type", "application/sdp")
         resp.headers.set_single("User-Agent", USER_AGENT)
         assert call.transport is not None
-        call.transport.send_reply(resp)
-
-    def _contact(self) -> str:
-        host = f"[{self.advertised_host}]" if ":" in self.advertised_host else self.advertised_host
-        return f"{host}:{self._bound_port}"
+        call.transport.send_reply(resp)  # the listener writes its own Contact
 
     def hang_up(self, call: IncomingCall) -> None:
-        bye = call.hangup()
+        """BYE from our side, with a Via naming the transport it goes over; retransmitted
+        over UDP until answered."""
         transport = call.transport
-        if bye is None or transport is None or transport.reliable:
+        if call.dialog.state != DialogState.CONFIRMED or not isinstance(transport, Udp | Tcp | Tls):
+            return
+        bye = call.dialog.create_request(
+            "BYE", via_host=self.advertised_host, via_port=transport.contact_port, via_transport=transport.via
+        )
+        bye.headers.set_single("User-Agent", USER_AGENT)
+        call.dialog.terminate()
+        try:
+            transport.send(bye, call.source_addr)
+        except RuntimeError:  # the caller's TCP/TLS connection is gone: nothing to carry it
+            self.metrics.error("sip_bye_unsent")
+            return
+        if transport.reliable:
             return
         cseq = bye.cseq
         assert cseq is not None
