@@ -4,6 +4,7 @@ behind the edge is real."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,11 @@ async def sip_call(
     ]
     assert rows, "the SIP call is not in the session events"
     return rtp_of(pcap), rows[0]
+
+
+def sipp_logs(workdir: Path, scenario: str) -> list[str]:
+    """What a scenario's <log> actions wrote (SIPp run with -trace_logs)."""
+    return [line for log in workdir.glob(f"{scenario}_*_logs.log") for line in log.read_text().splitlines()]
 
 
 def check_rtp_stream(packets: list[Rtp]) -> None:
@@ -127,3 +133,17 @@ async def test_twenty_concurrent_sip_calls_all_complete(mesh: LocalMesh, tmp_pat
     assert len(rows) == 20, [(r.transport, r.ended) for r in rows]
     assert {(r.transport, r.ended) for r in rows} == {("sip-udp", "caller")}
     assert len({r.carrier_call_id for r in rows}) == 20
+
+
+async def test_asking_for_a_person_over_sip_is_a_refer_to_the_agents_desk(mesh: LocalMesh, tmp_path: Path) -> None:
+    (tmp_path / "caller.ulaw").write_bytes(caller_ulaw(FIXTURES / "caller_person.wav", lead_s=GREETING_S))
+    run = await run_sipp("uac_transfer.xml", mesh.ports.sip, tmp_path, extra=("-trace_logs",))
+    assert run.ok, (run.output[-2000:], run.errors)
+    logged = await asyncio.to_thread(sipp_logs, tmp_path, "uac_transfer")
+    assert any("Refer-To: sip:host@bellavista.example" in line for line in logged), logged
+    events = await fetch_call_events(mesh.nats_url)
+    row = next(r for r in calls_from_events(events, now=datetime.now(UTC), limit=1000) if r.transport == "sip-udp")
+    assert row.ended == "transfer", row
+    session_events = await fetch_events(mesh.nats_url, row.session_id)
+    (transferred,) = [e.call_transferred for e in session_events if event_name(e) == "call_transferred"]
+    assert (transferred.method, transferred.result) == ("sip-refer", "connected")

@@ -15,7 +15,7 @@ from voicemesh.audio.vad import SileroModel
 from voicemesh.edge import decisions as d
 from voicemesh.edge.channels import ChannelPool
 from voicemesh.edge.interruptions import Verdict
-from voicemesh.edge.port import CallInfo, EndReason, Hangup, MediaPort, PortEvent
+from voicemesh.edge.port import CallInfo, EndReason, Hangup, MediaPort, PortEvent, Transferred
 from voicemesh.edge.session import CallSession, EdgeDeps, _Roles
 from voicemesh.edge.turns import TurnConfig
 from voicemesh.mesh.events import RecordingEvents
@@ -46,8 +46,8 @@ class QuietPort(MediaPort):
     async def clear(self) -> None:
         self.cleared += 1
 
-    async def transfer(self, target: str) -> str:
-        return "test"
+    async def transfer(self, target: str) -> Transferred:
+        return Transferred("test")
 
     async def send_dtmf(self, digits: str) -> None:
         return None

@@ -18,7 +18,7 @@ from sipp import ULAW_SILENCE, Rtp, capture_udp_range, rtp_of, run_sipp
 
 from voicemesh.audio.g711 import ulaw_encode
 from voicemesh.audio.wav import read_wav, write_wav
-from voicemesh.edge.port import Dtmf, EndReason, Frame, Hangup, MediaPort, PortEvent
+from voicemesh.edge.port import Dtmf, EndReason, Frame, Hangup, MediaPort, PortEvent, Transferred
 from voicemesh.edge.sip.offer import SrtpPolicy
 from voicemesh.edge.sip.transport import SipCallTransport, SipSettings
 from voicemesh.mesh.localservers import free_port
@@ -364,3 +364,57 @@ async def test_with_srtp_required_a_plain_rtp_offer_gets_488(start_edge, tmp_pat
     statuses = await raw_invite(transport.port, "plain-1", ack=True)
     assert statuses[-1].startswith("SIP/2.0 488 this edge requires SRTP"), statuses
     assert handler.calls == []
+
+
+def refer_to_seen(workdir: Path) -> list[str]:
+    """The Refer-To URIs SIPp logged (uac_transfer.xml with -trace_logs)."""
+    return [
+        line.split("Refer-To: ", 1)[1].strip()
+        for log in workdir.glob("uac_transfer_*_logs.log")
+        for line in log.read_text().splitlines()
+        if "Refer-To: " in line
+    ]
+
+
+@dataclass
+class Transferring(Handler):
+    """Transfers the call to `target` once it has heard `after` frames, as an agent does."""
+
+    target: str = "sip:desk@example.com"
+    after: int = 25
+    outcome: list[Transferred] = field(default_factory=list)
+
+    async def __call__(self, port: MediaPort) -> None:
+        self.calls.append(port)
+        frames = 0
+        try:
+            while frames < self.after:
+                if isinstance(await port.receive(), Frame):
+                    frames += 1
+            self.outcome.append(await port.transfer(self.target))
+            await port.close(EndReason.TRANSFER)
+        finally:
+            self.done.set()
+
+
+async def test_a_transfer_is_a_refer_and_the_bye_follows_once_the_caller_reports_it(
+    start_edge, tmp_path: Path
+) -> None:
+    handler = Transferring()
+    transport, _, _ = await start_edge(handler)
+    caller_audio(tmp_path)
+    run = await run_sipp("uac_transfer.xml", transport.port, tmp_path, extra=("-trace_logs",))
+    assert run.ok, (run.output[-1500:], run.errors)
+    assert handler.outcome == [Transferred("sip-refer", "connected")]
+    assert refer_to_seen(tmp_path) == ["sip:desk@example.com"]
+
+
+async def test_a_number_is_transferred_on_the_callers_own_domain(start_edge, tmp_path: Path) -> None:
+    handler = Transferring(target="+15550100")
+    transport, _, _ = await start_edge(handler)
+    caller_audio(tmp_path)
+    # SIPp's From is sipp@127.0.0.1: the number goes to that host
+    run = await run_sipp("uac_transfer.xml", transport.port, tmp_path, extra=("-trace_logs",))
+    assert run.ok, (run.output[-1500:], run.errors)
+    assert handler.outcome == [Transferred("sip-refer", "connected")]
+    assert refer_to_seen(tmp_path) == ["sip:+15550100@127.0.0.1"]

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from voicemesh.v1 import router_pb2 as voicemesh_dot_v1_dot_router__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19voicemesh/v1/events.proto\x12\x0cvoicemesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19voicemesh/v1/router.proto\"h\n\x0b\x43\x61llStarted\x12\x11\n\ttransport\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61llee\x18\x04 \x01(\t\x12\x17\n\x0f\x63\x61rrier_call_id\x18\x05 \x01(\t\"?\n\tCallEnded\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\r\x12\r\n\x05turns\x18\x03 \x01(\r\"1\n\x0f\x43\x61llTransferred\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\"\xc2\x01\n\x0cMediaQuality\x12\x18\n\x10packets_received\x18\x01 \x01(\r\x12\x14\n\x0cpackets_lost\x18\x02 \x01(\r\x12\x11\n\tjitter_ms\x18\x03 \x01(\x02\x12\x18\n\x10\x63oncealed_frames\x18\x04 \x01(\r\x12\x0e\n\x06rtt_ms\x18\x05 \x01(\x02\x12\x1c\n\x14remote_fraction_lost\x18\x06 \x01(\x02\x12\x18\n\x10remote_jitter_ms\x18\x07 \x01(\x02\x12\r\n\x05\x66inal\x18\x08 \x01(\x08\"\x1e\n\x0c\x44tmfReceived\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\"9\n\x08\x41ssigned\x12-\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x18.voicemesh.v1.Assignment\"!\n\rSpeechStarted\x12\x10\n\x08\x61udio_ms\x18\x01 \x01(\r\"I\n\tTurnEnded\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x16\n\x0elast_voiced_ms\x18\x02 \x01(\r\x12\x13\n\x0b\x65ndpoint_ms\x18\x03 \x01(\r\"[\n\x13TranscriptPublished\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x11\n\tdecode_ms\x18\x04 \x01(\r\"v\n\x11ResponsePublished\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x16\n\x0e\x66irst_token_ms\x18\x04 \x01(\r\x12\x11\n\tcancelled\x18\x05 \x01(\x08\"e\n\x11SpeechSynthesized\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\r\x12\x16\n\x0e\x66irst_audio_ms\x18\x03 \x01(\r\x12\x11\n\tcancelled\x18\x04 \x01(\x08\"\x98\x01\n\x0bTurnLatency\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_ms\x18\x02 \x01(\r\x12\x14\n\x0cstt_final_ms\x18\x03 \x01(\r\x12\x16\n\x0e\x66irst_token_ms\x18\x04 \x01(\r\x12\x1a\n\x12tts_first_audio_ms\x18\x05 \x01(\r\x12\x19\n\x11voice_to_voice_ms\x18\x06 \x01(\r\"N\n\x0fPlayoutFinished\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x11\n\tplayed_ms\x18\x02 \x01(\r\x12\x13\n\x0binterrupted\x18\x03 \x01(\x08\"<\n\x0cServiceError\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xf0\x06\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x31\n\x0c\x63\x61ll_started\x18\n \x01(\x0b\x32\x19.voicemesh.v1.CallStartedH\x00\x12-\n\ncall_ended\x18\x0b \x01(\x0b\x32\x17.voicemesh.v1.CallEndedH\x00\x12*\n\x08\x61ssigned\x18\x0c \x01(\x0b\x32\x16.voicemesh.v1.AssignedH\x00\x12\x35\n\x0espeech_started\x18\r \x01(\x0b\x32\x1b.voicemesh.v1.SpeechStartedH\x00\x12-\n\nturn_ended\x18\x0e \x01(\x0b\x32\x17.voicemesh.v1.TurnEndedH\x00\x12\x37\n\ntranscript\x18\x0f \x01(\x0b\x32!.voicemesh.v1.TranscriptPublishedH\x00\x12\x33\n\x08response\x18\x10 \x01(\x0b\x32\x1f.voicemesh.v1.ResponsePublishedH\x00\x12=\n\x12speech_synthesized\x18\x11 \x01(\x0b\x32\x1f.voicemesh.v1.SpeechSynthesizedH\x00\x12\x31\n\x0cturn_latency\x18\x12 \x01(\x0b\x32\x19.voicemesh.v1.TurnLatencyH\x00\x12\x39\n\x10playout_finished\x18\x13 \x01(\x0b\x32\x1d.voicemesh.v1.PlayoutFinishedH\x00\x12+\n\x05\x65rror\x18\x14 \x01(\x0b\x32\x1a.voicemesh.v1.ServiceErrorH\x00\x12\x39\n\x10\x63\x61ll_transferred\x18\x15 \x01(\x0b\x32\x1d.voicemesh.v1.CallTransferredH\x00\x12\x33\n\rdtmf_received\x18\x16 \x01(\x0b\x32\x1a.voicemesh.v1.DtmfReceivedH\x00\x12\x33\n\rmedia_quality\x18\x17 \x01(\x0b\x32\x1a.voicemesh.v1.MediaQualityH\x00\x42\t\n\x07payloadb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19voicemesh/v1/events.proto\x12\x0cvoicemesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19voicemesh/v1/router.proto\"h\n\x0b\x43\x61llStarted\x12\x11\n\ttransport\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61llee\x18\x04 \x01(\t\x12\x17\n\x0f\x63\x61rrier_call_id\x18\x05 \x01(\t\"?\n\tCallEnded\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\r\x12\r\n\x05turns\x18\x03 \x01(\r\"A\n\x0f\x43\x61llTransferred\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0e\n\x06result\x18\x03 \x01(\t\"\xc2\x01\n\x0cMediaQuality\x12\x18\n\x10packets_received\x18\x01 \x01(\r\x12\x14\n\x0cpackets_lost\x18\x02 \x01(\r\x12\x11\n\tjitter_ms\x18\x03 \x01(\x02\x12\x18\n\x10\x63oncealed_frames\x18\x04 \x01(\r\x12\x0e\n\x06rtt_ms\x18\x05 \x01(\x02\x12\x1c\n\x14remote_fraction_lost\x18\x06 \x01(\x02\x12\x18\n\x10remote_jitter_ms\x18\x07 \x01(\x02\x12\r\n\x05\x66inal\x18\x08 \x01(\x08\"\x1e\n\x0c\x44tmfReceived\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\"9\n\x08\x41ssigned\x12-\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x18.voicemesh.v1.Assignment\"!\n\rSpeechStarted\x12\x10\n\x08\x61udio_ms\x18\x01 \x01(\r\"I\n\tTurnEnded\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x16\n\x0elast_voiced_ms\x18\x02 \x01(\r\x12\x13\n\x0b\x65ndpoint_ms\x18\x03 \x01(\r\"[\n\x13TranscriptPublished\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x11\n\tdecode_ms\x18\x04 \x01(\r\"v\n\x11ResponsePublished\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x16\n\x0e\x66irst_token_ms\x18\x04 \x01(\r\x12\x11\n\tcancelled\x18\x05 \x01(\x08\"e\n\x11SpeechSynthesized\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\r\x12\x16\n\x0e\x66irst_audio_ms\x18\x03 \x01(\r\x12\x11\n\tcancelled\x18\x04 \x01(\x08\"\x98\x01\n\x0bTurnLatency\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_ms\x18\x02 \x01(\r\x12\x14\n\x0cstt_final_ms\x18\x03 \x01(\r\x12\x16\n\x0e\x66irst_token_ms\x18\x04 \x01(\r\x12\x1a\n\x12tts_first_audio_ms\x18\x05 \x01(\r\x12\x19\n\x11voice_to_voice_ms\x18\x06 \x01(\r\"N\n\x0fPlayoutFinished\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x11\n\tplayed_ms\x18\x02 \x01(\r\x12\x13\n\x0binterrupted\x18\x03 \x01(\x08\"<\n\x0cServiceError\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xf0\x06\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x31\n\x0c\x63\x61ll_started\x18\n \x01(\x0b\x32\x19.voicemesh.v1.CallStartedH\x00\x12-\n\ncall_ended\x18\x0b \x01(\x0b\x32\x17.voicemesh.v1.CallEndedH\x00\x12*\n\x08\x61ssigned\x18\x0c \x01(\x0b\x32\x16.voicemesh.v1.AssignedH\x00\x12\x35\n\x0espeech_started\x18\r \x01(\x0b\x32\x1b.voicemesh.v1.SpeechStartedH\x00\x12-\n\nturn_ended\x18\x0e \x01(\x0b\x32\x17.voicemesh.v1.TurnEndedH\x00\x12\x37\n\ntranscript\x18\x0f \x01(\x0b\x32!.voicemesh.v1.TranscriptPublishedH\x00\x12\x33\n\x08response\x18\x10 \x01(\x0b\x32\x1f.voicemesh.v1.ResponsePublishedH\x00\x12=\n\x12speech_synthesized\x18\x11 \x01(\x0b\x32\x1f.voicemesh.v1.SpeechSynthesizedH\x00\x12\x31\n\x0cturn_latency\x18\x12 \x01(\x0b\x32\x19.voicemesh.v1.TurnLatencyH\x00\x12\x39\n\x10playout_finished\x18\x13 \x01(\x0b\x32\x1d.voicemesh.v1.PlayoutFinishedH\x00\x12+\n\x05\x65rror\x18\x14 \x01(\x0b\x32\x1a.voicemesh.v1.ServiceErrorH\x00\x12\x39\n\x10\x63\x61ll_transferred\x18\x15 \x01(\x0b\x32\x1d.voicemesh.v1.CallTransferredH\x00\x12\x33\n\rdtmf_received\x18\x16 \x01(\x0b\x32\x1a.voicemesh.v1.DtmfReceivedH\x00\x12\x33\n\rmedia_quality\x18\x17 \x01(\x0b\x32\x1a.voicemesh.v1.MediaQualityH\x00\x42\t\n\x07payloadb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,29 +38,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLENDED']._serialized_start=209
   _globals['_CALLENDED']._serialized_end=272
   _globals['_CALLTRANSFERRED']._serialized_start=274
-  _globals['_CALLTRANSFERRED']._serialized_end=323
-  _globals['_MEDIAQUALITY']._serialized_start=326
-  _globals['_MEDIAQUALITY']._serialized_end=520
-  _globals['_DTMFRECEIVED']._serialized_start=522
-  _globals['_DTMFRECEIVED']._serialized_end=552
-  _globals['_ASSIGNED']._serialized_start=554
-  _globals['_ASSIGNED']._serialized_end=611
-  _globals['_SPEECHSTARTED']._serialized_start=613
-  _globals['_SPEECHSTARTED']._serialized_end=646
-  _globals['_TURNENDED']._serialized_start=648
-  _globals['_TURNENDED']._serialized_end=721
-  _globals['_TRANSCRIPTPUBLISHED']._serialized_start=723
-  _globals['_TRANSCRIPTPUBLISHED']._serialized_end=814
-  _globals['_RESPONSEPUBLISHED']._serialized_start=816
-  _globals['_RESPONSEPUBLISHED']._serialized_end=934
-  _globals['_SPEECHSYNTHESIZED']._serialized_start=936
-  _globals['_SPEECHSYNTHESIZED']._serialized_end=1037
-  _globals['_TURNLATENCY']._serialized_start=1040
-  _globals['_TURNLATENCY']._serialized_end=1192
-  _globals['_PLAYOUTFINISHED']._serialized_start=1194
-  _globals['_PLAYOUTFINISHED']._serialized_end=1272
-  _globals['_SERVICEERROR']._serialized_start=1274
-  _globals['_SERVICEERROR']._serialized_end=1334
-  _globals['_SESSIONEVENT']._serialized_start=1337
-  _globals['_SESSIONEVENT']._serialized_end=2217
+  _globals['_CALLTRANSFERRED']._serialized_end=339
+  _globals['_MEDIAQUALITY']._serialized_start=342
+  _globals['_MEDIAQUALITY']._serialized_end=536
+  _globals['_DTMFRECEIVED']._serialized_start=538
+  _globals['_DTMFRECEIVED']._serialized_end=568
+  _globals['_ASSIGNED']._serialized_start=570
+  _globals['_ASSIGNED']._serialized_end=627
+  _globals['_SPEECHSTARTED']._serialized_start=629
+  _globals['_SPEECHSTARTED']._serialized_end=662
+  _globals['_TURNENDED']._serialized_start=664
+  _globals['_TURNENDED']._serialized_end=737
+  _globals['_TRANSCRIPTPUBLISHED']._serialized_start=739
+  _globals['_TRANSCRIPTPUBLISHED']._serialized_end=830
+  _globals['_RESPONSEPUBLISHED']._serialized_start=832
+  _globals['_RESPONSEPUBLISHED']._serialized_end=950
+  _globals['_SPEECHSYNTHESIZED']._serialized_start=952
+  _globals['_SPEECHSYNTHESIZED']._serialized_end=1053
+  _globals['_TURNLATENCY']._serialized_start=1056
+  _globals['_TURNLATENCY']._serialized_end=1208
+  _globals['_PLAYOUTFINISHED']._serialized_start=1210
+  _globals['_PLAYOUTFINISHED']._serialized_end=1288
+  _globals['_SERVICEERROR']._serialized_start=1290
+  _globals['_SERVICEERROR']._serialized_end=1350
+  _globals['_SESSIONEVENT']._serialized_start=1353
+  _globals['_SESSIONEVENT']._serialized_end=2233
 # @@protoc_insertion_point(module_scope)

@@ -35,12 +35,14 @@ class CallEnded(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., duration_ms: _Optional[int] = ..., turns: _Optional[int] = ...) -> None: ...
 
 class CallTransferred(_message.Message):
-    __slots__ = ("target", "method")
+    __slots__ = ("target", "method", "result")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
     target: str
     method: str
-    def __init__(self, target: _Optional[str] = ..., method: _Optional[str] = ...) -> None: ...
+    result: str
+    def __init__(self, target: _Optional[str] = ..., method: _Optional[str] = ..., result: _Optional[str] = ...) -> None: ...
 
 class MediaQuality(_message.Message):
     __slots__ = ("packets_received", "packets_lost", "jitter_ms", "concealed_frames", "rtt_ms", "remote_fraction_lost", "remote_jitter_ms", "final")

@@ -40,6 +40,7 @@ from .port import (
     Hangup,
     MediaPort,
     PortEvent,
+    Transferred,
     TurnTiming,
     check_digits,
 )
@@ -177,9 +178,9 @@ class NativePort(MediaPort, CallObserver):
     async def clear(self) -> None:
         return None  # nothing is buffered at the far end
 
-    async def transfer(self, target: str) -> str:
+    async def transfer(self, target: str) -> Transferred:
         await self._send_msg(transfer=edge_pb2.CallTransfer(target=target))
-        return "native"
+        return Transferred("native")
 
     async def send_dtmf(self, digits: str) -> None:
         await self._send_msg(dtmf=edge_pb2.SendDigits(digits=digits))

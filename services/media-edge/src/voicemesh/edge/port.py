@@ -112,6 +112,12 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class Transferred:
+    method: str  # how the transport carried it out: "native", "twilio-connect-action", "sip-refer"
+    result: str = ""  # what the far end reported, where it does (SIP: "accepted", "refused: 603 Decline")
+
+
+@dataclass(frozen=True)
 class MediaQuality:
     """How the caller's media reached us, and (from its reports, where the protocol has
     them: RTCP) how ours reached the caller."""
@@ -162,9 +168,9 @@ class MediaPort(ABC):
         """Barge-in: drop agent audio the far end has buffered but not yet played."""
 
     @abstractmethod
-    async def transfer(self, target: str) -> str:
-        """Hand the call on to `target` (a number or SIP URI); returns how it was carried
-        out (e.g. "native", "twilio-connect-action"). The call ends after it."""
+    async def transfer(self, target: str) -> Transferred:
+        """Hand the call on to `target` (a number or SIP URI): how it was carried out and,
+        where the far end says, how that went. The call ends after it."""
 
     @abstractmethod
     async def send_dtmf(self, digits: str) -> None:

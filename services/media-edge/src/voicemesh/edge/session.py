@@ -406,10 +406,12 @@ class CallSession:
 
     async def _carry_out(self, action: d.CallAction) -> None:
         if isinstance(action, d.TransferCall):
-            method = await self.port.transfer(action.target)
+            done = await self.port.transfer(action.target)
             self.deps.events.emit(
                 self.session_id,
-                call_transferred=events_pb2.CallTransferred(target=action.target, method=method),
+                call_transferred=events_pb2.CallTransferred(
+                    target=action.target, method=done.method, result=done.result
+                ),
             )
         elif isinstance(action, d.SendDigits):
             await self.port.send_dtmf(action.digits)

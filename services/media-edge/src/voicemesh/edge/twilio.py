@@ -51,6 +51,7 @@ from .port import (
     MarkPlayed,
     MediaPort,
     PortEvent,
+    Transferred,
 )
 from .twilio_signature import valid_signature
 
@@ -202,9 +203,9 @@ class TwilioPort(MediaPort):
     async def clear(self) -> None:
         await self._send(tw.encode_clear(self._sid))
 
-    async def transfer(self, target: str) -> str:
+    async def transfer(self, target: str) -> Transferred:
         self._transport.transfers.record(self._start.call_sid, target, time.monotonic())
-        return "twilio-connect-action"
+        return Transferred("twilio-connect-action")
 
     async def send_dtmf(self, digits: str) -> None:
         # Media Streams carries no outbound DTMF: say so rather than drop it silently

@@ -40,6 +40,7 @@ from ..port import (
     MediaQuality,
     PortEvent,
     QualityReport,
+    Transferred,
 )
 from .offer import G711, Answer, SdpRejected
 from .rtp import FRAME_SAMPLES, RATE, InboundGaps, OutboundTimeline, round_trip_s
@@ -79,6 +80,7 @@ class SipSignalling(Protocol):
     def hang_up(self, call: IncomingCall) -> None: ...
     def respond(self, call: IncomingCall, status: int, reason: str, sdp: str = "") -> None: ...
     def forget(self, port: SipPort) -> None: ...
+    async def refer(self, call: IncomingCall, target: str) -> str: ...
 
 
 @dataclass
@@ -346,14 +348,11 @@ class SipPort(MediaPort):
     async def clear(self) -> None:
         return None  # nothing is buffered at the far end
 
-    async def transfer(self, target: str) -> str:
-        # REFER is not carried out yet (issue 7): say so instead of pretending
-        self._metrics.error("sip_transfer_unsupported")
-        log.warning(
-            "sip transfer is not supported yet; the call is hung up",
-            extra={"call": self.info.carrier_call_id},
-        )
-        return "sip-unsupported"
+    async def transfer(self, target: str) -> Transferred:
+        """A blind transfer (RFC 3515): REFER the caller to `target`; the call's BYE follows."""
+        if not self._answered or self._gone is not None:
+            return Transferred("sip-refer", "not sent: the call is not up")
+        return Transferred("sip-refer", await self._sig.refer(self.call, target))
 
     async def send_dtmf(self, digits: str) -> None:
         rtp = self._rtp

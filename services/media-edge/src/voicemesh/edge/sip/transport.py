@@ -42,6 +42,8 @@ USER_AGENT = "voicemesh"
 _AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _URI_USER = re.compile(r"^sips?:([^@;>]+)@", re.IGNORECASE)
 MAX_METADATA = 16  # X- headers carried into the session's metadata
+# How long a transfer waits for the caller's side to report (NOTIFY) before the call's BYE.
+TRANSFER_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ class SipCallTransport(CallTransport):
         # Sends repeated over UDP until answered: our BYEs (until a response, timers E/F) and
         # our final refusals of an INVITE (until its ACK, timers G/H), by (Call-ID, CSeq, method).
         self._resends: dict[tuple[str, int, str], list[asyncio.TimerHandle]] = {}
+        self._transfers: dict[str, asyncio.Future[str]] = {}  # Call-ID -> the REFER's outcome
+        self._accepted: set[str] = set()  # Call-IDs whose REFER got its 202
         self._handler: CallHandler | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._bound_port = settings.port
@@ -180,6 +184,7 @@ class SipCallTransport(CallTransport):
         uas.on_cancel = lambda req, _addr: self._gone(req.call_id or "", "caller cancelled")
         uas.on_ack_timeout = lambda call: self._gone(call.call_id, "no ACK for the answer")
         uas.on_reinvite = self._on_reinvite
+        uas.on_transfer_progress = self._transfer_progress
         await uas.start()
         if isinstance(transport, Udp):
             transport.contact_port = transport.bound_port
@@ -200,7 +205,7 @@ class SipCallTransport(CallTransport):
 
     def _on_message(self, uas: SipUAS, msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
         if isinstance(msg, SipResponse):
-            self._answered_bye(msg)
+            self._answered(msg)
             return
         key = transaction_key(msg)
         if key is not None and msg.method.upper() != "ACK":
@@ -390,8 +395,68 @@ class SipCallTransport(CallTransport):
         for handle in self._resends.pop(key, []):
             handle.cancel()
 
-    def _answered_bye(self, response: SipResponse) -> None:
+    def _answered(self, response: SipResponse) -> None:
+        """A response to a request of ours: a BYE is done with; a REFER refused ends its
+        transfer, one accepted waits for the NOTIFY that says how the transfer went."""
         cseq = response.cseq
-        if cseq is None or cseq.method.upper() != "BYE" or response.status_code < 200:
+        if cseq is None or response.status_code < 200:
             return
-        self._stop_resending((response.call_id or "", cseq.seq, "BYE"))
+        method, call_id = cseq.method.upper(), response.call_id or ""
+        self._stop_resending((call_id, cseq.seq, method))
+        if method == "REFER":
+            pending = self._transfers.get(call_id)
+            if pending is not None and not pending.done():
+                if response.status_code >= 300:
+                    pending.set_result(f"refused: {response.status_code} {response.reason_phrase}"[:120])
+                else:
+                    self._accepted.add(call_id)
+
+    def _transfer_progress(self, call_id: str, status: int, reason: str) -> None:
+        pending = self._transfers.get(call_id)
+        if status >= 200 and pending is not None and not pending.done():
+            pending.set_result("connected" if status < 300 else f"failed: {status} {reason}"[:120])
+
+    async def refer(self, call: IncomingCall, target: str) -> str:
+        """Ask the caller's side to call `target` (RFC 3515); what it reported: "connected"
+        (its NOTIFY said 2xx), "accepted" (202, and no final NOTIFY within the wait),
+        "refused: …", "failed: …", "no answer"."""
+        transport = call.transport
+        if not isinstance(transport, Udp | Tcp | Tls) or call.dialog.state != DialogState.CONFIRMED:
+            return "not sent: the call is not up"
+        refer = call.dialog.create_request(
+            "REFER", via_host=self.advertised_host, via_port=transport.contact_port, via_transport=transport.via
+        )
+        refer.headers.set_single("Refer-To", f"<{refer_uri(target, call.invite)}>")
+        refer.headers.set_single("Referred-By", transport.contact())
+        refer.headers.set_single("Contact", transport.contact())
+        refer.headers.set_single("User-Agent", USER_AGENT)
+        outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._transfers[call.call_id] = outcome
+        cseq = refer.cseq
+        assert cseq is not None
+        try:
+            transport.send(refer, call.source_addr)
+            if not transport.reliable:
+                self._resend(
+                    (call.call_id, cseq.seq, "REFER"),
+                    lambda: transport.send(refer, call.source_addr),
+                    "sip_refer_unanswered",
+                )
+            return await asyncio.wait_for(asyncio.shield(outcome), TRANSFER_WAIT_S)
+        except TimeoutError:
+            return "accepted" if call.call_id in self._accepted else "no answer"
+        except RuntimeError:  # the caller's TCP/TLS connection is gone
+            return "not sent: the connection is gone"
+        finally:
+            self._stop_resending((call.call_id, cseq.seq, "REFER"))
+            self._transfers.pop(call.call_id, None)
+            self._accepted.discard(call.call_id)
+
+
+def refer_uri(target: str, invite: SipRequest) -> str:
+    """Where a REFER sends the caller: a SIP or tel URI as it is; a number on the caller's
+    own SIP domain (its carrier or PBX routes it)."""
+    if target.lower().startswith(("sip:", "sips:", "tel:")):
+        return target
+    host = invite.from_addr.uri.host if invite.from_addr is not None else ""
+    return f"sip:{target}@{host}" if host else f"tel:{target}"
