@@ -9,16 +9,19 @@ import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from sipp import Rtp, audio_of, caller_ulaw, capture_udp, rtp_of, run_sipp
 
 from voicemesh.audio.resample import resample
 from voicemesh.cli.calls_cmd import CallRow, calls_from_events, fetch_call_events
+from voicemesh.cli.dial_cmd import dial
 from voicemesh.cli.events_cmd import fetch_events
 from voicemesh.cli.localmesh import LocalMesh
 from voicemesh.mesh.events import event_name
 from voicemesh.mesh.localservers import free_port
+from voicemesh.v1 import edge_pb2
 
 from .conftest import FIXTURES
 from .test_call import stt_address, transcribe, wer
@@ -128,8 +131,14 @@ async def test_twenty_concurrent_sip_calls_all_complete(mesh: LocalMesh, tmp_pat
     seen = {r.session_id for r in calls_from_events(before, now=datetime.now(UTC), limit=1000)}
     run = await run_sipp("uac_stream.xml", mesh.ports.sip, tmp_path, calls=20, pause_ms=12_000)
     assert run.ok, (run.output[-2500:], run.errors[-2000:])
-    events = await fetch_call_events(mesh.nats_url)
-    rows = [r for r in calls_from_events(events, now=datetime.now(UTC), limit=1000) if r.session_id not in seen]
+    # SIPp is done once its BYEs are answered; each call's end reaches NATS just after
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        events = await fetch_call_events(mesh.nats_url)
+        rows = [r for r in calls_from_events(events, now=datetime.now(UTC), limit=1000) if r.session_id not in seen]
+        if (len(rows) == 20 and not any(r.live for r in rows)) or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
     assert len(rows) == 20, [(r.transport, r.ended) for r in rows]
     assert {(r.transport, r.ended) for r in rows} == {("sip-udp", "caller")}
     assert len({r.carrier_call_id for r in rows}) == 20
@@ -147,3 +156,38 @@ async def test_asking_for_a_person_over_sip_is_a_refer_to_the_agents_desk(mesh: 
     session_events = await fetch_events(mesh.nats_url, row.session_id)
     (transferred,) = [e.call_transferred for e in session_events if event_name(e) == "call_transferred"]
     assert (transferred.method, transferred.result) == ("sip-refer", "connected")
+
+
+async def test_voicemesh_dial_calls_a_phone_and_the_agent_talks_to_it(mesh: LocalMesh, tmp_path: Path) -> None:
+    """`voicemesh dial` (its gRPC call): SIPp as the phone answers, hears the greeting, says
+    it wants a table for four, hears the question that follows, and hangs up."""
+    (tmp_path / "caller.ulaw").write_bytes(caller_ulaw(FIXTURES / "caller_party.wav", lead_s=GREETING_S))
+    phone_port, media_port = free_port(), free_port()
+    async with capture_udp(media_port, tmp_path / "to_phone.pcap") as pcap:
+        phone = asyncio.create_task(
+            run_sipp(
+                "uas_answer_hangs_up.xml", 0, tmp_path, server=True, sip_port=phone_port,
+                media_port=media_port, pause_ms=14_000,
+            )
+        )
+        await asyncio.sleep(0.5)
+        edge = f"127.0.0.1:{mesh.ports.grpc['media-edge']}"
+        request = edge_pb2.DialRequest(target=f"sip:phone@127.0.0.1:{phone_port}", agent="restaurant")
+        answered = await dial(edge, mesh.token, request)
+        run = await asyncio.wait_for(phone, 60)
+    assert run.ok, (run.output[-2000:], run.errors)
+    events = await fetch_call_events(mesh.nats_url)
+    rows = [r for r in calls_from_events(events, now=datetime.now(UTC), limit=1000) if r.carrier_call_id == answered.call_id]
+    assert [(r.transport, r.ended) for r in rows] == [("sip-udp", "caller")], rows
+    session_events = await fetch_events(mesh.nats_url, rows[0].session_id)
+    said = [e.transcript.text for e in session_events if event_name(e) == "transcript" and e.transcript.final]
+    assert len(said) == 1 and wer("Hi, I would like a table for four people, please.", said[0]) <= 0.5, said
+    heard = await transcribe(stt_address(mesh), to_16k(audio_of(rtp_of(pcap))))
+    assert wer(GREETING + " " + ASKED_DAY, heard) <= 0.34, heard
+
+
+async def test_dial_without_the_edge_token_is_refused(mesh: LocalMesh) -> None:
+    edge = f"127.0.0.1:{mesh.ports.grpc['media-edge']}"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await dial(edge, "not-the-token", edge_pb2.DialRequest(target="sip:x@127.0.0.1:9"))
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED

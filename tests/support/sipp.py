@@ -68,9 +68,12 @@ async def run_sipp(
     pause_ms: int = 1000,
     extra: tuple[str, ...] = (),
     timeout_s: float = 120.0,
+    server: bool = False,
+    sip_port: int | None = None,
 ) -> SippRun:
-    """Run SIPp's `scenario` (a file in tests/e2e/sip/) as a caller against 127.0.0.1:edge_port.
-    Its own SIP port is a free one, so it never collides with a mesh on 5060."""
+    """Run SIPp's `scenario` (a file in tests/e2e/sip/) as a caller against 127.0.0.1:edge_port,
+    or with `server` as a phone that waits for a call on `sip_port`. Its own SIP port is a
+    free one unless given, so it never collides with a mesh on 5060."""
     need_sipp()
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     errors = workdir / f"{scenario}.errors.log"
@@ -83,7 +86,7 @@ async def run_sipp(
         "-i",
         "127.0.0.1",
         "-p",
-        str(free_port()),
+        str(sip_port or free_port()),
         "-mp",
         str(media_port or free_port()),
         "-m",
@@ -99,7 +102,7 @@ async def run_sipp(
         "-error_file",
         str(errors),
         *extra,
-        f"127.0.0.1:{edge_port}",
+        *([] if server else [f"127.0.0.1:{edge_port}"]),
     ]
     proc = await asyncio.create_subprocess_exec(
         *args, cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT

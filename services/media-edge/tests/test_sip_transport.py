@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from baresip import dial, self_signed
-from sipp import ULAW_SILENCE, Rtp, capture_udp_range, rtp_of, run_sipp
+from sipp import ULAW_SILENCE, Rtp, SippRun, capture_udp_range, rtp_of, run_sipp
 
 from voicemesh.audio.g711 import ulaw_encode
 from voicemesh.audio.wav import read_wav, write_wav
 from voicemesh.edge.port import Dtmf, EndReason, Frame, Hangup, MediaPort, PortEvent, Transferred
 from voicemesh.edge.sip.offer import SrtpPolicy
-from voicemesh.edge.sip.transport import SipCallTransport, SipSettings
+from voicemesh.edge.sip.transport import DialFailed, SipCallTransport, SipSettings
 from voicemesh.mesh.localservers import free_port
 from voicemesh.mesh.metrics import ServiceMetrics
 
@@ -418,3 +418,50 @@ async def test_a_number_is_transferred_on_the_callers_own_domain(start_edge, tmp
     assert run.ok, (run.output[-1500:], run.errors)
     assert handler.outcome == [Transferred("sip-refer", "connected")]
     assert refer_to_seen(tmp_path) == ["sip:+15550100@127.0.0.1"]
+
+
+# ---- calls the edge places -----------------------------------------------------------------
+
+
+async def sipp_phone(scenario: str, workdir: Path, sip_port: int, pause_ms: int = 1000) -> asyncio.Task[SippRun]:
+    """SIPp as a phone waiting for one call on `sip_port` (its -p), started in the background."""
+    caller_audio(workdir, 1.0)
+    task = asyncio.create_task(
+        run_sipp(scenario, 0, workdir, pause_ms=pause_ms, server=True, sip_port=sip_port)
+    )
+    await asyncio.sleep(0.5)  # SIPp binds its port
+    return task
+
+
+async def test_the_edge_dials_a_phone_and_the_call_runs_like_any_other(edge, tmp_path: Path) -> None:
+    transport, handler, _ = edge
+    handler.hang_up_after = 40
+    phone_port = free_port()
+    phone = await sipp_phone("uas_answer.xml", tmp_path, phone_port)
+    port = await transport.dial(f"sip:desk@127.0.0.1:{phone_port}", agent="restaurant")
+    run = await asyncio.wait_for(phone, 30)
+    assert run.ok, (run.output[-1500:], run.errors)
+    await asyncio.wait_for(handler.done.wait(), 5)
+    assert port.info.agent == "restaurant" and port.info.metadata == {"direction": "outbound"}
+    assert len([e for e in handler.events[0] if isinstance(e, Frame)]) >= 40  # the phone's audio came
+
+
+async def test_a_phone_that_hangs_up_ends_the_call_we_placed(edge, tmp_path: Path) -> None:
+    transport, handler, _ = edge
+    phone_port = free_port()
+    phone = await sipp_phone("uas_answer_hangs_up.xml", tmp_path, phone_port, pause_ms=1500)
+    await transport.dial(f"sip:desk@127.0.0.1:{phone_port}")
+    run = await asyncio.wait_for(phone, 30)
+    assert run.ok, (run.output[-1500:], run.errors)
+    await asyncio.wait_for(handler.done.wait(), 5)
+    assert handler.events[0][-1] == Hangup("caller hung up")
+
+
+async def test_a_busy_phone_or_none_is_a_dial_failure_that_names_it(edge, tmp_path: Path) -> None:
+    transport, handler, _ = edge
+    with pytest.raises(DialFailed) as busy:
+        await transport.dial(f"sip:desk@127.0.0.1:{free_port()}", answer_timeout_s=1.5)
+    assert busy.value.status == 0 and "no answer" in busy.value.reason
+    with pytest.raises(ValueError, match="not a SIP URI"):
+        await transport.dial("tel:+15550100")
+    assert handler.calls == []

@@ -15,11 +15,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     meshcmds.register(sub)
-    from . import agent_cmd, call, calls_cmd, cluster_cmd, events_cmd  # the caller-side commands
+    from . import agent_cmd, call, calls_cmd, cluster_cmd, dial_cmd, events_cmd  # the caller-side commands
 
     call.register(sub)
     events_cmd.register(sub)
     calls_cmd.register(sub)
+    dial_cmd.register(sub)  # an agent calls out (SIP)
     cluster_cmd.register(sub)  # voicemesh on Kubernetes
     agent_cmd.register(sub)  # agent files: check, new, list
     return parser

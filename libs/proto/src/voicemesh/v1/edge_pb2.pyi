@@ -158,3 +158,21 @@ class ServerMessage(_message.Message):
     transfer: CallTransfer
     dtmf: SendDigits
     def __init__(self, ready: _Optional[_Union[CallReady, _Mapping]] = ..., state: _Optional[_Union[StateChanged, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptUpdate, _Mapping]] = ..., response: _Optional[_Union[ResponseText, _Mapping]] = ..., timing: _Optional[_Union[TurnTiming, _Mapping]] = ..., mark: _Optional[_Union[PlayoutMark, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., end: _Optional[_Union[CallEnd, _Mapping]] = ..., transfer: _Optional[_Union[CallTransfer, _Mapping]] = ..., dtmf: _Optional[_Union[SendDigits, _Mapping]] = ...) -> None: ...
+
+class DialRequest(_message.Message):
+    __slots__ = ("target", "agent", "caller", "answer_timeout_s")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    agent: str
+    caller: str
+    answer_timeout_s: int
+    def __init__(self, target: _Optional[str] = ..., agent: _Optional[str] = ..., caller: _Optional[str] = ..., answer_timeout_s: _Optional[int] = ...) -> None: ...
+
+class DialResponse(_message.Message):
+    __slots__ = ("call_id",)
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    def __init__(self, call_id: _Optional[str] = ...) -> None: ...

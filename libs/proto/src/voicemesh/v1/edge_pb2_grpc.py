@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from voicemesh.v1 import edge_pb2 as voicemesh_dot_v1_dot_edge__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,83 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class MediaEdgeStub:
+    """Calls the edge places (its gRPC port). Every request carries the edge token as
+    `authorization: Bearer <token>` metadata.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Dial = channel.unary_unary(
+                '/voicemesh.v1.MediaEdge/Dial',
+                request_serializer=voicemesh_dot_v1_dot_edge__pb2.DialRequest.SerializeToString,
+                response_deserializer=voicemesh_dot_v1_dot_edge__pb2.DialResponse.FromString,
+                _registered_method=True)
+
+
+class MediaEdgeServicer:
+    """Calls the edge places (its gRPC port). Every request carries the edge token as
+    `authorization: Bearer <token>` metadata.
+    """
+
+    def Dial(self, request, context):
+        """Call `target` from an agent; returns once the callee answered (or fails: NOT_FOUND,
+        UNAVAILABLE (busy, declined, no answer), INVALID_ARGUMENT, RESOURCE_EXHAUSTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MediaEdgeServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Dial': grpc.unary_unary_rpc_method_handler(
+                    servicer.Dial,
+                    request_deserializer=voicemesh_dot_v1_dot_edge__pb2.DialRequest.FromString,
+                    response_serializer=voicemesh_dot_v1_dot_edge__pb2.DialResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'voicemesh.v1.MediaEdge', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('voicemesh.v1.MediaEdge', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class MediaEdge:
+    """Calls the edge places (its gRPC port). Every request carries the edge token as
+    `authorization: Bearer <token>` metadata.
+    """
+
+    @staticmethod
+    def Dial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voicemesh.v1.MediaEdge/Dial',
+            voicemesh_dot_v1_dot_edge__pb2.DialRequest.SerializeToString,
+            voicemesh_dot_v1_dot_edge__pb2.DialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import grpc
+
 from voicemesh.audio.vad import SileroModel
 from voicemesh.mesh.service import MeshContext, MeshService
-from voicemesh.v1 import router_pb2_grpc
+from voicemesh.v1 import edge_pb2_grpc, router_pb2_grpc
 
 from .channels import ChannelPool
+from .dialer import Dialer
 from .ingress import WebSocketIngress
 from .native import NativeWebSocketTransport
 from .port import CallTransport, EndReason, MediaPort
@@ -41,8 +44,9 @@ class EdgeService(MeshService):
                 stream_url=settings.twilio_stream_url,
             ),
         ]
-        if settings.sip_enabled:
-            self.transports.append(SipCallTransport(settings.sip(), ctx.metrics))
+        self.sip = SipCallTransport(settings.sip(), ctx.metrics) if settings.sip_enabled else None
+        if self.sip is not None:
+            self.transports.append(self.sip)
         for transport in self.transports:
             ctx.metrics.prepare_transport(transport.transport_label)
         self._calls: dict[asyncio.Task[None], CallSession] = {}
@@ -69,15 +73,19 @@ class EdgeService(MeshService):
         for transport in self.transports:
             log.info("transport listening", extra={"transport": transport.name, "url": transport.describe()})
 
-    def add_to_server(self, server: object) -> None:
-        return None  # the edge serves only health over gRPC
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        dialer = Dialer(self.sip, self.settings.edge_token, self.ctx.metrics, self._can_take_call)
+        edge_pb2_grpc.add_MediaEdgeServicer_to_server(dialer, server)
+
+    def _can_take_call(self) -> bool:
+        return not self._draining and len(self._calls) < self.settings.capacity
 
     def active_sessions(self) -> int:
         return len(self._calls)
 
     async def _on_call(self, port: MediaPort) -> None:
         assert self._deps is not None
-        if self._draining or len(self._calls) >= self.settings.capacity:
+        if not self._can_take_call():
             self.ctx.metrics.error("call_refused")
             observer = port.observer()
             if observer is not None:

@@ -217,3 +217,36 @@ def _telephone_event(audio: MediaDescription) -> int | None:
 
 def _ip_kind(ip: str) -> str:
     return "IP6" if ":" in ip else "IP4"
+
+
+def make_offer(
+    *,
+    local_ip: str,
+    rtp_port: int,
+    codecs: tuple[G711, ...] = (G711.PCMU, G711.PCMA),
+    srtp: SrtpPolicy = SrtpPolicy.ALLOW,
+    key_salt: bytes = bytes(30),
+    dtmf_payload_type: int = 101,
+    session_id: int = 0,
+) -> str:
+    """Our offer for a call we place: the codecs in our order, telephone-event, 20 ms, and
+    SDES-SRTP (RTP/SAVP) when the policy requires it (an offer cannot be both)."""
+    ip = _ip_kind(local_ip)
+    secure = srtp is SrtpPolicy.REQUIRE
+    formats = [str(c.payload_type) for c in codecs] + [str(dtmf_payload_type)]
+    lines = [
+        "v=0",
+        f"o=voicemesh {session_id} 0 IN {ip} {local_ip}",
+        "s=voicemesh",
+        f"c=IN {ip} {local_ip}",
+        "t=0 0",
+        f"m=audio {rtp_port} {'RTP/SAVP' if secure else 'RTP/AVP'} {' '.join(formats)}",
+        *(f"a=rtpmap:{c.payload_type} {c.value}/8000" for c in codecs),
+        f"a=rtpmap:{dtmf_payload_type} telephone-event/{DTMF_RATE}",
+        f"a=fmtp:{dtmf_payload_type} 0-16",
+        f"a=ptime:{PTIME_MS}",
+        "a=sendrecv",
+    ]
+    if secure:
+        lines.append(f"a=crypto:{answer_crypto(CryptoOffer(1, Suite.AES_CM_128_HMAC_SHA1_80, key_salt), key_salt)}")
+    return "\r\n".join(lines) + "\r\n"

@@ -218,8 +218,20 @@ class SipPort(MediaPort):
                 due = loop.time()
 
     async def _answer(self) -> None:
-        """200 OK with the answer, and RTP flowing both ways (symmetric: replies go to where
-        the caller's packets come from, for callers behind NAT)."""
+        """200 OK with the answer, and RTP flowing both ways."""
+        await self._start_media(rebind=True)
+        self.call.accept(parse_sdp(self._answer_sdp.sdp))
+        self._answered = True
+
+    async def connected(self) -> None:
+        """A call we placed was answered (`call` is its dialog, `answer` from the callee's
+        SDP): RTP flows on the port our offer named."""
+        await self._start_media(rebind=False)
+        self._answered = True
+
+    async def _start_media(self, *, rebind: bool) -> None:
+        """RTP both ways, symmetric: replies go to where the caller's packets come from, for
+        callers behind NAT."""
         session = None
         for _ in range(BIND_TRIES):
             answer = self._answer_sdp
@@ -239,6 +251,8 @@ class SipPort(MediaPort):
                 break
             except OSError:  # another process holds the port: take the next, answer anew
                 self._metrics.error("sip_rtp_port_busy")
+                if not rebind:  # our offer named this port already
+                    raise
                 busy, self._rtp_port = self._rtp_port, self._sig.bind_port()
                 self._sig.release_port(busy)  # after taking the next, so it is not handed back
                 body = self.call.invite.text if self.call.invite.body else ""
@@ -255,8 +269,6 @@ class SipPort(MediaPort):
         self._last_packet = self._clock()
         self._clock_task = asyncio.get_running_loop().create_task(self._supply_silence())
         self._rtp = _Rtp(session, answer.codec, OutboundTimeline(secrets.randbits(32)))
-        self.call.accept(parse_sdp(answer.sdp))
-        self._answered = True
 
     def _on_receiver_report(self, report: Any) -> None:
         """The caller's RTCP told how our packets fared: the round trip, its loss and jitter."""

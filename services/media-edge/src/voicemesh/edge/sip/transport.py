@@ -19,20 +19,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from aiosipua import IncomingCall, SipUAS
+from aiosipua import IncomingCall, SipUAC, SipUAS
 from aiosipua.dialog import DialogState
 from aiosipua.message import SipMessage, SipRequest, SipResponse, missing_required_headers
+from aiosipua.sdp import parse_sdp, serialize_sdp
 
 from voicemesh.mesh.metrics import ServiceMetrics
 
 from ..port import CallHandler, CallInfo, CallTransport, EndReason
 from .auth import Admit, Challenge, SipAccess
 from .listeners import Tcp, Tls, Udp, server_context
-from .offer import Answer, SdpRejected, SrtpPolicy, answer_offer
+from .offer import Answer, SdpRejected, SrtpPolicy, answer_offer, make_offer
 from .port import LABEL, SipPort
 from .srtp import new_key_salt
 from .transactions import ServerTransactions, TransactionKey, retransmit_offsets
@@ -179,6 +181,7 @@ class SipCallTransport(CallTransport):
         transport.contact_host = self.advertised_host
         kind = transport.kind
         uas = SipUAS(transport, user_agent=USER_AGENT, advertised_addr=(self.advertised_host, port))
+        uas.uac = SipUAC(transport)
         uas.on_invite = lambda call: self._on_invite(call, kind)
         uas.on_bye = lambda call, _req: self._gone(call.call_id, "caller hung up")
         uas.on_cancel = lambda req, _addr: self._gone(req.call_id or "", "caller cancelled")
@@ -206,6 +209,8 @@ class SipCallTransport(CallTransport):
     def _on_message(self, uas: SipUAS, msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
         if isinstance(msg, SipResponse):
             self._answered(msg)
+            if uas.uac is not None:  # a call we placed: its dialog lives in the UAC
+                uas.uac.handle_response(msg, addr)
             return
         key = transaction_key(msg)
         if key is not None and msg.method.upper() != "ACK":
@@ -337,6 +342,8 @@ class SipCallTransport(CallTransport):
             if uas.get_call(call_id) is port.call:
                 uas._calls.pop(call_id, None)  # (aiosipua 0.7.1)
                 uas._remove_invite_transaction(port.call.invite)
+            if uas.uac is not None:  # a call we placed
+                uas.uac._calls.pop(call_id, None)
 
     def respond(self, call: IncomingCall, status: int, reason: str, sdp: str = "") -> None:
         """A final response to the call's current INVITE: a refusal before the answer, or
@@ -399,9 +406,13 @@ class SipCallTransport(CallTransport):
         """A response to a request of ours: a BYE is done with; a REFER refused ends its
         transfer, one accepted waits for the NOTIFY that says how the transfer went."""
         cseq = response.cseq
-        if cseq is None or response.status_code < 200:
+        if cseq is None:
             return
         method, call_id = cseq.method.upper(), response.call_id or ""
+        if method == "INVITE":  # ours: any response stops its timer A
+            self._stop_resending((call_id, cseq.seq, method))
+        if response.status_code < 200:
+            return
         self._stop_resending((call_id, cseq.seq, method))
         if method == "REFER":
             pending = self._transfers.get(call_id)
@@ -453,6 +464,78 @@ class SipCallTransport(CallTransport):
             self._accepted.discard(call.call_id)
 
 
+    async def dial(
+        self, target: str, *, agent: str = "", caller: str = "voicemesh", answer_timeout_s: float = 30.0
+    ) -> SipPort:
+        """Place a call from the agent to `target` (a SIP URI, over UDP); the answered call
+        is handed to the call handler like any caller's. DialFailed if it does not connect."""
+        assert self._handler is not None, "start() first"
+        user, host, port = dial_target(target)
+        uas = next(u for u in self._uases if isinstance(u.transport, Udp))
+        assert uas.uac is not None
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise DialFailed(0, f"cannot resolve {host}: {exc}") from None
+        remote = (str(infos[0][4][0]), int(infos[0][4][1]))
+        rtp_port = self._ports.take()
+        key_salt = new_key_salt()
+        offer = make_offer(local_ip=self.advertised_host, rtp_port=rtp_port, srtp=self.settings.srtp, key_salt=key_salt)
+        contact = uas.transport.contact() if isinstance(uas.transport, Udp) else ""
+        outgoing = uas.uac.send_invite(
+            f"sip:{caller}@{self.advertised_host}:{self._bound_port}",
+            target.split(";", 1)[0],
+            remote,
+            sdp_offer=parse_sdp(offer),
+            user_agent=USER_AGENT,
+            extra_headers={"Contact": contact},
+        )
+        cseq = outgoing.invite.cseq
+        assert cseq is not None
+        key = (outgoing.call_id, cseq.seq, "INVITE")
+        self._resend(key, lambda: uas.transport.send(outgoing.invite, remote), "sip_invite_unanswered")
+        try:
+            await outgoing.wait_answered(answer_timeout_s)
+        except TimeoutError:
+            outgoing.cancel(uas.uac)
+            self._ports.release(rtp_port)
+            raise DialFailed(0, f"no answer from {target} in {answer_timeout_s:.0f} s") from None
+        except RuntimeError:
+            self._ports.release(rtp_port)
+            raise DialFailed(outgoing._reject_code, outgoing._reject_reason) from None  # (aiosipua 0.7.1)
+        finally:
+            self._stop_resending(key)
+        theirs = serialize_sdp(outgoing.sdp_answer) if outgoing.sdp_answer is not None else ""
+        try:
+            answer = replace(self.answer(theirs, rtp_port, key_salt), sdp=offer)
+        except SdpRejected as exc:  # an answer we cannot use: hang up at once
+            outgoing.hangup(uas.uac)
+            self._ports.release(rtp_port)
+            raise DialFailed(0, f"the callee's answer cannot be used: {exc.reason}") from None
+        dialog = IncomingCall(
+            dialog=outgoing.dialog, invite=outgoing.invite, transport=uas.transport, source_addr=remote
+        )
+        dialog._answered = True  # (aiosipua 0.7.1: no CANCEL/487 on a call we placed)
+        info = CallInfo(
+            transport=uas.transport.kind,
+            agent=agent,
+            callee=user,
+            carrier_call_id=outgoing.call_id,
+            metadata={"direction": "outbound"},
+        )
+        port_ = SipPort(dialog, answer, rtp_port, info, self, self._clock)
+        self._calls[outgoing.call_id] = port_
+        try:
+            await port_.connected()
+        except OSError as exc:
+            await port_.close(EndReason.ERROR_INTERNAL)
+            raise DialFailed(0, f"cannot receive RTP on port {rtp_port}: {exc}") from None
+        task = asyncio.get_running_loop().create_task(self._run(port_))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return port_
+
+
 def refer_uri(target: str, invite: SipRequest) -> str:
     """Where a REFER sends the caller: a SIP or tel URI as it is; a number on the caller's
     own SIP domain (its carrier or PBX routes it)."""
@@ -460,3 +543,29 @@ def refer_uri(target: str, invite: SipRequest) -> str:
         return target
     host = invite.from_addr.uri.host if invite.from_addr is not None else ""
     return f"sip:{target}@{host}" if host else f"tel:{target}"
+
+
+class DialFailed(Exception):
+    """A call we placed did not connect: `status` is the SIP final response (0: none came)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}" if status else reason)
+        self.status = status
+        self.reason = reason
+
+
+_TARGET = re.compile(r"^sips?:(?:(?P<user>[^@;>]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[^:;>]+)(?::(?P<port>\d+))?(?P<params>;[^>]*)?$")
+
+
+def dial_target(uri: str) -> tuple[str, str, int]:
+    """(user, host, port) of a SIP URI we call over UDP; ValueError naming what is wrong."""
+    m = _TARGET.match(uri.strip())
+    if m is None:
+        raise ValueError(f"{uri!r} is not a SIP URI (sip:user@host[:port])")
+    params = (m.group("params") or "").lower()
+    if "transport=" in params and "transport=udp" not in params:
+        raise ValueError("only UDP is dialled yet: drop the ;transport= parameter")
+    port = int(m.group("port") or 5060)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
+    return m.group("user") or "", m.group("host").strip("[]"), port
