@@ -172,15 +172,23 @@ async def test_an_unknown_agent_gets_404(start_edge) -> None:
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
 
 
-def invite(call_id: str, sip_port: int, local_port: int, body: str, authorization: str = "") -> bytes:
+def invite(
+    call_id: str,
+    sip_port: int,
+    local_port: int,
+    body: str,
+    authorization: str = "",
+    to_tag: str = "",
+    content_type: str = "application/sdp",
+) -> bytes:
     head = (
         f"INVITE sip:restaurant@127.0.0.1:{sip_port} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK-{call_id}\r\n"
         f"From: <sip:test@127.0.0.1:{local_port}>;tag=t1\r\n"
-        f"To: <sip:restaurant@127.0.0.1:{sip_port}>\r\n"
+        f"To: <sip:restaurant@127.0.0.1:{sip_port}>{';tag=' + to_tag if to_tag else ''}\r\n"
         f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:test@127.0.0.1:{local_port}>\r\n"
         + (f"Authorization: {authorization}\r\n" if authorization else "")
-        + f"Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {len(body.encode())}\r\n\r\n"
+        + f"Max-Forwards: 70\r\nContent-Type: {content_type}\r\nContent-Length: {len(body.encode())}\r\n\r\n"
     )
     return head.encode() + body.encode()
 
@@ -205,6 +213,8 @@ async def raw_invite(
     listen_s: float = 1.5,
     authorization: str = "",
     ack: bool = False,
+    to_tag: str = "",
+    content_type: str = "application/sdp",
 ) -> list[str]:
     """Send an INVITE from a plain UDP socket (again after `repeat_after_s`, the same
     transaction), and return the status lines that came back within `listen_s`; with `ack`,
@@ -214,7 +224,13 @@ async def raw_invite(
     sock.setblocking(False)
     local = sock.getsockname()[1]
     data = invite(
-        call_id, sip_port, local, SDP.format(port=free_port()) if body is None else body, authorization
+        call_id,
+        sip_port,
+        local,
+        SDP.format(port=free_port()) if body is None else body,
+        authorization,
+        to_tag,
+        content_type,
     )
     loop = asyncio.get_running_loop()
     statuses: list[str] = []
@@ -464,4 +480,20 @@ async def test_a_busy_phone_or_none_is_a_dial_failure_that_names_it(edge, tmp_pa
     assert busy.value.status == 0 and "no answer" in busy.value.reason
     with pytest.raises(ValueError, match="not a SIP URI"):
         await transport.dial("tel:+15550100")
+    assert handler.calls == []
+
+
+async def test_an_invite_for_no_dialog_is_481_and_no_way_past_the_access_rule(start_edge) -> None:
+    """A To tag does not make an INVITE a re-INVITE: for a dialog the edge does not have it
+    gets 481, from anywhere, and no call starts (a caller once got in this way)."""
+    transport, handler, _ = await start_edge(allow=())
+    statuses = await raw_invite(transport.port, "tagged-1", to_tag="made-up", ack=True)
+    assert statuses == ["SIP/2.0 481 Call/Transaction Does Not Exist"], statuses
+    assert handler.calls == []
+
+
+async def test_an_offer_that_is_not_sdp_gets_415(edge) -> None:
+    transport, handler, _ = edge
+    statuses = await raw_invite(transport.port, "not-sdp-1", content_type="text/plain", ack=True)
+    assert statuses == ["SIP/2.0 415 Unsupported Media Type"], statuses
     assert handler.calls == []

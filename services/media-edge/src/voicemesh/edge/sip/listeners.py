@@ -5,13 +5,15 @@ itself in Via and Contact (`;transport=tls`, or a peer sends its ACK and BYE ove
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from aiosipua.headers import parse_via, stringify_via
 from aiosipua.message import SipMessage, SipRequest, SipResponse
-from aiosipua.transport import TcpSipTransport, UdpSipTransport, _stamp_via_received, _UdpProtocol
+from aiosipua.transport import TcpSipTransport, UdpSipTransport, _response_destination, _UdpProtocol
 
 from voicemesh.mesh.metrics import ServiceMetrics
 
@@ -32,7 +34,7 @@ class _Counted:
         try:
             msg = SipMessage.parse(data)
             if isinstance(msg, SipRequest):
-                _stamp_via_received(msg, addr)
+                stamp_via(msg, addr, reliable=self.reliable)  # type: ignore[attr-defined]
         except Exception as exc:  # (the library raises what it likes on garbage)
             self.metrics.error("bad_sip_message")
             log.warning("unreadable sip message dropped", extra={"error": str(exc)[:200]})
@@ -50,7 +52,41 @@ class _Counted:
         # the library writes its bind address, without the transport: ours instead
         if response.headers.get_first("contact"):
             response.headers.set_single("Contact", self.contact())
+        try:
+            destination = _response_destination(response)
+        except ValueError:
+            destination = None
+        if destination is None or not _routable(destination):
+            self.metrics.error("sip_unroutable_reply")  # a Via no reply can go to: dropped
+            return
         super().send_reply(response)  # type: ignore[misc]
+
+
+def stamp_via(request: SipRequest, source: tuple[str, int], *, reliable: bool) -> None:
+    """Where the reply to `request` goes (RFC 3261 §18.2.1, RFC 3581): `received` is always
+    the address it came from (one the sender wrote is not believed), `rport` its port when
+    asked for and, over TCP/TLS, always: the reply goes back on the connection it came on."""
+    vias = request.headers.get("via")
+    if not vias:
+        return
+    top = parse_via(vias[0])
+    top.params["received"] = source[0]
+    if reliable or "rport" in top.params:
+        top.params["rport"] = str(source[1])
+    request.headers.remove("Via")
+    for value in (stringify_via(top), *vias[1:]):
+        request.headers.append("Via", value)
+
+
+def _routable(destination: tuple[str, int]) -> bool:
+    host, port = destination
+    if not 0 < port < 65536:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: never resolved on the event loop, and never one a caller chose
+    return True
 
 
 class _UdpListener(_UdpProtocol):

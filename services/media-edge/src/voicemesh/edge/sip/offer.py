@@ -170,7 +170,8 @@ def _check_lines(body: str) -> None:
             raise SdpRejected(400, f"bad SDP: {line[:40]!r} must be c=<nettype> <addrtype> <address>")
         if line.startswith("m="):
             parts = line[2:].split()
-            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+            port = parts[1].split("/")[0] if len(parts) >= 4 else ""
+            if not (port.isascii() and port.isdigit()):
                 raise SdpRejected(400, f"bad SDP: {line[:40]!r} must be m=<media> <port> <proto> <format>...")
 
 
@@ -199,7 +200,7 @@ def _remote(offer: SdpMessage, audio: MediaDescription) -> tuple[str, int]:
 def _choose(audio: MediaDescription, codecs: tuple[G711, ...]) -> G711:
     """The offerer's first choice among the codecs this edge takes (static payload types)."""
     for fmt in audio.formats:
-        if fmt.isdigit() and int(fmt) in _BY_PT and _BY_PT[int(fmt)] in codecs:
+        if fmt.isascii() and fmt.isdigit() and int(fmt) in _BY_PT and _BY_PT[int(fmt)] in codecs:
             return _BY_PT[int(fmt)]
     offered = ", ".join(c.encoding_name or str(c.payload_type) for c in audio.codecs) or " ".join(
         audio.formats

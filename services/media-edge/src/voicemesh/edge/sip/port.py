@@ -30,6 +30,7 @@ from voicemesh.mesh.metrics import ServiceMetrics
 
 from ..media_quality import JitterEstimator
 from ..port import (
+    DTMF_DIGITS,
     CallInfo,
     Dtmf,
     EndReason,
@@ -130,6 +131,7 @@ class SipPort(MediaPort):
         self._rtt_s: float | None = None
         self._remote: tuple[float, float] | None = None  # (fraction lost, jitter ms) reported
         self._lost_counted = 0
+        self._plc_counted = 0
         self._srtp: SrtpContext | None = None
 
     # ---- signalling, from the transport ------------------------------------------------
@@ -196,7 +198,22 @@ class SipPort(MediaPort):
 
     def _on_dtmf(self, digit: str, _duration: int) -> None:
         self._last_packet = self._clock()
-        self._push(Dtmf(digit))
+        if digit in DTMF_DIGITS:
+            self._push(Dtmf(digit))
+        else:  # an RFC 4733 event that is no key (a tone, a flash): not the call's to hear
+            self._metrics.dropped("sip_dtmf_not_a_key")
+
+    def _guarded(self, deliver: Callable[[bytes, Any], None]) -> Callable[[bytes, Any], None]:
+        """What aiortp does with a packet, with what it fails on (a malformed
+        telephone-event, say) dropped and counted instead of raised into the event loop."""
+
+        def guarded(data: bytes, addr: Any) -> None:
+            try:
+                deliver(data, addr)
+            except ValueError:
+                self._metrics.dropped("bad_rtp")
+
+        return guarded
 
     def _alive(self, *_: object) -> None:
         self._last_packet = self._clock()  # comfort noise: the caller is there, and silent
@@ -213,6 +230,7 @@ class SipPort(MediaPort):
             if SUPPLY_AFTER_S <= quiet <= SUPPLY_FOR_S + SUPPLY_AFTER_S and not self._held:
                 self._gaps.supplied(FRAME_SAMPLES)
                 self._supplied_frames += 1
+                self._metrics.frames_concealed(LABEL, 1)
                 self._frames_in(silence)
             if loop.time() - due > 1.0:  # the loop stalled: do not catch up in a burst
                 due = loop.time()
@@ -259,6 +277,9 @@ class SipPort(MediaPort):
                 self._answer_sdp = self._sig.answer(body, self._rtp_port, answer.key_salt or new_key_salt())
         if session is None:
             raise OSError(f"no free RTP port after {BIND_TRIES} tries")
+        for wire in (session._rtp_transport, session._rtcp_transport):  # (aiortp 0.8.0)
+            wire._on_rtp = self._guarded(wire._on_rtp)
+            wire._on_rtcp = self._guarded(wire._on_rtcp)
         if answer.crypto is not None and answer.key_salt is not None:
             self._srtp = SrtpContext(remote=answer.crypto, local_key_salt=answer.key_salt)
             self._secure(session)
@@ -287,11 +308,15 @@ class SipPort(MediaPort):
         if lost > self._lost_counted:  # the metric follows the sequence-number count
             self._metrics.frames_lost(LABEL, lost - self._lost_counted)
             self._lost_counted = lost
+        plc = int(rtp.session._concealed_frames)  # aiortp's loss concealment (0.8.0)
+        if plc > self._plc_counted:
+            self._metrics.frames_concealed(LABEL, plc - self._plc_counted)
+            self._plc_counted = plc
         return MediaQuality(
             packets_received=int(stats.get("packets_received", 0)),
             packets_lost=lost,
             jitter_ms=int(stats.get("jitter", 0)) / (RATE / 1000),
-            concealed_frames=rtp.session._concealed_frames + self._supplied_frames,  # (aiortp 0.8.0)
+            concealed_frames=plc + self._supplied_frames,
             rtt_ms=None if self._rtt_s is None else self._rtt_s * 1000,
             remote_fraction_lost=None if self._remote is None else self._remote[0],
             remote_jitter_ms=None if self._remote is None else self._remote[1],

@@ -88,8 +88,13 @@ class RtpPorts:
 
 
 def transaction_key(msg: SipMessage) -> TransactionKey | None:
-    vias = msg.via
-    cseq = msg.cseq
+    """(Call-ID, branch, CSeq, method) of a message; None when it lacks one (or its CSeq
+    or Via cannot be read)."""
+    try:
+        vias = msg.via
+        cseq = msg.cseq
+    except ValueError:
+        return None
     branch = vias[0].branch if vias else None
     if not branch or cseq is None or not msg.call_id:
         return None
@@ -207,27 +212,69 @@ class SipCallTransport(CallTransport):
     # ---- in front of the library -------------------------------------------------------
 
     def _on_message(self, uas: SipUAS, msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
+        """Every message that parsed. Whatever in it trips this code or the library is that
+        message's problem alone: counted and dropped, and the edge goes on."""
+        try:
+            self._route(uas, msg, addr)
+        except Exception as exc:
+            self.metrics.error("bad_sip_message")
+            log.warning("sip message dropped", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+
+    def _route(self, uas: SipUAS, msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
+        key = transaction_key(msg)
         if isinstance(msg, SipResponse):
-            self._answered(msg)
+            self._answered(msg, key)
             if uas.uac is not None:  # a call we placed: its dialog lives in the UAC
                 uas.uac.handle_response(msg, addr)
             return
-        key = transaction_key(msg)
-        if key is not None and msg.method.upper() != "ACK":
+        method = msg.method.upper()
+        if key is not None and method != "ACK":
             seen = self._transactions.received(key, self._clock())
             if seen is not None:
                 self.metrics.error("sip_retransmission")
                 if seen.response is not None:
                     uas.transport.send_reply(seen.response)
                 return
-        if msg.method.upper() == "ACK" and key is not None:
+        if method == "ACK" and key is not None:
             self._stop_resending((key.call_id, key.cseq, "INVITE"))
         if missing_required_headers(msg):
             self.metrics.error("bad_sip_message")
-        elif msg.method.upper() == "INVITE" and not (msg.to_addr and msg.to_addr.tag):
-            if not self._admit(uas, msg, addr):
+        elif method == "INVITE":
+            known = self._known_dialog(uas, msg)
+            if known is None and msg.to_addr is not None and msg.to_addr.tag:
+                # a re-INVITE for no dialog we have: not a way in past the admission below
+                self._refuse(uas, msg, 481, "Call/Transaction Does Not Exist")
+                return
+            if known is None and not self._admit(uas, msg, addr):
+                return
+            if known is not None and not self._readable_reoffer(uas, known, msg):
                 return
         uas._on_message(msg, addr)  # (aiosipua 0.7.1: the library's dispatch)
+
+    def _known_dialog(self, uas: SipUAS, msg: SipRequest) -> IncomingCall | None:
+        """The call an in-dialog INVITE belongs to (its Call-ID and both tags), if any."""
+        call_id = msg.call_id or ""
+        call = uas.get_call(call_id)
+        if call is None and call_id in self._calls:  # a call we placed: wrapped the same way
+            call = self._calls[call_id].call
+        if call is None or call.dialog.state != DialogState.CONFIRMED:
+            return None
+        return call if msg.to_addr is not None and msg.to_addr.tag == call.dialog.local_tag else None
+
+    def _readable_reoffer(self, uas: SipUAS, call: IncomingCall, msg: SipRequest) -> bool:
+        """The library parses a re-INVITE's SDP before it asks us: one it cannot read gets
+        its 400 here, in the dialog."""
+        if not (msg.body and (msg.content_type or "").lower().startswith("application/sdp")):
+            return True
+        try:
+            parse_sdp(msg.text)
+        except Exception as exc:
+            self.metrics.error("sip_bad_reoffer")
+            response = call.dialog.create_response(msg, 400, f"bad SDP: {exc}"[:100])
+            response.headers.set_single("User-Agent", USER_AGENT)
+            uas.transport.send_reply(response)
+            return False
+        return True
 
     def _record_responses(self, uas: SipUAS) -> None:
         """Every response the library sends is remembered for the retransmissions of its
@@ -263,6 +310,11 @@ class SipCallTransport(CallTransport):
             self.metrics.error("unauthorized")
             log.warning("sip call refused", extra={"status": decision.status, "reason": decision.reason})
             self._refuse(uas, request, decision.status, decision.reason[:120])
+            return False
+        kind = (request.content_type or "").split(";", 1)[0].strip().lower()
+        if request.body and kind != "application/sdp":
+            self.metrics.error("sip_bad_offer")
+            self._refuse(uas, request, 415, "Unsupported Media Type", {"Accept": "application/sdp"})
             return False
         try:
             self.answer(request.text if request.body else "", self.settings.rtp_ports[0], bytes(30))
@@ -402,18 +454,17 @@ class SipCallTransport(CallTransport):
         for handle in self._resends.pop(key, []):
             handle.cancel()
 
-    def _answered(self, response: SipResponse) -> None:
+    def _answered(self, response: SipResponse, key: TransactionKey | None) -> None:
         """A response to a request of ours: a BYE is done with; a REFER refused ends its
         transfer, one accepted waits for the NOTIFY that says how the transfer went."""
-        cseq = response.cseq
-        if cseq is None:
+        if key is None:
             return
-        method, call_id = cseq.method.upper(), response.call_id or ""
+        method, call_id = key.method, key.call_id
         if method == "INVITE":  # ours: any response stops its timer A
-            self._stop_resending((call_id, cseq.seq, method))
+            self._stop_resending((call_id, key.cseq, method))
         if response.status_code < 200:
             return
-        self._stop_resending((call_id, cseq.seq, method))
+        self._stop_resending((call_id, key.cseq, method))
         if method == "REFER":
             pending = self._transfers.get(call_id)
             if pending is not None and not pending.done():
