@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicemesh.edge.sip.rtp import Filled, InboundGaps, OutboundTimeline, Stamp, round_trip_s
+from voicemesh.edge.sip.rtp import Filled, InboundGaps, OutboundTimeline, Stamp, dtmf_packets, round_trip_s
 
 pytestmark = pytest.mark.unit
 
@@ -237,3 +237,22 @@ def test_no_round_trip_before_the_caller_has_seen_a_report_of_ours() -> None:
 def test_a_report_answered_before_it_was_sent_gives_no_round_trip() -> None:
     sent = 3_900_000_000 << 32
     assert round_trip_s(sent, (sent >> 16) & 0xFFFFFFFF, int(1.0 * 65536)) is None  # clocks moved
+
+
+def test_a_key_is_telephone_events_every_20_ms_then_its_end_three_times() -> None:
+    packets = dtmf_packets("5", tone_ms=100)
+    assert [p.at_s for p in packets] == [0.0, 0.02, 0.04, 0.06, 0.08, 0.08, 0.08]
+    assert [p.marker for p in packets] == [True] + [False] * 6  # the marker starts the event
+    events = [(p.payload[0], p.payload[1] & 0x80, int.from_bytes(p.payload[2:], "big")) for p in packets]
+    assert events[:4] == [(5, 0, 160), (5, 0, 320), (5, 0, 480), (5, 0, 640)]
+    assert events[4:] == [(5, 0x80, 800)] * 3  # E bit, the whole duration
+
+
+@pytest.mark.parametrize(("key", "code"), [("*", 10), ("#", 11), ("a", 12), ("D", 15), ("0", 0)])
+def test_every_key_has_its_rfc_4733_event_code(key: str, code: int) -> None:
+    assert dtmf_packets(key)[0].payload[0] == code
+
+
+def test_what_is_not_a_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a DTMF key"):
+        dtmf_packets("x")

@@ -6,6 +6,7 @@ mesh (the whole mesh answering SIP calls is tests/e2e/test_sip.py)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from baresip import dial, self_signed
-from sipp import ULAW_SILENCE, Rtp, SippRun, capture_udp_range, rtp_of, run_sipp
+from sipp import ULAW_SILENCE, Rtp, SippRun, capture_udp, capture_udp_range, rtp_of, run_sipp
 
 from voicemesh.audio.g711 import ulaw_encode
 from voicemesh.audio.wav import read_wav, write_wav
-from voicemesh.edge.port import Dtmf, EndReason, Frame, Hangup, MediaPort, PortEvent, Transferred
+from voicemesh.edge.port import Dtmf, EndReason, Frame, Hangup, Hold, MediaPort, PortEvent, Transferred
 from voicemesh.edge.sip.offer import SrtpPolicy
 from voicemesh.edge.sip.transport import DialFailed, SipCallTransport, SipSettings
 from voicemesh.mesh.localservers import free_port
@@ -497,3 +498,56 @@ async def test_an_offer_that_is_not_sdp_gets_415(edge) -> None:
     statuses = await raw_invite(transport.port, "not-sdp-1", content_type="text/plain", ack=True)
     assert statuses == ["SIP/2.0 415 Unsupported Media Type"], statuses
     assert handler.calls == []
+
+
+async def test_hold_and_resume_with_a_new_codec_reach_the_call(edge, tmp_path: Path) -> None:
+    transport, handler, _ = edge
+    caller_audio(tmp_path, 1.0)
+    media_port = free_port()
+    async with capture_udp(media_port, tmp_path / "to_caller.pcap") as pcap:
+        run = await run_sipp("uac_hold_resume.xml", transport.port, tmp_path, media_port=media_port)
+    assert run.ok, (run.output[-1500:], run.errors)  # it checked each answer: recvonly, then PCMA
+    await asyncio.wait_for(handler.done.wait(), 5)
+    assert [e for e in handler.events[0] if isinstance(e, Hold)] == [Hold(True), Hold(False)]
+    # the echo the handler plays goes out as PCMU, then (after the resume) as PCMA
+    kinds = [p.payload_type for p in rtp_of(pcap) if p.payload_type in (0, 8)]
+    assert kinds and kinds[0] == 0 and kinds[-1] == 8, sorted(set(kinds))
+
+
+@dataclass
+class Keying(Handler):
+    """Sends keys to the caller once it has heard `after` frames, as an agent's send_dtmf."""
+
+    keys: str = "12#"
+    after: int = 10
+
+    async def __call__(self, port: MediaPort) -> None:
+        self.calls.append(port)
+        frames = 0
+        try:
+            while frames < self.after:
+                if isinstance(await port.receive(), Frame):
+                    frames += 1
+            await port.send_dtmf(self.keys)
+            while not isinstance(await port.receive(), Hangup):
+                pass
+            await port.close(EndReason.CALLER)
+        finally:
+            self.done.set()
+
+
+async def test_keys_the_agent_sends_reach_the_caller_as_telephone_events(start_edge, tmp_path: Path) -> None:
+    transport, _, _ = await start_edge(Keying())
+    caller_audio(tmp_path, 1.0)
+    media_port = free_port()
+    async with capture_udp(media_port, tmp_path / "to_caller.pcap") as pcap:
+        run = await run_sipp("uac_stream.xml", transport.port, tmp_path, media_port=media_port, pause_ms=2500)
+    assert run.ok, (run.output[-1500:], run.errors)
+    events = [p for p in rtp_of(pcap) if p.payload_type == 101]  # the offer's telephone-event type
+    ended = [p for p in events if p.payload[1] & 0x80]
+    keys = [p.payload[0] for i, p in enumerate(ended) if i == 0 or ended[i - 1].timestamp != p.timestamp]
+    assert keys == [1, 2, 11], keys  # 1, 2, #
+    starts = [p for p in events if p.marker]
+    assert len(starts) == 3 and len({p.timestamp for p in events}) == 3
+    spacing = [b.at - a.at for a, b in itertools.pairwise(p for p in events if not p.payload[1] & 0x80)]
+    assert max(spacing) < 0.2 and sorted(spacing)[len(spacing) // 2] > 0.015  # paced, not a burst

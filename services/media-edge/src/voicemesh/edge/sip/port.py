@@ -44,7 +44,7 @@ from ..port import (
     Transferred,
 )
 from .offer import G711, Answer, SdpRejected
-from .rtp import FRAME_SAMPLES, RATE, InboundGaps, OutboundTimeline, round_trip_s
+from .rtp import DTMF_GAP_MS, FRAME_SAMPLES, RATE, InboundGaps, OutboundTimeline, dtmf_packets, round_trip_s
 from .srtp import SrtpContext, new_key_salt
 
 log = logging.getLogger(__name__)
@@ -369,7 +369,7 @@ class SipPort(MediaPort):
 
     async def play(self, pcm: bytes) -> None:
         rtp = self._rtp
-        if rtp is None or self._closed:
+        if rtp is None or self._closed or self._held:  # on hold we answered recvonly/inactive
             return
         out = self._outbound.process(pcm)
         for chunk in self._out_framer.push(out) if out else ():
@@ -392,11 +392,24 @@ class SipPort(MediaPort):
         return Transferred("sip-refer", await self._sig.refer(self.call, target))
 
     async def send_dtmf(self, digits: str) -> None:
+        """Keys to the far end as RFC 4733 telephone-events, paced in real time, under the
+        payload type the caller's offer gave them."""
         rtp = self._rtp
-        if rtp is None:
+        pt = self._answer_sdp.dtmf_payload_type
+        if rtp is None or self._closed:
             return
-        for digit in digits:
-            rtp.session.send_dtmf(digit, 160, timestamp=rtp.timeline.stamp(self._clock()).timestamp)
+        if pt is None:  # the caller offered no telephone-event: it cannot take keys this way
+            self._metrics.error("dtmf_unsupported")
+            log.warning("the caller's offer has no telephone-event", extra={"call": self.info.carrier_call_id})
+            return
+        loop = asyncio.get_running_loop()
+        for key in digits:
+            start = loop.time()
+            timestamp = rtp.timeline.stamp(self._clock()).timestamp
+            for packet in dtmf_packets(key):
+                await asyncio.sleep(max(0.0, start + packet.at_s - loop.time()))
+                rtp.session._sender.send_raw(pt, packet.payload, timestamp, int(packet.marker), rtp.session._remote_addr)
+            await asyncio.sleep(DTMF_GAP_MS / 1000)
 
     async def close(self, reason: EndReason, message: str = "") -> None:
         if self._closed:

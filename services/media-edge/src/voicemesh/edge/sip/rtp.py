@@ -99,3 +99,36 @@ def round_trip_s(arrival_ntp: int, lsr: int, dlsr: int) -> float | None:
     rtt = (middle - lsr - dlsr) & 0xFFFFFFFF
     seconds = rtt / 65536
     return seconds if seconds < 60 else None
+
+
+DTMF_EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14, "D": 15}
+DTMF_TONE_MS = 100  # how long each key sounds
+DTMF_GAP_MS = 60  # silence between keys
+DTMF_VOLUME = 10  # -dBm0
+
+
+@dataclass(frozen=True)
+class EventPacket:
+    at_s: float  # after the key's start
+    payload: bytes  # RFC 4733 §2.3: event, E|R|volume, duration
+    marker: bool
+
+
+def dtmf_packets(key: str, tone_ms: int = DTMF_TONE_MS) -> list[EventPacket]:
+    """One key as RFC 4733 telephone-events, all under the timestamp of its start: a packet
+    every 20 ms with the duration so far (the first with the marker bit), then the end
+    packet three times (§2.5.1.4). ValueError for what is not a key."""
+    event = DTMF_EVENTS.get(key.upper())
+    if event is None:
+        raise ValueError(f"{key!r} is not a DTMF key")
+    total = tone_ms * RATE // 1000
+    packets = []
+    duration = FRAME_SAMPLES
+    while duration < total:
+        at = (duration - FRAME_SAMPLES) / RATE
+        packets.append(EventPacket(at, bytes([event, DTMF_VOLUME]) + duration.to_bytes(2, "big"), duration == FRAME_SAMPLES))
+        duration += FRAME_SAMPLES
+    end = bytes([event, 0x80 | DTMF_VOLUME]) + total.to_bytes(2, "big")
+    last = (total - FRAME_SAMPLES) / RATE
+    packets += [EventPacket(last, end, not packets and i == 0) for i in range(3)]
+    return packets
