@@ -10,16 +10,18 @@ goes on from the new stream (failover builds on this).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
 from voicemesh.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from voicemesh.mesh.metrics import ServiceMetrics
+from voicemesh.mesh.registry import PLACED_ROLES
 from voicemesh.v1 import (
     audio_pb2,
     reasoning_pb2,
     reasoning_pb2_grpc,
+    router_pb2,
     stt_pb2,
     stt_pb2_grpc,
     tts_pb2,
@@ -27,6 +29,7 @@ from voicemesh.v1 import (
 )
 
 from .channels import ChannelPool
+from .decisions import CallAction, HangupCall, SendDigits, TransferCall
 from .duplex import Duplex
 
 PCM16 = audio_pb2.AudioFormat(
@@ -218,3 +221,26 @@ class TtsClient(_RoleClient[tts_pb2.SynthesizeRequest, tts_pb2.SynthesizeRespons
             tts_pb2.SynthesizeRequest(cancel=tts_pb2.CancelSynthesis(response_id=response_id))
         )
 
+
+def to_action(action: reasoning_pb2.Action) -> CallAction | None:
+    kind = action.WhichOneof("kind")
+    if kind == "hangup":
+        return HangupCall(action.hangup.reason)
+    if kind == "transfer":
+        return TransferCall(action.transfer.target)
+    if kind == "dtmf":
+        return SendDigits(action.dtmf.digits)
+    return None
+
+
+async def assign(router: Any, session_id: str, region: str, metadata: list[tuple[str, str]]) -> dict[str, str]:
+    """service -> address of the instances the router reserved for this call."""
+    try:
+        resp = await router.Assign(
+            router_pb2.AssignRequest(session_id=session_id, region=region, services=list(PLACED_ROLES)),
+            timeout=2.0,
+            metadata=metadata,
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise RoleFailed("no_capacity", f"no instance can take the call: {exc.details()}") from None
+    return {a.service: a.address for a in resp.assignments}

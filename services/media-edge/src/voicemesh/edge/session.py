@@ -25,7 +25,6 @@ from voicemesh.audio.vad import SileroModel, SileroVad, VoiceActivity
 from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.events import EventSink
 from voicemesh.mesh.metrics import ServiceMetrics
-from voicemesh.mesh.registry import PLACED_ROLES
 from voicemesh.mesh.tracing import outgoing_metadata
 from voicemesh.v1 import events_pb2, reasoning_pb2, router_pb2, stt_pb2, tts_pb2
 
@@ -42,16 +41,14 @@ from .port import (
     Hold,
     MarkPlayed,
     MediaPort,
-    MediaQuality,
     QualityReport,
-    TurnTiming,
 )
 from .profile import call_settings
-from .roles import PCM16, ReasoningClient, RoleFailed, SttClient, TtsClient
+from .publish import publish_latency, publish_quality
+from .roles import PCM16, ReasoningClient, RoleFailed, SttClient, TtsClient, assign, to_action
 
 log = logging.getLogger(__name__)
 PLAYOUT_QUEUE_FRAMES = 1500  # 30 s of agent audio
-SERVICES = PLACED_ROLES
 _END_MARK = "end:"
 _CLAUSE_MARK = "clause:"  # clause:<response id>:<index>
 _FAILURES = {"no_capacity": EndReason.NO_CAPACITY, "unknown_agent": EndReason.UNKNOWN_AGENT}
@@ -87,30 +84,6 @@ class _Roles:
 
 
 _END = object()
-
-
-def to_action(action: reasoning_pb2.Action) -> d.CallAction | None:
-    kind = action.WhichOneof("kind")
-    if kind == "hangup":
-        return d.HangupCall(action.hangup.reason)
-    if kind == "transfer":
-        return d.TransferCall(action.transfer.target)
-    if kind == "dtmf":
-        return d.SendDigits(action.dtmf.digits)
-    return None
-
-
-async def assign(router: Any, session_id: str, region: str, metadata: list[tuple[str, str]]) -> dict[str, str]:
-    """service -> address of the instances the router reserved for this call."""
-    try:
-        resp = await router.Assign(
-            router_pb2.AssignRequest(session_id=session_id, region=region, services=list(SERVICES)),
-            timeout=2.0,
-            metadata=metadata,
-        )
-    except grpc.aio.AioRpcError as exc:
-        raise RoleFailed("no_capacity", f"no instance can take the call: {exc.details()}") from None
-    return {a.service: a.address for a in resp.assignments}
 
 
 class CallSession:
@@ -201,7 +174,8 @@ class CallSession:
             duration_ms = round((deps.clock() - started) * 1000)
             quality = self.port.quality()
             if quality is not None:
-                self._publish_quality(quality, final=True)
+                label = self.port.transport_label
+                publish_quality(deps.events, deps.metrics, label, self.session_id, quality, final=True)
             deps.events.emit(
                 self.session_id,
                 call_ended=events_pb2.CallEnded(
@@ -381,7 +355,7 @@ class CallSession:
                 ),
             )
         elif isinstance(x, d.TurnLatencyEvent):
-            self._publish_latency(x.timing)
+            publish_latency(events, self.deps.tracer, sid, self._call_ctx, x.timing)
         elif isinstance(x, d.PlayoutFinishedEvent):
             events.emit(
                 sid,
@@ -417,53 +391,6 @@ class CallSession:
             await self.port.send_dtmf(action.digits)
         # a hangup is the EndCall that follows it: the port hangs up when the call closes
 
-    def _publish_quality(self, q: MediaQuality, *, final: bool) -> None:
-        if q.rtt_ms is not None and not final:
-            self.deps.metrics.observe_rtt(self.port.transport_label, q.rtt_ms / 1000)
-        self.deps.events.emit(
-            self.session_id,
-            media_quality=events_pb2.MediaQuality(
-                packets_received=q.packets_received,
-                packets_lost=max(0, q.packets_lost),
-                jitter_ms=q.jitter_ms,
-                concealed_frames=q.concealed_frames,
-                rtt_ms=q.rtt_ms or 0.0,
-                remote_fraction_lost=q.remote_fraction_lost or 0.0,
-                remote_jitter_ms=q.remote_jitter_ms or 0.0,
-                final=final,
-            ),
-        )
-
-    def _publish_latency(self, timing: TurnTiming) -> None:
-        self.deps.events.emit(
-            self.session_id,
-            turn_latency=events_pb2.TurnLatency(
-                turn_id=timing.turn_id,
-                endpoint_ms=round(timing.endpoint_ms),
-                stt_final_ms=round(timing.stt_final_ms),
-                first_token_ms=round(timing.first_token_ms),
-                tts_first_audio_ms=round(timing.tts_first_audio_ms),
-                voice_to_voice_ms=round(timing.edge_voice_to_voice_ms),
-            ),
-        )
-        # A span per caller turn (last voiced frame -> first reply frame), after the fact:
-        # its stages as attributes, under the call's span.
-        end_ns = time.time_ns()
-        span = self.deps.tracer.start_span(
-            "turn",
-            context=self._call_ctx,
-            start_time=end_ns - int(timing.edge_voice_to_voice_ms * 1e6),
-            attributes={
-                "voicemesh.turn_id": timing.turn_id,
-                "voicemesh.endpoint_ms": timing.endpoint_ms,
-                "voicemesh.stt_final_ms": timing.stt_final_ms,
-                "voicemesh.first_token_ms": timing.first_token_ms,
-                "voicemesh.tts_first_audio_ms": timing.tts_first_audio_ms,
-                "voicemesh.voice_to_voice_ms": timing.edge_voice_to_voice_ms,
-            },
-        )
-        span.end(end_time=end_ns)
-
     # ---- the loops ---------------------------------------------------------------------
 
     async def _inbound_loop(self) -> None:
@@ -496,7 +423,9 @@ class CallSession:
             elif isinstance(event, Hold):
                 await self._act(self.core.on_hold(event.on))
             elif isinstance(event, QualityReport):
-                self._publish_quality(event.quality, final=False)
+                publish_quality(
+                    self.deps.events, self.deps.metrics, transport, self.session_id, event.quality, final=False
+                )
             elif isinstance(event, Hangup):
                 await self._act(self.core.on_hangup())
                 return
