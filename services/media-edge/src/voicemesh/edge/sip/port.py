@@ -415,18 +415,22 @@ class SipPort(MediaPort):
         if self._closed:
             return
         self._closed = True
-        if not self._answered:
-            if self._gone is None:  # refused before it was answered: a final response
-                status, phrase = _REFUSAL.get(reason, (500, "Server Internal Error"))
-                self._sig.respond(self.call, status, phrase)
-        elif self._gone is None:
-            self._sig.hang_up(self.call)  # BYE, retransmitted over UDP until answered
-        if self._clock_task is not None:
-            await cancel_and_wait(self._clock_task)
-        if self._rtp is not None:
-            with contextlib.suppress(Exception):
-                await self._rtp.session.close()
-        if self._rtp_port is not None:
-            self._sig.release_port(self._rtp_port)
-            self._rtp_port = None
-        self._sig.forget(self)
+        try:
+            if not self._answered:
+                if self._gone is None:  # refused before it was answered: a final response
+                    status, phrase = _REFUSAL.get(reason, (500, "Server Internal Error"))
+                    self._sig.respond(self.call, status, phrase)
+            elif self._gone is None:
+                self._sig.hang_up(self.call)  # BYE, retransmitted over UDP until answered
+        except RuntimeError:  # the caller's TCP/TLS connection is gone: nothing carries it
+            self._metrics.error("sip_unsent")
+        finally:  # whatever happened on the wire, the call's port and place are given back
+            if self._clock_task is not None:
+                await cancel_and_wait(self._clock_task)
+            if self._rtp is not None:
+                with contextlib.suppress(Exception):
+                    await self._rtp.session.close()
+            if self._rtp_port is not None:
+                self._sig.release_port(self._rtp_port)
+                self._rtp_port = None
+            self._sig.forget(self)

@@ -239,6 +239,14 @@ class SipCallTransport(CallTransport):
             self._stop_resending((key.call_id, key.cseq, "INVITE"))
         if missing_required_headers(msg):
             self.metrics.error("bad_sip_message")
+        elif method == "CANCEL" and self._answered_call(msg):
+            # it crossed our 200: too late to cancel (RFC 3261 §9.2); the call stays up
+            self._refuse(uas, msg, 200, "OK")
+            return
+        elif method == "INVITE" and not (msg.to_addr and msg.to_addr.tag) and (msg.call_id or "") in self._calls:
+            # a second INVITE (another branch) for a call we have: a merged request (§8.2.2.2)
+            self._refuse(uas, msg, 482, "Loop Detected")
+            return
         elif method == "INVITE":
             known = self._known_dialog(uas, msg)
             if known is None and msg.to_addr is not None and msg.to_addr.tag:
@@ -250,6 +258,10 @@ class SipCallTransport(CallTransport):
             if known is not None and not self._readable_reoffer(uas, known, msg):
                 return
         uas._on_message(msg, addr)  # (aiosipua 0.7.1: the library's dispatch)
+
+    def _answered_call(self, msg: SipRequest) -> bool:
+        port = self._calls.get(msg.call_id or "")
+        return port is not None and port.call._answered
 
     def _known_dialog(self, uas: SipUAS, msg: SipRequest) -> IncomingCall | None:
         """The call an in-dialog INVITE belongs to (its Call-ID and both tags), if any."""
