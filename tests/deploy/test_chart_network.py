@@ -53,6 +53,7 @@ def test_edge_behind_a_load_balancer_and_sip_service(ci_renders: dict[tuple[str,
     assert {p for p, proto in ports if proto == "UDP" and p != 5060} == set(range(20000, 20050))
     edge = env_of(container_of(render.get("Deployment", f"{FULLNAME}-media-edge")))
     assert edge["VOICEMESH_SIP_PUBLIC_HOST"]["value"] == "203.0.113.10"
+    assert edge["VOICEMESH_SIP_HOST"]["value"] == "0.0.0.0"  # the pod's interfaces, not its loopback
 
 
 def test_sip_host_network_mode(ci_renders: dict[tuple[str, str, str], Render]) -> None:
@@ -67,6 +68,13 @@ def test_sip_host_network_mode(ci_renders: dict[tuple[str, str, str], Render]) -
     assert host_ports == {(5060, "UDP"), (5060, "TCP")}
     mounts = {m["mountPath"] for m in container_of(edge)["volumeMounts"]}
     assert {"/etc/voicemesh/sip-tls", "/etc/voicemesh/srtp"} <= mounts
+    env = env_of(container_of(edge))
+    # no public host given: the node's own address goes into SDP and Contact
+    assert env["VOICEMESH_SIP_PUBLIC_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    assert (env["VOICEMESH_SIP_TLS_CERT"]["value"], env["VOICEMESH_SIP_TLS_KEY"]["value"]) == (
+        "/etc/voicemesh/sip-tls/tls.crt",
+        "/etc/voicemesh/sip-tls/tls.key",
+    )
     assert f"{FULLNAME}-media-edge-sip" not in render.names("Service")
     # Other pods stay off the node network.
     assert not [
