@@ -101,7 +101,7 @@ def test_fullname_follows_the_chart_rule() -> None:
 
 
 def test_service_names_are_the_service_folders_and_routed_ones_are_what_the_edge_asks_for() -> None:
-    from voicemesh.edge.session import SERVICES as EDGE_ROLES
+    from voicemesh.edge.roles import ASKED_ROLES as EDGE_ROLES
 
     folders = {p.name for p in (REPO_ROOT / "services").iterdir() if (p / "pyproject.toml").exists()}
     assert set(SERVICES) == folders

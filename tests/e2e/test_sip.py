@@ -27,7 +27,6 @@ from .conftest import FIXTURES
 from .test_call import stt_address, transcribe, wer
 
 pytestmark = pytest.mark.e2e
-JFK = Path(__file__).resolve().parents[2].parent / "shared" / "assets" / "audio" / "jfk8k.ulaw"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 GREETING = (
     "Hello, thanks for calling Bella Vista. I can book a table for you. How many people will be joining?"
@@ -99,9 +98,9 @@ async def test_a_sip_caller_is_greeted_answered_and_the_call_is_listed(
 
 
 async def test_jfk_over_sip_reaches_reasoning_and_the_reply_comes_back_as_rtp(
-    mesh: LocalMesh, tmp_path: Path
+    mesh: LocalMesh, tmp_path: Path, assets_dir: Path
 ) -> None:
-    ulaw = b"\xff" * int(GREETING_S * 8000) + JFK.read_bytes()
+    ulaw = b"\xff" * int(GREETING_S * 8000) + (assets_dir / "audio" / "jfk8k.ulaw").read_bytes()
     packets, row = await sip_call(mesh, tmp_path, "uac_stream.xml", ulaw, pause_ms=22_000)
     check_rtp_stream(packets)
     events = await fetch_events(mesh.nats_url, row.session_id)
@@ -124,9 +123,9 @@ async def test_dtmf_over_sip_reaches_the_agent(mesh: LocalMesh, tmp_path: Path) 
     assert wer(GREETING + " " + ASKED_DAY, heard) <= 0.34, heard
 
 
-async def test_twenty_concurrent_sip_calls_all_complete(mesh: LocalMesh, tmp_path: Path) -> None:
+async def test_twenty_concurrent_sip_calls_all_complete(mesh: LocalMesh, tmp_path: Path, assets_dir: Path) -> None:
     """20 SIPp calls at once, each streaming JFK for 11 s: none fails, each is listed."""
-    (tmp_path / "caller.ulaw").write_bytes(JFK.read_bytes())
+    (tmp_path / "caller.ulaw").write_bytes((assets_dir / "audio" / "jfk8k.ulaw").read_bytes())
     before = await fetch_call_events(mesh.nats_url)
     seen = {r.session_id for r in calls_from_events(before, now=datetime.now(UTC), limit=1000)}
     run = await run_sipp("uac_stream.xml", mesh.ports.sip, tmp_path, calls=20, pause_ms=12_000)

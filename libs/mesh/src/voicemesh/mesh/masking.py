@@ -66,7 +66,7 @@ EVENT_FIELDS: Mapping[str, Mapping[str, Mask]] = {
         "carrier_call_id": SAFE,  # the carrier's id (Twilio callSid), not the caller's
     },
     "voicemesh.v1.CallEnded": {"reason": SAFE},  # an EndReason value
-    "voicemesh.v1.CallTransferred": {"target": ADDRESS, "method": SAFE},
+    "voicemesh.v1.CallTransferred": {"target": ADDRESS, "method": SAFE, "result": SAFE},
     # One key a press, usually: a menu choice stays readable; a run of keys that reads as a
     # card or phone number is masked.
     "voicemesh.v1.DtmfReceived": {"digits": TEXT},

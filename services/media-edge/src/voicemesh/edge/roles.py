@@ -41,6 +41,9 @@ READY_TIMEOUT_S = 10.0
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
+# The roles a call asks the router for (stt, reasoning, tts).
+ASKED_ROLES = PLACED_ROLES
+
 
 class RoleFailed(Exception):
     """A role's peer refused or failed the stream; `code` and the message go to the caller."""
@@ -237,7 +240,7 @@ async def assign(router: Any, session_id: str, region: str, metadata: list[tuple
     """service -> address of the instances the router reserved for this call."""
     try:
         resp = await router.Assign(
-            router_pb2.AssignRequest(session_id=session_id, region=region, services=list(PLACED_ROLES)),
+            router_pb2.AssignRequest(session_id=session_id, region=region, services=list(ASKED_ROLES)),
             timeout=2.0,
             metadata=metadata,
         )
