@@ -423,16 +423,25 @@ class SipCallTransport(CallTransport):
         assert call.transport is not None
         call.transport.send_reply(resp)  # the listener writes its own Contact
 
+    def _in_dialog(self, call: IncomingCall, method: str) -> tuple[SipRequest, Udp | Tcp | Tls] | None:
+        """A request of ours in the call's confirmed dialog, its Via naming the transport it
+        goes over; None when the call is not up."""
+        transport = call.transport
+        if call.dialog.state != DialogState.CONFIRMED or not isinstance(transport, Udp | Tcp | Tls):
+            return None
+        request = call.dialog.create_request(
+            method, via_host=self.advertised_host, via_port=transport.contact_port, via_transport=transport.via
+        )
+        request.headers.set_single("User-Agent", USER_AGENT)
+        return request, transport
+
     def hang_up(self, call: IncomingCall) -> None:
         """BYE from our side, with a Via naming the transport it goes over; retransmitted
         over UDP until answered."""
-        transport = call.transport
-        if call.dialog.state != DialogState.CONFIRMED or not isinstance(transport, Udp | Tcp | Tls):
+        made = self._in_dialog(call, "BYE")
+        if made is None:
             return
-        bye = call.dialog.create_request(
-            "BYE", via_host=self.advertised_host, via_port=transport.contact_port, via_transport=transport.via
-        )
-        bye.headers.set_single("User-Agent", USER_AGENT)
+        bye, transport = made
         call.dialog.terminate()
         try:
             transport.send(bye, call.source_addr)
@@ -494,16 +503,13 @@ class SipCallTransport(CallTransport):
         """Ask the caller's side to call `target` (RFC 3515); what it reported: "connected"
         (its NOTIFY said 2xx), "accepted" (202, and no final NOTIFY within the wait),
         "refused: …", "failed: …", "no answer"."""
-        transport = call.transport
-        if not isinstance(transport, Udp | Tcp | Tls) or call.dialog.state != DialogState.CONFIRMED:
+        made = self._in_dialog(call, "REFER")
+        if made is None:
             return "not sent: the call is not up"
-        refer = call.dialog.create_request(
-            "REFER", via_host=self.advertised_host, via_port=transport.contact_port, via_transport=transport.via
-        )
+        refer, transport = made
         refer.headers.set_single("Refer-To", f"<{refer_uri(target, call.invite)}>")
         refer.headers.set_single("Referred-By", transport.contact())
         refer.headers.set_single("Contact", transport.contact())
-        refer.headers.set_single("User-Agent", USER_AGENT)
         outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._transfers[call.call_id] = outcome
         cseq = refer.cseq
