@@ -3,8 +3,8 @@
 Places SIP calls (UDP, from a small caller written here: INVITE, ACK, BYE by hand) to the
 local mesh and streams the JFK recording (/work/shared/assets/audio/jfk8k.ulaw, 11 s of
 8 kHz μ-law) as RTP through the impairment relay (cli/impair.py) in front of the edge's RTP
-port. The edge receives it through aiortp's jitter buffer (reordering, loss concealment);
-this measures that rather than a jitter buffer of our own. Two conditions, `--runs` calls
+port. The edge receives it through its adaptive jitter buffer (edge/sip/jitter.py:
+reordering, loss concealment, depth within VOICEMESH_SIP_JITTER_MIN_MS/_MAX_MS). Two conditions, `--runs` calls
 each (relay seeds 1..N):
 
 - clean: the relay with no impairment;
@@ -31,7 +31,7 @@ taking turns call by call, and the change in the edge's
 Starts its own mesh on free ports. Prints figures; never fails on them.
 
     .venv/bin/python bench/sip_network.py --runs 3
-    .venv/bin/python bench/sip_network.py --runs 3 --jitter-frames 4
+    .venv/bin/python bench/sip_network.py --runs 3 --jitter-max-ms 100
 """
 
 from __future__ import annotations
@@ -610,7 +610,7 @@ def main() -> int:
         "--spike-ms", type=float, default=40.0, help="impaired: how long a spike stalls the link"
     )
     parser.add_argument(
-        "--jitter-frames", type=int, help="VOICEMESH_SIP_JITTER_FRAMES for the edge (its default: 2)"
+        "--jitter-max-ms", type=int, help="VOICEMESH_SIP_JITTER_MAX_MS for the edge (its default: 200)"
     )
     parser.add_argument(
         "--endpoint-ms",
@@ -634,8 +634,8 @@ def main() -> int:
     (agents / LISTENER.name).write_text(listener)
     rtp_port = free_rtp_port()
     env = {"VOICEMESH_RTP_PORT_MIN": str(rtp_port), "VOICEMESH_RTP_PORT_MAX": str(rtp_port + 1)}
-    if args.jitter_frames is not None:
-        env["VOICEMESH_SIP_JITTER_FRAMES"] = str(args.jitter_frames)
+    if args.jitter_max_ms is not None:
+        env["VOICEMESH_SIP_JITTER_MAX_MS"] = str(args.jitter_max_ms)
     print(f"starting a mesh on free ports (logs in {home / 'logs'}) ...", flush=True)
     print(f"impaired, each way: {impaired}", flush=True)
     mesh = LocalMesh(home, agents, MeshPorts.free(), default_agent=args.agent, extra_env=env)
@@ -649,9 +649,9 @@ def main() -> int:
         return 1
     finally:
         mesh.stop()
-    frames = args.jitter_frames if args.jitter_frames is not None else "2 (default)"
+    frames = args.jitter_max_ms if args.jitter_max_ms is not None else "200 (default)"
     endpoint = f", endpoint silence {args.endpoint_ms} ms" if args.agent == "listener" else ""
-    report(results, delta, f"agent: {args.agent}{endpoint}; edge VOICEMESH_SIP_JITTER_FRAMES={frames}")
+    report(results, delta, f"agent: {args.agent}{endpoint}; edge VOICEMESH_SIP_JITTER_MAX_MS={frames}")
     shutil.rmtree(home, ignore_errors=True)
     return 0
 

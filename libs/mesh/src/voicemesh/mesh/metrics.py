@@ -40,6 +40,8 @@ STAGE_BUCKETS = (
 FRAME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05)
 # Caller media inter-arrival jitter: a good line is under 5 ms, a bad one 30 ms and more.
 JITTER_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5)
+# Time caller audio spends in a jitter buffer, and its depth: a frame or two on a clean line.
+BUFFER_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 # WebSocket ping round trip: loopback is under 1 ms, a carrier across an ocean 100-300 ms.
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0)
 
@@ -92,7 +94,10 @@ class ServiceMetrics:
     media_jitter: Histogram
     media_frames_lost: Counter
     media_frames_concealed: Counter
+    media_frames_late: Counter
     media_rtt: Histogram
+    jitter_buffer_delay: Histogram
+    jitter_buffer_depth: Histogram
     # -- placement (session-router) --
     router_decisions: Counter
     registry_instances: Gauge
@@ -180,6 +185,23 @@ class ServiceMetrics:
             media_frames_concealed=counter(
                 "voicemesh_media_frames_concealed_total",
                 "20 ms frames filled with silence in place of missing caller audio.",
+                "transport",
+            ),
+            media_frames_late=counter(
+                "voicemesh_media_frames_late_total",
+                "Caller frames that arrived after their place in the jitter buffer had played: dropped.",
+                "transport",
+            ),
+            jitter_buffer_delay=histogram(
+                "voicemesh_jitter_buffer_delay_seconds",
+                "Time from a caller packet's arrival to its audio leaving the jitter buffer.",
+                BUFFER_BUCKETS,
+                "transport",
+            ),
+            jitter_buffer_depth=histogram(
+                "voicemesh_jitter_buffer_depth_seconds",
+                "Caller audio held in the jitter buffer, sampled once a second per call.",
+                BUFFER_BUCKETS,
                 "transport",
             ),
             media_rtt=histogram(
@@ -276,6 +298,12 @@ class ServiceMetrics:
         for hist in (self.media_jitter, self.media_rtt):
             hist.labels(self.service, transport)
 
+    def prepare_jitter_buffer(self, transport: str) -> None:
+        """A transport with a jitter buffer: its late frames, delay and depth show at 0."""
+        self.media_frames_late.labels(self.service, transport)
+        for hist in (self.jitter_buffer_delay, self.jitter_buffer_depth):
+            hist.labels(self.service, transport)
+
     def call_started(self, transport: str) -> None:
         self.calls_started.labels(self.service, transport).inc()
 
@@ -295,6 +323,16 @@ class ServiceMetrics:
     def frames_concealed(self, transport: str, frames: int) -> None:
         if frames > 0:
             self.media_frames_concealed.labels(self.service, transport).inc(frames)
+
+    def frames_late(self, transport: str, frames: int) -> None:
+        if frames > 0:
+            self.media_frames_late.labels(self.service, transport).inc(frames)
+
+    def observe_buffer_delay(self, transport: str, seconds: float) -> None:
+        self.jitter_buffer_delay.labels(self.service, transport).observe(max(0.0, seconds))
+
+    def observe_buffer_depth(self, transport: str, seconds: float) -> None:
+        self.jitter_buffer_depth.labels(self.service, transport).observe(max(0.0, seconds))
 
     def observe_rtt(self, transport: str, seconds: float) -> None:
         self.media_rtt.labels(self.service, transport).observe(max(0.0, seconds))

@@ -68,8 +68,9 @@ class EdgeSettings(MeshSettings):
     sip_allow: str = "127.0.0.1/32,::1/128"
     sip_users: str = ""
     sip_realm: str = "voicemesh"
-    # Frames the RTP jitter buffer holds before it delivers (reordering window, 20 ms each).
-    sip_jitter_frames: int = Field(default=2, ge=1, le=15)
+    # The caller's jitter buffer: its depth follows the measured jitter within these bounds.
+    sip_jitter_min_ms: int = Field(default=20, ge=20, le=1000)
+    sip_jitter_max_ms: int = Field(default=200, ge=20, le=1000, validate_default=True)
     # SDES-SRTP: "allow" answers RTP/SAVP offers encrypted and RTP/AVP ones plain,
     # "require" refuses plain RTP (488), "off" refuses SRTP.
     sip_srtp: SrtpPolicy = SrtpPolicy.ALLOW
@@ -114,6 +115,14 @@ class EdgeSettings(MeshSettings):
             raise ValueError("must name the address callers reach when sip_host is a wildcard")
         return v
 
+    @field_validator("sip_jitter_max_ms")
+    @classmethod
+    def _jitter_bounds(cls, v: int, info: ValidationInfo) -> int:
+        low = info.data.get("sip_jitter_min_ms")
+        if low is not None and v < low:
+            raise ValueError(f"must be at least sip_jitter_min_ms ({low})")
+        return v
+
     @field_validator("sip_tls_key")
     @classmethod
     def _tls_pair(cls, v: str, info: ValidationInfo) -> str:
@@ -132,7 +141,7 @@ class EdgeSettings(MeshSettings):
             realm=self.sip_realm,
             # any edge with the same token accepts the nonces another one issued
             nonce_secret=hashlib.sha256(b"voicemesh-sip-nonce:" + self.edge_token.encode()).digest(),
-            jitter_frames=self.sip_jitter_frames,
+            jitter_ms=(self.sip_jitter_min_ms, self.sip_jitter_max_ms),
             srtp=self.sip_srtp,
             tls_port=self.sip_tls_port,
             tls_cert=self.sip_tls_cert,

@@ -1,5 +1,6 @@
 """One SIP call as a `MediaPort`: its dialog (aiosipua's `IncomingCall`) and its RTP stream
-(aiortp's `RTPSession`, with its reordering jitter buffer and packet-loss concealment).
+(aiortp's `RTPSession`; the caller's audio goes through our adaptive jitter buffer,
+`jitter.py`, which the port reads on its own 20 ms clock).
 
 The call rings (180) when the INVITE arrives and is answered (200 with the SDP answer) when
 the call takes its first event, that is once the mesh has reserved its stt, reasoning and
@@ -28,7 +29,6 @@ from voicemesh.audio.resample import StreamResampler
 from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.metrics import ServiceMetrics
 
-from ..media_quality import JitterEstimator
 from ..port import (
     DTMF_DIGITS,
     CallInfo,
@@ -43,6 +43,7 @@ from ..port import (
     QualityReport,
     Transferred,
 )
+from .jitter import JitterBuffer, Pulled, Unbuffered
 from .offer import G711, Answer, SdpRejected
 from .rtp import DTMF_GAP_MS, FRAME_SAMPLES, RATE, InboundGaps, OutboundTimeline, dtmf_packets, round_trip_s
 from .srtp import SrtpContext, new_key_salt
@@ -51,12 +52,12 @@ log = logging.getLogger(__name__)
 LABEL = "sip"
 BIND_TRIES = 8
 INBOUND_QUEUE_FRAMES = 250
-# No packet for this long (a caller suppressing its silence, or a dead line): the port
-# supplies silence on its own 20 ms clock, so the call still hears the turn end ...
-SUPPLY_AFTER_S = 0.100
-# ... for at most this long after the last packet; then nothing, and the call's media
+# While the jitter buffer has nothing to give (a caller suppressing its silence, a dead
+# line), the port supplies silence on its 20 ms clock, so the call still hears the turn
+# end, for at most this long after the last packet; then nothing, and the call's media
 # timeout ends a call whose caller has gone.
-SUPPLY_FOR_S = 2.0  # 5 s of caller audio waiting for the call: past it, drop and count
+SUPPLY_FOR_S = 2.0
+ACCOUNT_EVERY = 50  # ticks between the jitter buffer's figures going to the metrics (1 s)
 _ENCODE = {G711.PCMU: ulaw_encode, G711.PCMA: alaw_encode}
 # The final response for a call refused before it was answered.
 _REFUSAL = {
@@ -73,7 +74,7 @@ class SipSignalling(Protocol):
     metrics: ServiceMetrics
     host: str  # where RTP binds
     advertised_host: str  # what the SDP names
-    jitter_frames: int
+    jitter_ms: tuple[int, int]  # the jitter buffer's depth bounds
 
     def answer(self, body: str, rtp_port: int, key_salt: bytes) -> Answer: ...
     def bind_port(self) -> int: ...
@@ -123,16 +124,19 @@ class SipPort(MediaPort):
         self._framer = Framer(FRAME_BYTES)
         self._outbound = StreamResampler(SAMPLE_RATE, RATE)
         self._out_framer = Framer(FRAME_SAMPLES * 2)
-        self._jitter = JitterEstimator()
-        self._media_s = 0.0
-        self._last_packet = clock()
+        self._buffer = self._new_buffer(answer.codec)
+        self._counted = self._buffer.counts()  # what the metrics have had of its counters
+        self._last_packet = clock()  # a DTMF event, or the call's start
         self._clock_task: asyncio.Task[None] | None = None
         self._supplied_frames = 0  # silence this port made up (holes, a quiet line)
         self._rtt_s: float | None = None
         self._remote: tuple[float, float] | None = None  # (fraction lost, jitter ms) reported
         self._lost_counted = 0
-        self._plc_counted = 0
         self._srtp: SrtpContext | None = None
+
+    def _new_buffer(self, codec: G711) -> JitterBuffer:
+        low, high = self._sig.jitter_ms
+        return JitterBuffer(aiortp.get_codec(codec.payload_type), min_ms=low, max_ms=high, now=self._clock)
 
     # ---- signalling, from the transport ------------------------------------------------
 
@@ -161,6 +165,9 @@ class SipPort(MediaPort):
             rtp.session._codec = aiortp.get_codec(answer.codec.payload_type)
             rtp.session._sender._payload_type = answer.codec.payload_type
             rtp.codec = answer.codec
+            self._account()
+            self._buffer = rtp.session._playout = self._new_buffer(answer.codec)
+            self._counted = self._buffer.counts()
         if rtp is not None and answer.remote[0] not in ("0.0.0.0", "::"):
             rtp.session.update_remote(answer.remote)
         self._sig.respond(call, 200, "OK", answer.sdp)
@@ -174,18 +181,16 @@ class SipPort(MediaPort):
         self._events.append(event)
         self._wake.set()
 
-    def _on_audio(self, pcm: bytes, timestamp: int) -> None:
-        self._last_packet = self._clock()
-        samples = len(pcm) // 2
-        filled = self._gaps.audio(timestamp, samples)
-        if filled.silence_samples:  # a hole aiortp did not conceal (a timestamp skip, DTX)
+    def _heard(self, pulled: Pulled) -> None:
+        """20 ms of the caller's audio out of the jitter buffer, on the port's clock."""
+        if pulled.delay_s is not None:
+            self._metrics.observe_buffer_delay(LABEL, pulled.delay_s)
+        filled = self._gaps.audio(pulled.timestamp, len(pulled.pcm) // 2)
+        pcm = pulled.pcm
+        if filled.silence_samples:  # a hole the buffer did not conceal (a timestamp skip)
             self._supplied_frames += filled.silence_samples // FRAME_SAMPLES
             self._metrics.frames_concealed(LABEL, filled.silence_samples // FRAME_SAMPLES)
             pcm = bytes(filled.silence_samples * 2) + pcm
-        self._media_s += samples / RATE
-        jitter = self._jitter.arrived(self._clock(), self._media_s)
-        if jitter is not None:
-            self._metrics.observe_jitter(LABEL, jitter)
         self._frames_in(pcm)
 
     def _frames_in(self, pcm8k: bytes) -> None:
@@ -215,25 +220,49 @@ class SipPort(MediaPort):
 
         return guarded
 
-    def _alive(self, *_: object) -> None:
-        self._last_packet = self._clock()  # comfort noise: the caller is there, and silent
+    def _quiet_s(self) -> float:
+        """How long since the caller last sent anything (audio, a key, comfort noise)."""
+        arrived = self._buffer.last_arrival_s
+        return self._clock() - max(self._last_packet, arrived if arrived is not None else self._last_packet)
 
-    async def _supply_silence(self) -> None:
-        """While no packet comes, 20 ms of silence every 20 ms (for SUPPLY_FOR_S)."""
+    async def _caller_clock(self) -> None:
+        """Every 20 ms: the next 20 ms of the caller's audio from the jitter buffer, else
+        (nothing buffered: a pause, a quiet line) silence, for SUPPLY_FOR_S."""
         loop = asyncio.get_running_loop()
         due = loop.time()
         silence = bytes(FRAME_SAMPLES * 2)
+        ticks = 0
         while True:
             due += FRAME_SAMPLES / RATE
             await asyncio.sleep(max(0.0, due - loop.time()))
-            quiet = self._clock() - self._last_packet
-            if SUPPLY_AFTER_S <= quiet <= SUPPLY_FOR_S + SUPPLY_AFTER_S and not self._held:
+            pulled = self._buffer.pull()
+            if pulled is not None:
+                self._heard(pulled)
+            elif not self._held and self._quiet_s() <= SUPPLY_FOR_S:
                 self._gaps.supplied(FRAME_SAMPLES)
                 self._supplied_frames += 1
                 self._metrics.frames_concealed(LABEL, 1)
                 self._frames_in(silence)
+            ticks += 1
+            if ticks % ACCOUNT_EVERY == 0:
+                self._account()
             if loop.time() - due > 1.0:  # the loop stalled: do not catch up in a burst
                 due = loop.time()
+
+    def _account(self) -> None:
+        """The jitter buffer's counters since the last time, and its depth now, to the
+        metrics."""
+        now = self._buffer.counts()
+        was, self._counted = self._counted, now
+        self._metrics.frames_late(LABEL, now.late - was.late)
+        self._metrics.frames_concealed(LABEL, now.concealed - was.concealed)
+        if now.duplicates > was.duplicates:
+            self._metrics.dropped("rtp_duplicate", now.duplicates - was.duplicates)
+        jitter = self._buffer.jitter_sample()
+        if jitter is not None:
+            self._metrics.observe_jitter(LABEL, jitter)
+        if self._buffer.last_arrival_s is not None and self._quiet_s() < 1.0:
+            self._metrics.observe_buffer_depth(LABEL, now.depth_ms / 1000)
 
     async def _answer(self) -> None:
         """200 OK with the answer, and RTP flowing both ways."""
@@ -260,10 +289,8 @@ class SipPort(MediaPort):
                     remote_addr=answer.remote,
                     payload_type=answer.codec.payload_type,
                     dtmf_payload_type=answer.dtmf_payload_type or 101,
-                    jitter_capacity=16,
-                    jitter_prefetch=self._sig.jitter_frames,
-                    skip_audio_gaps=True,  # a confirmed loss is concealed, not waited for
-                    plc=True,
+                    jitter_prefetch=0,
+                    plc=False,  # ours conceals
                     symmetric_rtp=True,
                 )
                 break
@@ -283,12 +310,12 @@ class SipPort(MediaPort):
         if answer.crypto is not None and answer.key_salt is not None:
             self._srtp = SrtpContext(remote=answer.crypto, local_key_salt=answer.key_salt)
             self._secure(session)
-        session.on_audio = self._on_audio
+        session._jitter_buffer = Unbuffered()  # (aiortp 0.8.0) each packet straight to ours
+        session._playout = self._buffer
         session.on_dtmf = self._on_dtmf
-        session.on_cn = self._alive
         session.on_receiver_report = self._on_receiver_report
         self._last_packet = self._clock()
-        self._clock_task = asyncio.get_running_loop().create_task(self._supply_silence())
+        self._clock_task = asyncio.get_running_loop().create_task(self._caller_clock())
         self._rtp = _Rtp(session, answer.codec, OutboundTimeline(secrets.randbits(32)))
 
     def _on_receiver_report(self, report: Any) -> None:
@@ -308,15 +335,12 @@ class SipPort(MediaPort):
         if lost > self._lost_counted:  # the metric follows the sequence-number count
             self._metrics.frames_lost(LABEL, lost - self._lost_counted)
             self._lost_counted = lost
-        plc = int(rtp.session._concealed_frames)  # aiortp's loss concealment (0.8.0)
-        if plc > self._plc_counted:
-            self._metrics.frames_concealed(LABEL, plc - self._plc_counted)
-            self._plc_counted = plc
+        concealed = self._buffer.counts().concealed
         return MediaQuality(
             packets_received=int(stats.get("packets_received", 0)),
             packets_lost=lost,
             jitter_ms=int(stats.get("jitter", 0)) / (RATE / 1000),
-            concealed_frames=plc + self._supplied_frames,
+            concealed_frames=concealed + self._supplied_frames,
             rtt_ms=None if self._rtt_s is None else self._rtt_s * 1000,
             remote_fraction_lost=None if self._remote is None else self._remote[0],
             remote_jitter_ms=None if self._remote is None else self._remote[1],
@@ -427,6 +451,7 @@ class SipPort(MediaPort):
         finally:  # whatever happened on the wire, the call's port and place are given back
             if self._clock_task is not None:
                 await cancel_and_wait(self._clock_task)
+                self._account()
             if self._rtp is not None:
                 with contextlib.suppress(Exception):
                     await self._rtp.session.close()

@@ -58,7 +58,7 @@ class SipSettings:
     credentials: dict[str, str] = field(default_factory=dict)
     realm: str = "voicemesh"
     nonce_secret: bytes = b""
-    jitter_frames: int = 2
+    jitter_ms: tuple[int, int] = (20, 200)  # the caller's jitter buffer: its depth's bounds
     srtp: SrtpPolicy = SrtpPolicy.ALLOW
     tls_port: int = 5061  # SIP over TLS, when a certificate is given
     tls_cert: str = ""
@@ -136,7 +136,7 @@ class SipCallTransport(CallTransport):
         self.metrics = metrics
         self.host = settings.host
         self.advertised_host = settings.advertised_host or settings.host
-        self.jitter_frames = settings.jitter_frames
+        self.jitter_ms = settings.jitter_ms
         self._clock = clock
         self._access = SipAccess(
             allow=settings.allow,
