@@ -1,25 +1,61 @@
-"""Media-edge capacity: CPU per call, and how many concurrent calls one edge process holds.
+"""Media-edge capacity: CPU per call, and how many concurrent calls one edge process holds;
+and the latency the SIP jitter buffer adds under network jitter.
 
 Starts real Valkey and NATS, `bench/fakepeers.py` (fake, cheap stand-ins for the router,
 stt, reasoning and tts: no models, so the figures are the edge's alone) and ONE real edge
-process (`python -m voicemesh.edge`). Then, for each transport (native WebSocket, Twilio
-Media Streams), it steps the number of concurrent calls a load generator in this process
+process (`python -m voicemesh.edge`, SIP on a free UDP/TCP port and its RTP on a free range
+below the ephemeral ports). Then, for each transport (native WebSocket, Twilio Media
+Streams, SIP), it steps the number of concurrent calls a load generator in this process
 places. Every call streams the caller fixtures (tests/e2e/fixtures/caller_*.wav), each
 followed by 1.5 s of silence, in a loop, one 20 ms frame per call on one shared ticker;
 what the edge sends back is read (Twilio marks are echoed) and discarded.
 
+SIP calls come from a small UAC written here (no SIPp: its packets must ride the same
+ticker): INVITE to `sip:bench@<edge>` (the request-URI's user names the agent) offering
+PCMU/0 and telephone-event/101 at 20 ms on the call's own RTP socket, retransmitted on
+T1 = 0.5 s doubling until anything comes back; the 200 OK is ACKed, its SDP says where RTP
+goes; then one 12-byte-header μ-law RTP packet per call per tick (the fixtures resampled to
+8 kHz and encoded once, up front); the edge's BYE is answered, ours sent at the end. A call
+that gets a final non-2xx, or no 200 in 15 s, has failed. Its "replies" are the agent's
+talk spurts (RTP packets with the marker bit) that reached the caller.
+
 Each step warms up 3 s, then measures over `--seconds`:
 - the edge process's CPU (utime + stime from /proc) per second, and per call;
 - frame processing p50/p95/p99 from the edge's `voicemesh_frame_processing_seconds`
-  histogram (the difference of two scrapes, interpolated within buckets);
+  histogram under the transport's label (native, twilio, sip; the difference of two
+  scrapes, interpolated within buckets);
 - frames the edge processed per second against calls x 50 (is it keeping up?);
 - the generator's own lateness (the last frame of each tick vs. its due time) and CPU, and
   the fake peers' CPU, so a saturated generator or machine is visible.
 
 Stepping stops at the first step with p99 >= 5 ms or fewer than 95 % of the frames due.
-Prints figures; never fails on time.
 
-    .venv/bin/python bench/edge_media.py --transport both --seconds 20
+`--jitter 0,20,40` (levels in ms; `--jitter` alone means these) measures the SIP jitter
+buffer instead, or as well when `--transport` is also given. Per level, `--jitter-calls`
+SIP calls (3 by default) run concurrently, each with its caller's RTP sent through its own
+`voicemesh.cli.impair.UdpImpairmentRelay` with `Impairment(jitter_ms=LEVEL)` upstream
+(uniform extra delay in [0, LEVEL] ms per packet, seeded `--seed` + the call's index) and
+none downstream. The offer names the caller's own RTP socket; once its first packet
+arrives through the relay, the edge's symmetric RTP latches onto the relay, which then
+carries both directions. Per level, from the edge's /metrics:
+- `voicemesh_jitter_buffer_delay_seconds{transport="sip"}` p50/p95/p99 (an RTP packet's
+  arrival at the edge to its audio leaving the jitter buffer) and
+  `voicemesh_jitter_buffer_depth_seconds` p50/p95, over the `--seconds` window after a 3 s
+  warm-up ("not exported" when the edge has no such metric);
+- the edge's own RFC 3550 jitter estimate (`voicemesh_media_jitter_seconds`) p50, to show
+  the relay's jitter reached it;
+- `voicemesh_media_frames_{concealed,late,lost}_total{transport="sip"}` and the SIP frames
+  processed, over the whole calls (scraped before they start and after the edge has ended
+  them: the SIP port folds aiortp's loss and concealment counts into the metrics only on
+  an RTCP receiver report, which this caller never sends, or at the end of the call);
+- the relays' own counts (packets in, delayed, sent, overflowed).
+
+Prints figures; never fails on time. `--json FILE` also writes them.
+
+    .venv/bin/python bench/edge_media.py --transport both --seconds 20      # native, twilio
+    .venv/bin/python bench/edge_media.py --transport sip --steps 1,5,10 --seconds 5
+    .venv/bin/python bench/edge_media.py --transport all --seconds 20       # native, twilio, sip
+    .venv/bin/python bench/edge_media.py --jitter 0,20,40 --seconds 10 --jitter-calls 3
 """
 
 from __future__ import annotations
@@ -32,17 +68,23 @@ import json
 import math
 import os
 import platform
+import random
+import re
 import secrets
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from figures import cpu_model
@@ -54,6 +96,7 @@ from voicemesh.audio.frames import FRAME_BYTES, SAMPLE_RATE
 from voicemesh.audio.g711 import ulaw_encode
 from voicemesh.audio.resample import resample
 from voicemesh.audio.wav import read_wav
+from voicemesh.cli.impair import Impairment, LaneStats, UdpImpairmentRelay
 from voicemesh.edge.twilio_signature import compute_signature
 from voicemesh.mesh.grpcutil import check_health
 from voicemesh.mesh.localservers import LocalServer, die_with_parent, free_port, nats_server, valkey_server
@@ -62,7 +105,10 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "e2e" / "fixtures"
 FAKEPEERS = Path(__file__).resolve().parent / "fakepeers.py"
 DEFAULT_STEPS = (1, 5, 10, 20, 40, 60, 80, 100)
-TRANSPORT_LABEL = {"native": "native", "twilio": "twilio"}  # the edge metrics' transport label
+DEFAULT_JITTER_MS = (0.0, 20.0, 40.0)
+# the edge metrics' transport label (voicemesh.edge.native/twilio/sip.port LABEL)
+TRANSPORT_LABEL = {"native": "native", "twilio": "twilio", "sip": "sip"}
+TRANSPORTS = {"both": ("native", "twilio"), "all": ("native", "twilio", "sip")}
 TICK_S = 0.020
 PAUSE_S = 1.5
 WARMUP_S = 3.0
@@ -72,6 +118,23 @@ OPEN_AT_ONCE = 10  # calls set up concurrently while a step ramps up
 READY_TIMEOUT_S = 15.0
 ULAW_FRAME = 160  # 20 ms of 8 kHz μ-law
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
+Address = tuple[str, int]
+SIP_AGENT = "bench"  # the request-URI's user: an agent name (fakepeers serves any)
+SIP_T1_S = 0.5  # RFC 3261 T1: the INVITE's first retransmission interval, doubling
+SIP_T2_S = 4.0  # the most a non-INVITE request (our BYE) waits between retransmissions
+BYE_TIMEOUT_S = 8.0
+PCMU = 0
+RTP_SPARE_PORTS = 16  # even RTP ports beyond the largest step, for a port busy elsewhere
+# What the jitter mode reads, for transport="sip" (absent ones print "not exported").
+JITTER_DELAY = "voicemesh_jitter_buffer_delay_seconds"
+JITTER_DEPTH = "voicemesh_jitter_buffer_depth_seconds"
+MEDIA_JITTER = "voicemesh_media_jitter_seconds"
+SIP_HISTOGRAMS = (JITTER_DELAY, JITTER_DEPTH, MEDIA_JITTER)
+CONCEALED = "voicemesh_media_frames_concealed_total"
+LATE = "voicemesh_media_frames_late_total"
+LOST = "voicemesh_media_frames_lost_total"
+SIP_COUNTERS = (CONCEALED, LATE, LOST)
 
 
 # ---- the caller audio ------------------------------------------------------------------
@@ -79,10 +142,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class Script:
-    """The caller audio loop, pre-encoded once for both transports."""
+    """The caller audio loop, pre-encoded once for every transport."""
 
     pcm: list[bytes]  # 640-byte PCM16 16 kHz frames (native)
     ulaw_b64: list[str]  # base64 of 160-byte μ-law 8 kHz frames (Twilio)
+    ulaw: list[bytes]  # the same 160-byte μ-law 8 kHz frames, raw (SIP's RTP payloads)
     speech_s: float
 
 
@@ -101,9 +165,10 @@ def load_script(pause_s: float, noise_rms: float) -> Script:
     pcm = samples.astype("<i2").tobytes()
     frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
     ulaw = ulaw_encode(resample(samples, SAMPLE_RATE, 8000).astype("<i2").tobytes())
-    chunks = [base64.b64encode(ulaw[i : i + ULAW_FRAME]).decode() for i in range(0, len(ulaw), ULAW_FRAME)]
+    raw = [ulaw[i : i + ULAW_FRAME] for i in range(0, len(ulaw) - ULAW_FRAME + 1, ULAW_FRAME)]
+    chunks = [base64.b64encode(chunk).decode() for chunk in raw]
     n = min(len(frames), len(chunks))
-    return Script(frames[:n], chunks[:n], speech_s)
+    return Script(frames[:n], chunks[:n], raw[:n], speech_s)
 
 
 # ---- the load generator ----------------------------------------------------------------
@@ -146,7 +211,7 @@ class LoadGenerator:
     """Every call's next frame, sent on one shared 20 ms ticker."""
 
     def __init__(self) -> None:
-        self.callers: list[Caller] = []
+        self.callers: list[Caller | SipCaller] = []
         self.late_ms: list[float] = []
         self.sent = 0
         self.replies = 0  # agent replies played to the end (the edge's "end" playout mark)
@@ -166,6 +231,10 @@ class LoadGenerator:
             for caller in self.callers:
                 if not caller.alive:
                     continue
+                if isinstance(caller, SipCaller):
+                    caller.send_frame()
+                    self.sent += 1
+                    continue
                 try:
                     await caller.ws.send(caller.next_message())
                     self.sent += 1
@@ -173,7 +242,10 @@ class LoadGenerator:
                     self.mark_lost(caller)
             self.late_ms.append((loop.time() - due) * 1000)
 
-    def mark_lost(self, caller: Caller) -> None:
+    def reply_heard(self) -> None:
+        self.replies += 1
+
+    def mark_lost(self, caller: Caller | SipCaller) -> None:
         if caller.alive and not caller.stopping:
             self.lost += 1
         caller.alive = False
@@ -272,7 +344,10 @@ async def open_call(
     return caller
 
 
-async def hang_up(caller: Caller) -> None:
+async def hang_up(caller: Caller | SipCaller) -> None:
+    if isinstance(caller, SipCaller):
+        await caller.hang_up()
+        return
     caller.stopping = True
     caller.alive = False
     with contextlib.suppress(ConnectionClosed):
@@ -296,6 +371,319 @@ async def hang_up(caller: Caller) -> None:
             await caller.reader
 
 
+# ---- SIP callers (a bench-only UAC) ----------------------------------------------------
+#
+# Just enough SIP over UDP to place a call at the edge and hang it up: INVITE (retransmitted
+# on T1 doubling while nothing answers), ACK, BYE both ways. No authentication (the edge
+# admits 127.0.0.1 without a digest), no TCP, no forking, no re-INVITE.
+
+_COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact", "l": "content-length"}
+
+
+@dataclass(frozen=True)
+class SipMessage:
+    """One SIP message as text: its first line, headers (names lower-cased, in order), body."""
+
+    first_line: str
+    headers: list[tuple[str, str]]
+    body: str
+
+    @classmethod
+    def parse(cls, data: bytes) -> SipMessage:
+        head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+        lines = head.split("\r\n")
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                key = name.strip().lower()
+                headers.append((_COMPACT.get(key, key), value.strip()))
+        return cls(lines[0], headers, body)
+
+    def header(self, name: str) -> str:
+        return next((v for n, v in self.headers if n == name), "")
+
+    @property
+    def status(self) -> int:
+        """The response's status code; 0 for a request."""
+        parts = self.first_line.split()
+        if self.first_line.startswith("SIP/2.0") and len(parts) > 1 and parts[1].isdigit():
+            return int(parts[1])
+        return 0
+
+    @property
+    def method(self) -> str:
+        """A request's method, or the method in a response's CSeq."""
+        if self.status:
+            return (self.header("cseq").split() or [""])[-1].upper()
+        return (self.first_line.split() or [""])[0].upper()
+
+    def response(self, status: int, reason: str) -> str:
+        """Our response to this request (the edge's BYE)."""
+        keep = [f"{n}: {v}" for n, v in self.headers if n in ("via", "from", "to", "call-id", "cseq")]
+        return "\r\n".join([f"SIP/2.0 {status} {reason}", *keep, "Content-Length: 0"]) + "\r\n\r\n"
+
+
+def sdp_offer(rtp: Address) -> str:
+    """PCMU and telephone-event at 20 ms, received on `rtp`."""
+    host, port = rtp
+    return (
+        f"v=0\r\no=bench {secrets.randbits(31)} 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+
+
+def answered_rtp(sdp: str) -> Address | None:
+    """Where the answer wants our RTP: its `c=` host and `m=audio` port (None if it names none)."""
+    host = re.search(r"^c=IN IP4 (\S+)", sdp, re.MULTILINE)
+    port = re.search(r"^m=audio (\d+) ", sdp, re.MULTILINE)
+    if host is None or port is None or port.group(1) == "0":
+        return None
+    return host.group(1), int(port.group(1))
+
+
+class SipDialog:
+    """One call's SIP state on the caller's side, fed by `SipUac` (no I/O of its own)."""
+
+    def __init__(self, local: Address, uri: str, index: int) -> None:
+        self.local = local
+        self.uri = uri  # the INVITE's request-URI
+        self.target = ""  # the request-URI once answered: the edge's Contact
+        self.call_id = f"bench-{index}-{secrets.token_hex(6)}"
+        self.user = f"caller{index}"
+        self.from_tag = secrets.token_hex(4)
+        self.to_tag = ""
+        self.heard = asyncio.Event()  # any response to the INVITE: stop retransmitting it
+        self.final: asyncio.Future[SipMessage] = asyncio.get_running_loop().create_future()
+        self.bye_answered = asyncio.Event()
+        self.remote_bye = asyncio.Event()  # the edge hung up
+        self.on_remote_bye: Callable[[], None] | None = None
+
+    def request(self, method: str, cseq: int, body: str = "", branch: str = "", to: str = "") -> str:
+        host, port = self.local
+        to = to or f"<{self.uri}>" + (f";tag={self.to_tag}" if self.to_tag else "")
+        lines = [
+            f"{method} {self.target or self.uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP {host}:{port};rport;branch={branch or 'z9hG4bK' + secrets.token_hex(8)}",
+            "Max-Forwards: 70",
+            f"From: <sip:{self.user}@{host}:{port}>;tag={self.from_tag}",
+            f"To: {to}",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:{self.user}@{host}:{port}>",
+            "User-Agent: voicemesh-bench",
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body.encode())}")
+        return "\r\n".join(lines) + "\r\n\r\n" + body
+
+    def answered(self, ok: SipMessage) -> None:
+        """The 200 OK: the dialog's remote tag and where in-dialog requests go."""
+        self.to_tag = ok.header("to").partition(";tag=")[2].split(";")[0].strip()
+        contact = re.search(r"<([^>]+)>", ok.header("contact"))
+        self.target = contact.group(1) if contact else self.uri
+
+
+class SipUac(asyncio.DatagramProtocol):
+    """The bench's SIP user agent client: one UDP socket placing every call at `edge`,
+    messages routed to their call by Call-ID."""
+
+    def __init__(self, edge: Address) -> None:
+        self.edge = edge
+        self.dialogs: dict[str, SipDialog] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+        self.stray = 0  # messages for no call we have
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, local_addr=(HOST, 0))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def local(self) -> Address:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")[:2]
+
+    def send(self, text: str, to: Address | None = None) -> None:
+        assert self.transport is not None
+        self.transport.sendto(text.encode(), to or self.edge)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP from the edge not listening (it stopped): the timeouts say so
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        msg = SipMessage.parse(data)
+        dialog = self.dialogs.get(msg.header("call-id"))
+        if msg.status == 0:  # a request from the edge
+            if msg.method == "ACK":
+                return
+            if dialog is None or msg.method != "BYE":
+                self.stray += dialog is None
+                no = (481, "Call/Transaction Does Not Exist") if dialog is None else (501, "Not Implemented")
+                self.send(msg.response(*no), addr)
+                return
+            self.send(msg.response(200, "OK"), addr)
+            if not dialog.remote_bye.is_set():
+                dialog.remote_bye.set()
+                if dialog.on_remote_bye is not None:
+                    dialog.on_remote_bye()
+            return
+        if dialog is None:
+            self.stray += 1
+        elif msg.method == "INVITE":
+            dialog.heard.set()
+            if msg.status >= 200 and not dialog.final.done():
+                dialog.final.set_result(msg)
+            elif 200 <= msg.status < 300:  # the 200 again: our ACK went missing
+                self.send(dialog.request("ACK", 1))
+        elif msg.method == "BYE" and msg.status >= 200:
+            dialog.bye_answered.set()
+
+    async def call(self, index: int, rtp: Address) -> tuple[SipDialog, Address]:
+        """Place call `index` with an offer naming `rtp`; its dialog (the 200 ACKed) and
+        where its RTP goes. CallFailed on a final non-2xx, no 200 within READY_TIMEOUT_S,
+        or an answer that names no audio address."""
+        loop = asyncio.get_running_loop()
+        dialog = SipDialog(self.local, f"sip:{SIP_AGENT}@{self.edge[0]}:{self.edge[1]}", index)
+        self.dialogs[dialog.call_id] = dialog
+        branch = "z9hG4bK" + secrets.token_hex(8)
+        invite = dialog.request("INVITE", 1, sdp_offer(rtp), branch=branch)
+        deadline = loop.time() + READY_TIMEOUT_S
+        interval = SIP_T1_S
+        try:
+            while not dialog.final.done():
+                left = deadline - loop.time()
+                if left <= 0:
+                    heard = "only provisional responses" if dialog.heard.is_set() else "no response"
+                    raise CallFailed(f"no final response to the INVITE in {READY_TIMEOUT_S:.0f} s ({heard})")
+                if not dialog.heard.is_set():
+                    self.send(invite)
+                await asyncio.wait([dialog.final], timeout=min(interval, left))
+                interval *= 2
+            final = dialog.final.result()
+            if final.status >= 300:  # its ACK is part of the INVITE's transaction (§17.1.1.3)
+                self.send(dialog.request("ACK", 1, branch=branch, to=final.header("to")))
+                raise CallFailed(f"the INVITE was refused: {final.first_line}")
+            dialog.answered(final)
+            self.send(dialog.request("ACK", 1))
+            remote = answered_rtp(final.body)
+            if remote is None:
+                await self.bye(dialog)
+                raise CallFailed(f"the 200 OK's SDP names no audio address: {final.body[:200]!r}")
+        except BaseException:
+            self.dialogs.pop(dialog.call_id, None)
+            raise
+        return dialog, remote
+
+    async def bye(self, dialog: SipDialog) -> bool:
+        """Hang up (BYE, retransmitted until answered); True once answered or the edge's BYE
+        crossed ours."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BYE_TIMEOUT_S
+        request = dialog.request("BYE", 2)
+        interval = SIP_T1_S
+        try:
+            while not (dialog.bye_answered.is_set() or dialog.remote_bye.is_set()):
+                if loop.time() >= deadline:
+                    return False
+                self.send(request)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(interval, deadline - loop.time())):
+                        await dialog.bye_answered.wait()
+                interval = min(2 * interval, SIP_T2_S)
+            return True
+        finally:
+            self.dialogs.pop(dialog.call_id, None)
+
+
+class RtpDrain(asyncio.DatagramProtocol):
+    """A caller's RTP socket: what the edge sends is read and dropped; the agent's talk
+    spurts (PCMU packets with the marker bit) are counted."""
+
+    def __init__(self, on_spurt: Callable[[], None]) -> None:
+        self.on_spurt = on_spurt
+        self.received = 0
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.received += 1
+        if len(data) >= 12 and data[0] >> 6 == 2 and data[1] == 0x80 | PCMU:
+            self.on_spurt()
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP for a packet we sent: UDP carries on
+
+
+class SipCaller:
+    """One SIP call on the shared ticker: its dialog, its RTP socket, where its packets go
+    (the edge's RTP port, or a relay in front of it) and where it is in the script."""
+
+    def __init__(
+        self,
+        uac: SipUac,
+        dialog: SipDialog,
+        rtp: asyncio.DatagramTransport,
+        drain: RtpDrain,
+        edge_rtp: Address,
+        frames: list[bytes],
+        offset: int,
+    ) -> None:
+        self.uac, self.dialog, self.rtp, self.drain = uac, dialog, rtp, drain
+        self.edge_rtp = edge_rtp
+        self.send_to = edge_rtp
+        self.frames = frames
+        self.pos = offset % len(frames)
+        self.ssrc = secrets.randbits(32)
+        self.seq = secrets.randbits(16)
+        self.ts = secrets.randbits(32)
+        self.marker = 0x80  # on the first packet only: the stream starts once
+        self.alive = True
+        self.stopping = False
+        self.reader: asyncio.Task[None] | None = None  # (RTP is read by `drain`)
+
+    def send_frame(self) -> None:
+        """The next 20 ms as one RTP packet (seq + 1, timestamp + 160)."""
+        header = struct.pack("!BBHII", 0x80, self.marker | PCMU, self.seq, self.ts, self.ssrc)
+        self.rtp.sendto(header + self.frames[self.pos], self.send_to)
+        self.marker = 0
+        self.pos = (self.pos + 1) % len(self.frames)
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.ts = (self.ts + ULAW_FRAME) & 0xFFFFFFFF
+
+    async def hang_up(self) -> None:
+        self.stopping = True
+        self.alive = False
+        try:
+            if not self.dialog.remote_bye.is_set():
+                await self.uac.bye(self.dialog)
+        finally:
+            self.uac.dialogs.pop(self.dialog.call_id, None)
+            self.rtp.close()
+
+
+async def open_sip_call(uac: SipUac, script: Script, index: int, gen: LoadGenerator) -> SipCaller:
+    """Call `index`, answered: its RTP socket bound, the 200 OK ACKed. CallFailed if not."""
+    loop = asyncio.get_running_loop()
+    rtp, drain = await loop.create_datagram_endpoint(lambda: RtpDrain(gen.reply_heard), local_addr=(HOST, 0))
+    try:
+        dialog, edge_rtp = await uac.call(index, rtp.get_extra_info("sockname")[:2])
+    except BaseException as exc:
+        rtp.close()
+        if isinstance(exc, CallFailed | OSError):
+            raise CallFailed(f"call {index} did not start: {exc}") from None
+        raise
+    offset = int(len(script.ulaw) * ((index * 0.6180339887) % 1.0))  # callers out of step
+    caller = SipCaller(uac, dialog, rtp, drain, edge_rtp, script.ulaw, offset)
+    dialog.on_remote_bye = lambda: gen.mark_lost(caller)
+    return caller
+
+
 # ---- measuring -------------------------------------------------------------------------
 
 
@@ -315,6 +703,10 @@ class Scrape:
     dropped: dict[str, float]
     errors: dict[str, float]
     active: float
+    # transport="sip" only; a name is missing when the edge exports no such series
+    sip_histograms: dict[str, dict[float, float]] = field(default_factory=dict)  # name -> le -> count
+    sip_counters: dict[str, float] = field(default_factory=dict)  # name (with _total) -> value
+    families: set[str] = field(default_factory=set)  # metric families the edge declares (no _total)
 
 
 def scrape(metrics_url: str, pids: dict[str, int]) -> Scrape:
@@ -323,9 +715,18 @@ def scrape(metrics_url: str, pids: dict[str, int]) -> Scrape:
     stages: dict[str, dict[float, float]] = {}
     dropped: dict[str, float] = {}
     errors: dict[str, float] = {}
+    sip_histograms: dict[str, dict[float, float]] = {}
+    sip_counters: dict[str, float] = {}
+    families: set[str] = set()
     active = 0.0
     for family in text_string_to_metric_families(text):
+        families.add(family.name)
         for s in family.samples:
+            sip = s.labels.get("transport") == "sip"
+            if sip and s.name.endswith("_bucket") and s.name.removesuffix("_bucket") in SIP_HISTOGRAMS:
+                sip_histograms.setdefault(s.name.removesuffix("_bucket"), {})[float(s.labels["le"])] = s.value
+            elif sip and s.name in SIP_COUNTERS:
+                sip_counters[s.name] = sip_counters.get(s.name, 0.0) + s.value
             if s.name == "voicemesh_frame_processing_seconds_bucket":
                 buckets.setdefault(s.labels["transport"], {})[float(s.labels["le"])] = s.value
             elif s.name == "voicemesh_stage_latency_seconds_bucket":
@@ -337,7 +738,18 @@ def scrape(metrics_url: str, pids: dict[str, int]) -> Scrape:
             elif s.name == "voicemesh_sessions_active":
                 active = s.value
     cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    return Scrape(time.monotonic(), cpu, buckets, stages, dropped, errors, active)
+    return Scrape(
+        time.monotonic(),
+        cpu,
+        buckets,
+        stages,
+        dropped,
+        errors,
+        active,
+        sip_histograms,
+        sip_counters,
+        families,
+    )
 
 
 def histogram_quantile(q: float, cumulative: list[tuple[float, float]]) -> float:
@@ -479,6 +891,228 @@ def row(s: Step) -> str:
     return " ".join(f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True)) + f"  {extra}"
 
 
+# ---- the SIP jitter buffer under network jitter ----------------------------------------
+
+
+@dataclass
+class JitterLevel:
+    """One level of `--jitter`: what the edge's SIP jitter buffer did with it."""
+
+    jitter_ms: float  # the relay's upstream Impairment(jitter_ms=...)
+    calls: int  # calls that ran (concurrently)
+    failed: int
+    failure: str  # the first failed call's reason
+    seeds: list[int]
+    window_s: float  # the histograms' window
+    calls_s: float  # from the scrape before the calls to the one after the edge ended them
+    # p50/p95/p99 (delay), p50/p95 (depth), p50 (the edge's jitter estimate) in ms over the
+    # window; None: the edge exports no such series; NaN: nothing observed in the window
+    delay_ms: dict[str, float] | None
+    delay_count: float
+    depth_ms: dict[str, float] | None
+    edge_jitter_ms: dict[str, float] | None
+    frames: float  # SIP frames the edge processed over the calls
+    # over the calls; None: the edge exports no such counter
+    concealed: float | None
+    late: float | None
+    lost: float | None
+    relay_up: dict[str, int] = field(default_factory=dict)  # summed over the calls' relays
+    relay_down: dict[str, int] = field(default_factory=dict)
+    heard_back: int = 0  # RTP packets the edge sent that reached the callers
+    lost_calls: int = 0  # the edge hung up on us during the level
+
+
+def _quantiles_ms(
+    name: str, a: Scrape, b: Scrape, qs: tuple[float, ...]
+) -> tuple[dict[str, float] | None, float]:
+    """{"p50": ms, ...} of a transport="sip" histogram between two scrapes, and its count;
+    (None, 0) when the edge does not declare it (declared without a sip series: NaNs, 0)."""
+    if name not in b.families:
+        return None, 0.0
+    cumulative = window_buckets(b.sip_histograms.get(name, {}), a.sip_histograms.get(name, {}))
+    count = cumulative[-1][1] if cumulative else 0.0
+    return {f"p{round(q * 100)}": histogram_quantile(q, cumulative) * 1000 for q in qs}, count
+
+
+def _counter(name: str, a: Scrape, b: Scrape) -> float | None:
+    """A transport="sip" counter's growth between two scrapes; None when the edge does not
+    declare it (declared without a sip series yet: nothing counted, 0)."""
+    if name.removesuffix("_total") not in b.families:
+        return None
+    return b.sip_counters.get(name, 0.0) - a.sip_counters.get(name, 0.0)
+
+
+def _lane(stats: LaneStats, into: dict[str, int]) -> None:
+    imp = stats.impairment
+    for key, value in (
+        ("packets_in", imp.packets_in),
+        ("delayed", imp.delayed),
+        ("dropped", imp.dropped),
+        ("sent", stats.sent),
+        ("overflow", stats.overflow),
+        ("unroutable", stats.unroutable),
+    ):
+        into[key] = into.get(key, 0) + value
+
+
+async def jitter_level(
+    level_ms: float,
+    edge: EdgeAddress,
+    pids: dict[str, int],
+    script: Script,
+    args: argparse.Namespace,
+    first_index: int,
+) -> JitterLevel:
+    """`--jitter-calls` concurrent SIP calls, each through its own relay adding up to
+    `level_ms` of uniform jitter upstream, streaming for WARMUP_S + `--seconds`."""
+    uac = SipUac(edge.sip_address)
+    await uac.start()
+    gen = LoadGenerator()
+    relays: list[UdpImpairmentRelay] = []
+    seeds = [args.seed + i for i in range(args.jitter_calls)]
+    before = await wait_idle(edge, pids)
+    ticker = asyncio.create_task(gen.run(), name="ticker")
+
+    async def one(i: int) -> SipCaller:
+        caller = await open_sip_call(uac, script, first_index + i, gen)
+        relay = UdpImpairmentRelay(caller.edge_rtp, upstream=Impairment(jitter_ms=level_ms), seed=seeds[i])
+        try:
+            await relay.start()
+        except OSError as exc:
+            await caller.hang_up()
+            raise CallFailed(f"the relay did not start: {exc}") from None
+        relays.append(relay)
+        caller.send_to = relay.address  # the edge latches onto the relay with the first packet
+        gen.callers.append(caller)
+        return caller
+
+    failures: list[str] = []
+    try:
+        opened = await asyncio.gather(*(one(i) for i in range(args.jitter_calls)), return_exceptions=True)
+        failures = [str(x) or repr(x) for x in opened if isinstance(x, BaseException)]
+        if gen.callers:  # else nothing to wait for: the row says why
+            await asyncio.sleep(WARMUP_S)
+        a = await asyncio.to_thread(scrape, edge.metrics_url, pids)
+        if gen.callers:
+            await asyncio.sleep(args.seconds)
+        b = await asyncio.to_thread(scrape, edge.metrics_url, pids)
+    finally:
+        await asyncio.gather(*(hang_up(c) for c in gen.callers), return_exceptions=True)
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        for relay in relays:
+            await relay.aclose()
+        uac.close()
+    after = await wait_idle(edge, pids)
+    up: dict[str, int] = {}
+    down: dict[str, int] = {}
+    for relay in relays:
+        _lane(relay.stats.upstream, up)
+        _lane(relay.stats.downstream, down)
+    delay, delay_count = _quantiles_ms(JITTER_DELAY, a, b, (0.50, 0.95, 0.99))
+    depth, _ = _quantiles_ms(JITTER_DEPTH, a, b, (0.50, 0.95))
+    measured, _ = _quantiles_ms(MEDIA_JITTER, a, b, (0.50,))
+    frames = window_buckets(after.buckets.get("sip", {}), before.buckets.get("sip", {}))
+    return JitterLevel(
+        jitter_ms=level_ms,
+        calls=len(gen.callers),
+        failed=len(failures),
+        failure=failures[0] if failures else "",
+        seeds=seeds,
+        window_s=b.at - a.at,
+        calls_s=after.at - before.at,
+        delay_ms=delay,
+        delay_count=delay_count,
+        depth_ms=depth,
+        edge_jitter_ms=measured,
+        frames=frames[-1][1] if frames else 0.0,
+        concealed=_counter(CONCEALED, before, after),
+        late=_counter(LATE, before, after),
+        lost=_counter(LOST, before, after),
+        relay_up=up,
+        relay_down=down,
+        heard_back=sum(c.drain.received for c in gen.callers if isinstance(c, SipCaller)),
+        lost_calls=gen.lost,
+    )
+
+
+def _ms(values: dict[str, float] | None, keys: tuple[str, ...], unit: str = "") -> str:
+    if values is None:
+        return "not exported"
+    if all(math.isnan(values[k]) for k in keys):
+        return "no samples"
+    return "/".join(f"{values[k]:.1f}" for k in keys) + unit
+
+
+def _count(value: float | None) -> str:
+    return "absent" if value is None else f"{value:.0f}"
+
+
+JITTER_COLUMNS = (
+    ("jitter", 6),
+    ("calls", 5),
+    ("edge jitter p50", 15),
+    ("delay p50/p95/p99 ms", 20),
+    ("depth p50/p95 ms", 16),
+    ("frames", 7),
+    ("concealed", 9),
+    ("late", 6),
+    ("lost", 6),
+    ("relay up in/delayed/sent", 24),
+)
+
+
+def jitter_row(j: JitterLevel) -> str:
+    cells = (
+        f"{j.jitter_ms:.0f} ms",
+        f"{j.calls}",
+        _ms(j.edge_jitter_ms, ("p50",), " ms"),
+        _ms(j.delay_ms, ("p50", "p95", "p99")),
+        _ms(j.depth_ms, ("p50", "p95")),
+        f"{j.frames:.0f}",
+        _count(j.concealed),
+        _count(j.late),
+        _count(j.lost),
+        f"{j.relay_up.get('packets_in', 0)}/{j.relay_up.get('delayed', 0)}/{j.relay_up.get('sent', 0)}",
+    )
+    line = " ".join(f"{c:>{w}}" for c, (_, w) in zip(cells, JITTER_COLUMNS, strict=True))
+    notes = []
+    if j.failed:
+        notes.append(f"{j.failed} calls failed, the first: {j.failure}")
+    if j.lost_calls:
+        notes.append(f"{j.lost_calls} calls hung up by the edge")
+    if j.relay_up.get("overflow") or j.relay_down.get("overflow"):
+        notes.append("relay overflowed")
+    if j.delay_ms is not None and j.calls:
+        notes.append(f"{j.delay_count:.0f} delays observed")
+    return line + ("  " + "; ".join(notes) if notes else "")
+
+
+async def run_jitter(
+    edge: EdgeAddress, pids: dict[str, int], script: Script, args: argparse.Namespace, procs: Processes
+) -> list[JitterLevel]:
+    print(
+        f"\nsip jitter buffer: per level {args.jitter_calls} concurrent calls, each through its own "
+        f"relay (upstream jitter uniform in [0, level] ms, seeds {args.seed}..{args.seed + args.jitter_calls - 1}; "
+        f"none downstream); histograms over {args.seconds:.0f} s after {WARMUP_S:.0f} s warm-up, "
+        "counts over the whole calls",
+        flush=True,
+    )
+    print(" ".join(f"{name:>{width}}" for name, width in JITTER_COLUMNS) + "  notes", flush=True)
+    levels = []
+    for n, level in enumerate(args.jitter):
+        procs.check()
+        result = await jitter_level(level, edge, pids, script, args, 100_000 + n * args.jitter_calls)
+        levels.append(result)
+        print(jitter_row(result), flush=True)
+    if any(j.delay_ms is None for j in levels):
+        print(f"  {JITTER_DELAY} is not exported by this edge (yet)")
+    if any(j.late is None for j in levels):
+        print(f"  {LATE} is not exported by this edge: late shows 'absent'")
+    return levels
+
+
 # ---- the processes ---------------------------------------------------------------------
 
 
@@ -489,6 +1123,12 @@ class EdgeAddress:
     grpc_port: int
     token: str
     twilio_token: str
+    sip_port: int
+    rtp_ports: tuple[int, int]
+
+    @property
+    def sip_address(self) -> Address:
+        return (HOST, self.sip_port)
 
     @property
     def native_url(self) -> str:
@@ -552,7 +1192,42 @@ class Processes:
             server.stop()
 
 
-def start_all(procs: Processes, max_calls: int) -> EdgeAddress:
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_sip_port() -> int:
+    """A port free for both TCP and UDP (the edge listens for SIP on both)."""
+    for _ in range(50):
+        port = free_port()
+        if _udp_free(port):
+            return port
+    raise RuntimeError("found no port free for both TCP and UDP for the edge's SIP")
+
+
+def free_rtp_range(calls: int) -> tuple[int, int]:
+    """(min, max) for VOICEMESH_RTP_PORT_MIN/MAX: `calls` even ports with the odd ones above,
+    all free now, below the ephemeral range (where this process's own sockets land)."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    span = 2 * calls
+    top = ephemeral - span if ephemeral - span > 10000 else 65536 - span
+    rng = random.Random()
+    for _ in range(50):
+        low = rng.randrange(10000 if top > 10000 else 1024, top) & ~1
+        if all(_udp_free(port) for port in range(low, low + span)):
+            return low, low + span - 1
+    raise RuntimeError(f"found no {span} free UDP ports in a row for the edge's RTP")
+
+
+def start_all(procs: Processes, max_calls: int, sip_calls: int) -> EdgeAddress:
     valkey = procs.server(valkey_server(log_path=procs.logs / "valkey.log"))
     nats = procs.server(nats_server(procs.home / "nats", log_path=procs.logs / "nats.log"))
     port_file = procs.home / "peers.json"
@@ -565,7 +1240,13 @@ def start_all(procs: Processes, max_calls: int) -> EdgeAddress:
         time.sleep(0.05)
     peers = json.loads(port_file.read_text())
     edge = EdgeAddress(
-        free_port(), free_port(), free_port(), secrets.token_urlsafe(24), secrets.token_hex(16)
+        free_port(),
+        free_port(),
+        free_port(),
+        secrets.token_urlsafe(24),
+        secrets.token_hex(16),
+        free_sip_port(),
+        free_rtp_range(sip_calls + RTP_SPARE_PORTS),
     )
     env = dict(os.environ)
     env.update(
@@ -582,6 +1263,11 @@ def start_all(procs: Processes, max_calls: int) -> EdgeAddress:
             "VOICEMESH_TWILIO_AUTH_TOKEN": edge.twilio_token,
             "VOICEMESH_TWILIO_STREAM_URL": edge.twilio_url,
             "VOICEMESH_CAPACITY": str(max_calls),
+            "VOICEMESH_SIP_ENABLED": "true",
+            "VOICEMESH_SIP_HOST": HOST,
+            "VOICEMESH_SIP_PORT": str(edge.sip_port),
+            "VOICEMESH_RTP_PORT_MIN": str(edge.rtp_ports[0]),
+            "VOICEMESH_RTP_PORT_MAX": str(edge.rtp_ports[1]),
             "VOICEMESH_DRAIN_TIMEOUT_S": "5",
             "VOICEMESH_LOG_FORMAT": "json",
         }
@@ -632,6 +1318,10 @@ async def run_transport(
     label = TRANSPORT_LABEL[kind]
     twilio = kind == "twilio"
     gen = LoadGenerator()
+    uac: SipUac | None = None
+    if kind == "sip":
+        uac = SipUac(edge.sip_address)
+        await uac.start()
     ticker = asyncio.create_task(gen.run(), name="ticker")
     steps: list[Step] = []
     print(
@@ -647,14 +1337,18 @@ async def run_transport(
             missing = calls - len(gen.callers)
             gate = asyncio.Semaphore(OPEN_AT_ONCE)
 
-            async def one(i: int, gate: asyncio.Semaphore = gate) -> Caller:
+            async def one(i: int, gate: asyncio.Semaphore = gate) -> Caller | SipCaller:
                 async with gate:
-                    return await open_call(edge, twilio, script, i, gen)
+                    if uac is None:
+                        return await open_call(edge, twilio, script, i, gen)
+                    caller = await open_sip_call(uac, script, i, gen)
+                    gen.callers.append(caller)  # at once: the edge's jitter buffer is waiting
+                    return caller
 
             opened = await asyncio.gather(*(one(index + i) for i in range(missing)), return_exceptions=True)
             index += missing
-            failures = [str(x) for x in opened if isinstance(x, BaseException)]
-            gen.callers.extend(c for c in opened if isinstance(c, Caller))
+            failures = [str(x) or repr(x) for x in opened if isinstance(x, BaseException)]
+            gen.callers.extend(c for c in opened if isinstance(c, Caller))  # SIP ones are in already
             if failures:
                 print(f"  {len(failures)} of {missing} new calls failed: {failures[0]}", flush=True)
                 break
@@ -682,14 +1376,28 @@ async def run_transport(
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
+        if uac is not None:
+            uac.close()
     if gen.edge_errors:
         print(f"  the edge sent errors: {dict(gen.edge_errors)}")
-    deadline = time.monotonic() + 15
-    while (
-        await asyncio.to_thread(scrape, edge.metrics_url, pids)
-    ).active > 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    if uac is not None and uac.stray:
+        print(f"  {uac.stray} SIP messages for no call of ours")
+    await wait_idle(edge, pids)
     return steps
+
+
+async def wait_idle(edge: EdgeAddress, pids: dict[str, int], timeout_s: float = 15.0) -> Scrape:
+    """Scrape until the edge serves no session (or `timeout_s` pass); the last scrape."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = await asyncio.to_thread(scrape, edge.metrics_url, pids)
+        if now.active <= 0 or time.monotonic() > deadline:
+            if now.active > 0:
+                print(
+                    f"  the edge still serves {now.active:.0f} sessions {timeout_s:.0f} s after the hang-ups"
+                )
+            return now
+        await asyncio.sleep(0.2)
 
 
 def summary(kind: str, steps: list[Step], largest: int) -> tuple[str, float]:
@@ -724,10 +1432,13 @@ def summary(kind: str, steps: list[Step], largest: int) -> tuple[str, float]:
     return line, top.per_call_pct
 
 
-
 async def bench(args: argparse.Namespace, procs: Processes) -> dict[str, object]:
     script = load_script(PAUSE_S, args.line_noise_rms)
-    edge = start_all(procs, max(args.steps) + 10)
+    kinds = TRANSPORTS.get(args.transport, (args.transport,)) if args.transport else ()
+    largest = max(args.steps) if kinds else 0
+    jitter_calls = args.jitter_calls if args.jitter else 0
+    sip_calls = max(largest if "sip" in kinds else 0, jitter_calls)
+    edge = start_all(procs, max(largest, jitter_calls) + 10, sip_calls)
     await wait_serving(procs, edge)
     pids = {
         "edge": procs.children["media-edge"].pid,
@@ -752,16 +1463,26 @@ async def bench(args: argparse.Namespace, procs: Processes) -> dict[str, object]
     b = await asyncio.to_thread(scrape, edge.metrics_url, pids)
     idle = (b.cpu["edge"] - a.cpu["edge"]) / (b.at - a.at)
     print(f"edge idle (no calls): {idle:.1%} of a core")
+    print(
+        f"edge sip: udp {HOST}:{edge.sip_port}, rtp ports {edge.rtp_ports[0]}-{edge.rtp_ports[1]}; "
+        f"callers ask for sip:{SIP_AGENT}@{HOST}:{edge.sip_port}"
+    )
     results: dict[str, list[Step]] = {}
-    for kind in ("native", "twilio") if args.transport == "both" else (args.transport,):
+    for kind in kinds:
         results[kind] = await run_transport(kind, edge, pids, script, args, procs)
+    jitter = await run_jitter(edge, pids, script, args, procs) if args.jitter else []
     print()
     per_call: dict[str, float] = {}
     for kind, steps in results.items():
+        if not steps:
+            print(f"{kind}: no step measured (the first step's calls did not start)")
+            continue
         line, per_call[kind] = summary(kind, steps, max(args.steps))
         print(line)
-    if len(per_call) == 2 and not any(math.isnan(v) for v in per_call.values()):
-        print(f"twilio / native CPU per call: {per_call['twilio'] / per_call['native']:.2f}x")
+    native = per_call.get("native", math.nan)
+    for kind, value in per_call.items():
+        if kind != "native" and not math.isnan(value) and not math.isnan(native):
+            print(f"{kind} / native CPU per call: {value / native:.2f}x")
     problems = edge_log_summary(procs.logs / "media-edge.log")
     print("\nedge log warnings/errors:" + ("" if problems else " none"))
     for line in problems:
@@ -771,14 +1492,47 @@ async def bench(args: argparse.Namespace, procs: Processes) -> dict[str, object]
         "cpu": cpu_model(),
         "edge_idle_core": idle,
         "steps": {k: [asdict(s) for s in v] for k, v in results.items()},
+        "jitter": [asdict(j) for j in jitter],
     }
+
+
+def jitter_levels(text: str) -> list[float]:
+    """`"0,20,40"` -> [0.0, 20.0, 40.0] (ms, each >= 0, in the order given)."""
+    try:
+        levels = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected milliseconds, comma-separated, e.g. 0,20,40"
+        ) from None
+    if not levels or any(not 0 <= v < 10_000 for v in levels):
+        raise argparse.ArgumentTypeError(f"{text!r}: each level must be milliseconds in [0, 10000)")
+    return levels
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--transport", choices=("native", "twilio", "both"), default="both")
+    parser.add_argument(
+        "--transport",
+        choices=("native", "twilio", "sip", "both", "all"),
+        help="both = native, twilio (the default without --jitter); all = native, twilio, sip",
+    )
+    parser.add_argument(
+        "--jitter",
+        nargs="?",
+        const=",".join(f"{v:g}" for v in DEFAULT_JITTER_MS),
+        type=jitter_levels,
+        help="measure the SIP jitter buffer at these upstream jitter levels, ms, comma-separated "
+        "(alone: %(const)s); with --transport as well, after the transports",
+    )
+    parser.add_argument(
+        "--jitter-calls",
+        type=int,
+        default=3,
+        help="concurrent SIP calls per jitter level (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="the first relay's seed (default %(default)s)")
     parser.add_argument(
         "--steps",
         type=lambda s: sorted({int(x) for x in s.split(",")}),
@@ -797,6 +1551,12 @@ def main() -> int:
     args = parser.parse_args()
     if min(args.steps) < 1:
         parser.error("--steps must be positive")
+    if args.jitter_calls < 1:
+        parser.error("--jitter-calls must be at least 1")
+    if args.seconds <= 0:
+        parser.error("--seconds must be positive")
+    if args.transport is None and not args.jitter:
+        args.transport = "both"
     home = Path(tempfile.mkdtemp(prefix="voicemesh-edge-bench-"))
     procs = Processes(home)
 
