@@ -10,7 +10,7 @@ places. Every call streams the caller fixtures (tests/e2e/fixtures/caller_*.wav)
 followed by 1.5 s of silence, in a loop, one 20 ms frame per call on one shared ticker;
 what the edge sends back is read (Twilio marks are echoed) and discarded.
 
-SIP calls come from a small UAC written here (no SIPp: its packets must ride the same
+SIP calls come from `voicemesh.cli.sipcaller` (no SIPp: their packets must ride the same
 ticker): INVITE to `sip:bench@<edge>` (the request-URI's user names the agent) offering
 PCMU/0 and telephone-event/101 at 20 ms on the call's own RTP socket, retransmitted on
 T1 = 0.5 s doubling until anything comes back; the 200 OK is ACKed, its SDP says where RTP
@@ -46,8 +46,9 @@ carries both directions. Per level, from the edge's /metrics:
   the relay's jitter reached it;
 - `voicemesh_media_frames_{concealed,late,lost}_total{transport="sip"}` and the SIP frames
   processed, over the whole calls (scraped before they start and after the edge has ended
-  them: the SIP port folds aiortp's loss and concealment counts into the metrics only on
-  an RTCP receiver report, which this caller never sends, or at the end of the call);
+  them: the SIP port folds its counts into the metrics once a second and at the end of the
+  call; loss is RFC 3550's, packets expected by sequence number less those received, so a
+  reordered packet still in flight when the call ends counts as lost);
 - the relays' own counts (packets in, delayed, sent, overflowed).
 
 Prints figures; never fails on time. `--json FILE` also writes them.
@@ -69,7 +70,6 @@ import math
 import os
 import platform
 import random
-import re
 import secrets
 import shutil
 import signal
@@ -84,7 +84,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 from figures import cpu_model
@@ -97,6 +96,7 @@ from voicemesh.audio.g711 import ulaw_encode
 from voicemesh.audio.resample import resample
 from voicemesh.audio.wav import read_wav
 from voicemesh.cli.impair import Impairment, LaneStats, UdpImpairmentRelay
+from voicemesh.cli.sipcaller import SipCallFailed, SipDialog, SipUac
 from voicemesh.edge.twilio_signature import compute_signature
 from voicemesh.mesh.grpcutil import check_health
 from voicemesh.mesh.localservers import LocalServer, die_with_parent, free_port, nats_server, valkey_server
@@ -121,9 +121,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 Address = tuple[str, int]
 SIP_AGENT = "bench"  # the request-URI's user: an agent name (fakepeers serves any)
-SIP_T1_S = 0.5  # RFC 3261 T1: the INVITE's first retransmission interval, doubling
-SIP_T2_S = 4.0  # the most a non-INVITE request (our BYE) waits between retransmissions
-BYE_TIMEOUT_S = 8.0
 PCMU = 0
 RTP_SPARE_PORTS = 16  # even RTP ports beyond the largest step, for a port busy elsewhere
 # What the jitter mode reads, for transport="sip" (absent ones print "not exported").
@@ -371,236 +368,7 @@ async def hang_up(caller: Caller | SipCaller) -> None:
             await caller.reader
 
 
-# ---- SIP callers (a bench-only UAC) ----------------------------------------------------
-#
-# Just enough SIP over UDP to place a call at the edge and hang it up: INVITE (retransmitted
-# on T1 doubling while nothing answers), ACK, BYE both ways. No authentication (the edge
-# admits 127.0.0.1 without a digest), no TCP, no forking, no re-INVITE.
-
-_COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact", "l": "content-length"}
-
-
-@dataclass(frozen=True)
-class SipMessage:
-    """One SIP message as text: its first line, headers (names lower-cased, in order), body."""
-
-    first_line: str
-    headers: list[tuple[str, str]]
-    body: str
-
-    @classmethod
-    def parse(cls, data: bytes) -> SipMessage:
-        head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
-        lines = head.split("\r\n")
-        headers = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                key = name.strip().lower()
-                headers.append((_COMPACT.get(key, key), value.strip()))
-        return cls(lines[0], headers, body)
-
-    def header(self, name: str) -> str:
-        return next((v for n, v in self.headers if n == name), "")
-
-    @property
-    def status(self) -> int:
-        """The response's status code; 0 for a request."""
-        parts = self.first_line.split()
-        if self.first_line.startswith("SIP/2.0") and len(parts) > 1 and parts[1].isdigit():
-            return int(parts[1])
-        return 0
-
-    @property
-    def method(self) -> str:
-        """A request's method, or the method in a response's CSeq."""
-        if self.status:
-            return (self.header("cseq").split() or [""])[-1].upper()
-        return (self.first_line.split() or [""])[0].upper()
-
-    def response(self, status: int, reason: str) -> str:
-        """Our response to this request (the edge's BYE)."""
-        keep = [f"{n}: {v}" for n, v in self.headers if n in ("via", "from", "to", "call-id", "cseq")]
-        return "\r\n".join([f"SIP/2.0 {status} {reason}", *keep, "Content-Length: 0"]) + "\r\n\r\n"
-
-
-def sdp_offer(rtp: Address) -> str:
-    """PCMU and telephone-event at 20 ms, received on `rtp`."""
-    host, port = rtp
-    return (
-        f"v=0\r\no=bench {secrets.randbits(31)} 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
-        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
-    )
-
-
-def answered_rtp(sdp: str) -> Address | None:
-    """Where the answer wants our RTP: its `c=` host and `m=audio` port (None if it names none)."""
-    host = re.search(r"^c=IN IP4 (\S+)", sdp, re.MULTILINE)
-    port = re.search(r"^m=audio (\d+) ", sdp, re.MULTILINE)
-    if host is None or port is None or port.group(1) == "0":
-        return None
-    return host.group(1), int(port.group(1))
-
-
-class SipDialog:
-    """One call's SIP state on the caller's side, fed by `SipUac` (no I/O of its own)."""
-
-    def __init__(self, local: Address, uri: str, index: int) -> None:
-        self.local = local
-        self.uri = uri  # the INVITE's request-URI
-        self.target = ""  # the request-URI once answered: the edge's Contact
-        self.call_id = f"bench-{index}-{secrets.token_hex(6)}"
-        self.user = f"caller{index}"
-        self.from_tag = secrets.token_hex(4)
-        self.to_tag = ""
-        self.heard = asyncio.Event()  # any response to the INVITE: stop retransmitting it
-        self.final: asyncio.Future[SipMessage] = asyncio.get_running_loop().create_future()
-        self.bye_answered = asyncio.Event()
-        self.remote_bye = asyncio.Event()  # the edge hung up
-        self.on_remote_bye: Callable[[], None] | None = None
-
-    def request(self, method: str, cseq: int, body: str = "", branch: str = "", to: str = "") -> str:
-        host, port = self.local
-        to = to or f"<{self.uri}>" + (f";tag={self.to_tag}" if self.to_tag else "")
-        lines = [
-            f"{method} {self.target or self.uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP {host}:{port};rport;branch={branch or 'z9hG4bK' + secrets.token_hex(8)}",
-            "Max-Forwards: 70",
-            f"From: <sip:{self.user}@{host}:{port}>;tag={self.from_tag}",
-            f"To: {to}",
-            f"Call-ID: {self.call_id}",
-            f"CSeq: {cseq} {method}",
-            f"Contact: <sip:{self.user}@{host}:{port}>",
-            "User-Agent: voicemesh-bench",
-        ]
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body.encode())}")
-        return "\r\n".join(lines) + "\r\n\r\n" + body
-
-    def answered(self, ok: SipMessage) -> None:
-        """The 200 OK: the dialog's remote tag and where in-dialog requests go."""
-        self.to_tag = ok.header("to").partition(";tag=")[2].split(";")[0].strip()
-        contact = re.search(r"<([^>]+)>", ok.header("contact"))
-        self.target = contact.group(1) if contact else self.uri
-
-
-class SipUac(asyncio.DatagramProtocol):
-    """The bench's SIP user agent client: one UDP socket placing every call at `edge`,
-    messages routed to their call by Call-ID."""
-
-    def __init__(self, edge: Address) -> None:
-        self.edge = edge
-        self.dialogs: dict[str, SipDialog] = {}
-        self.transport: asyncio.DatagramTransport | None = None
-        self.stray = 0  # messages for no call we have
-
-    async def start(self) -> None:
-        await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, local_addr=(HOST, 0))
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    @property
-    def local(self) -> Address:
-        assert self.transport is not None
-        return self.transport.get_extra_info("sockname")[:2]
-
-    def send(self, text: str, to: Address | None = None) -> None:
-        assert self.transport is not None
-        self.transport.sendto(text.encode(), to or self.edge)
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP from the edge not listening (it stopped): the timeouts say so
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        msg = SipMessage.parse(data)
-        dialog = self.dialogs.get(msg.header("call-id"))
-        if msg.status == 0:  # a request from the edge
-            if msg.method == "ACK":
-                return
-            if dialog is None or msg.method != "BYE":
-                self.stray += dialog is None
-                no = (481, "Call/Transaction Does Not Exist") if dialog is None else (501, "Not Implemented")
-                self.send(msg.response(*no), addr)
-                return
-            self.send(msg.response(200, "OK"), addr)
-            if not dialog.remote_bye.is_set():
-                dialog.remote_bye.set()
-                if dialog.on_remote_bye is not None:
-                    dialog.on_remote_bye()
-            return
-        if dialog is None:
-            self.stray += 1
-        elif msg.method == "INVITE":
-            dialog.heard.set()
-            if msg.status >= 200 and not dialog.final.done():
-                dialog.final.set_result(msg)
-            elif 200 <= msg.status < 300:  # the 200 again: our ACK went missing
-                self.send(dialog.request("ACK", 1))
-        elif msg.method == "BYE" and msg.status >= 200:
-            dialog.bye_answered.set()
-
-    async def call(self, index: int, rtp: Address) -> tuple[SipDialog, Address]:
-        """Place call `index` with an offer naming `rtp`; its dialog (the 200 ACKed) and
-        where its RTP goes. CallFailed on a final non-2xx, no 200 within READY_TIMEOUT_S,
-        or an answer that names no audio address."""
-        loop = asyncio.get_running_loop()
-        dialog = SipDialog(self.local, f"sip:{SIP_AGENT}@{self.edge[0]}:{self.edge[1]}", index)
-        self.dialogs[dialog.call_id] = dialog
-        branch = "z9hG4bK" + secrets.token_hex(8)
-        invite = dialog.request("INVITE", 1, sdp_offer(rtp), branch=branch)
-        deadline = loop.time() + READY_TIMEOUT_S
-        interval = SIP_T1_S
-        try:
-            while not dialog.final.done():
-                left = deadline - loop.time()
-                if left <= 0:
-                    heard = "only provisional responses" if dialog.heard.is_set() else "no response"
-                    raise CallFailed(f"no final response to the INVITE in {READY_TIMEOUT_S:.0f} s ({heard})")
-                if not dialog.heard.is_set():
-                    self.send(invite)
-                await asyncio.wait([dialog.final], timeout=min(interval, left))
-                interval *= 2
-            final = dialog.final.result()
-            if final.status >= 300:  # its ACK is part of the INVITE's transaction (§17.1.1.3)
-                self.send(dialog.request("ACK", 1, branch=branch, to=final.header("to")))
-                raise CallFailed(f"the INVITE was refused: {final.first_line}")
-            dialog.answered(final)
-            self.send(dialog.request("ACK", 1))
-            remote = answered_rtp(final.body)
-            if remote is None:
-                await self.bye(dialog)
-                raise CallFailed(f"the 200 OK's SDP names no audio address: {final.body[:200]!r}")
-        except BaseException:
-            self.dialogs.pop(dialog.call_id, None)
-            raise
-        return dialog, remote
-
-    async def bye(self, dialog: SipDialog) -> bool:
-        """Hang up (BYE, retransmitted until answered); True once answered or the edge's BYE
-        crossed ours."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + BYE_TIMEOUT_S
-        request = dialog.request("BYE", 2)
-        interval = SIP_T1_S
-        try:
-            while not (dialog.bye_answered.is_set() or dialog.remote_bye.is_set()):
-                if loop.time() >= deadline:
-                    return False
-                self.send(request)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(interval, deadline - loop.time())):
-                        await dialog.bye_answered.wait()
-                interval = min(2 * interval, SIP_T2_S)
-            return True
-        finally:
-            self.dialogs.pop(dialog.call_id, None)
+# ---- SIP callers (voicemesh.cli.sipcaller places the calls; RTP rides the ticker) -------
 
 
 class RtpDrain(asyncio.DatagramProtocol):
@@ -675,7 +443,7 @@ async def open_sip_call(uac: SipUac, script: Script, index: int, gen: LoadGenera
         dialog, edge_rtp = await uac.call(index, rtp.get_extra_info("sockname")[:2])
     except BaseException as exc:
         rtp.close()
-        if isinstance(exc, CallFailed | OSError):
+        if isinstance(exc, CallFailed | SipCallFailed | OSError):
             raise CallFailed(f"call {index} did not start: {exc}") from None
         raise
     offset = int(len(script.ulaw) * ((index * 0.6180339887) % 1.0))  # callers out of step
@@ -965,7 +733,7 @@ async def jitter_level(
 ) -> JitterLevel:
     """`--jitter-calls` concurrent SIP calls, each through its own relay adding up to
     `level_ms` of uniform jitter upstream, streaming for WARMUP_S + `--seconds`."""
-    uac = SipUac(edge.sip_address)
+    uac = SipUac(edge.sip_address, SIP_AGENT, user_agent="voicemesh-bench")
     await uac.start()
     gen = LoadGenerator()
     relays: list[UdpImpairmentRelay] = []
@@ -1320,7 +1088,7 @@ async def run_transport(
     gen = LoadGenerator()
     uac: SipUac | None = None
     if kind == "sip":
-        uac = SipUac(edge.sip_address)
+        uac = SipUac(edge.sip_address, SIP_AGENT, user_agent="voicemesh-bench")
         await uac.start()
     ticker = asyncio.create_task(gen.run(), name="ticker")
     steps: list[Step] = []

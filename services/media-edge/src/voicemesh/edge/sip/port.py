@@ -250,8 +250,10 @@ class SipPort(MediaPort):
                 due = loop.time()
 
     def _account(self) -> None:
-        """The jitter buffer's counters since the last time, and its depth now, to the
-        metrics."""
+        """The jitter buffer's counters and the stream's loss since the last time, and the
+        buffer's depth now, to the metrics."""
+        if self._rtp is not None:
+            self._fold_loss(self._rtp.session.stats)
         now = self._buffer.counts()
         was, self._counted = self._counted, now
         self._metrics.frames_late(LABEL, now.late - was.late)
@@ -331,10 +333,7 @@ class SipPort(MediaPort):
         if rtp is None:
             return None
         stats = rtp.session.stats
-        lost = max(0, int(stats.get("packets_lost", 0)))
-        if lost > self._lost_counted:  # the metric follows the sequence-number count
-            self._metrics.frames_lost(LABEL, lost - self._lost_counted)
-            self._lost_counted = lost
+        lost = self._fold_loss(stats)
         concealed = self._buffer.counts().concealed
         return MediaQuality(
             packets_received=int(stats.get("packets_received", 0)),
@@ -345,6 +344,15 @@ class SipPort(MediaPort):
             remote_fraction_lost=None if self._remote is None else self._remote[0],
             remote_jitter_ms=None if self._remote is None else self._remote[1],
         )
+
+    def _fold_loss(self, stats: dict[str, Any]) -> int:
+        """RFC 3550's cumulative loss (packets expected by sequence number less those
+        received), and what it grew by since the last time to voicemesh_media_frames_lost_total."""
+        lost = max(0, int(stats.get("packets_lost", 0)))
+        if lost > self._lost_counted:
+            self._metrics.frames_lost(LABEL, lost - self._lost_counted)
+            self._lost_counted = lost
+        return lost
 
     def _secure(self, session: Any) -> None:
         """SDES-SRTP under aiortp (0.8.0): every datagram of the call goes through libsrtp on

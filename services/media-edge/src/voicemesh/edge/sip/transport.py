@@ -137,6 +137,7 @@ class SipCallTransport(CallTransport):
         self.host = settings.host
         self.advertised_host = settings.advertised_host or settings.host
         self.jitter_ms = settings.jitter_ms
+        metrics.prepare_jitter_buffer(LABEL)
         self._clock = clock
         self._access = SipAccess(
             allow=settings.allow,
