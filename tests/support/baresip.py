@@ -47,7 +47,8 @@ class BaresipRun:
 
 async def dial(uri: str, workdir: Path, microphone: Path, *, seconds: int, cafile: Path | None = None,
                srtp: str = "srtp-mand", rtp_ports: tuple[int, int] | None = None) -> BaresipRun:
-    """Dial `uri`, play `microphone` (a WAV) into the call, hang up after `seconds`."""
+    """Dial `uri`, play `microphone` (a WAV) into the call, hang up after `seconds`; media
+    encryption `srtp` (baresip's mediaenc; "" for plain RTP)."""
     need_baresip()
     conf = workdir / "baresip"
     dump = conf / "dump"
@@ -56,7 +57,7 @@ async def dial(uri: str, workdir: Path, microphone: Path, *, seconds: int, cafil
     high = rtp_ports[1] if rtp_ports else low + 20
     transport = ";transport=tls" if ";transport=tls" in uri else ""
     (conf / "accounts").write_text(
-        f"<sip:caller@127.0.0.1{transport}>;regint=0;mediaenc={srtp};"
+        f"<sip:caller@127.0.0.1{transport}>;regint=0;{f'mediaenc={srtp};' if srtp else ''}"
         "audio_codecs=PCMU/8000/1,PCMA/8000/1;answermode=manual\n"
     )
     (conf / "contacts").write_text("")

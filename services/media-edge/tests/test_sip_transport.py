@@ -19,7 +19,17 @@ from sipp import ULAW_SILENCE, Rtp, SippRun, capture_udp, capture_udp_range, rtp
 
 from voicemesh.audio.g711 import ulaw_encode
 from voicemesh.audio.wav import read_wav, write_wav
-from voicemesh.edge.port import Dtmf, EndReason, Frame, Hangup, Hold, MediaPort, PortEvent, Transferred
+from voicemesh.edge.port import (
+    Dtmf,
+    EndReason,
+    Frame,
+    Hangup,
+    Hold,
+    MediaPort,
+    PortEvent,
+    QualityReport,
+    Transferred,
+)
 from voicemesh.edge.sip.offer import SrtpPolicy
 from voicemesh.edge.sip.transport import DialFailed, SipCallTransport, SipSettings
 from voicemesh.mesh.localservers import free_port
@@ -327,9 +337,10 @@ async def test_dtmf_reaches_the_call(edge, tmp_path: Path) -> None:
 # ---- TLS and SRTP, with baresip ----------------------------------------------------------
 
 
-def microphone(path: Path) -> bytes:
-    """A WAV of a loud warbling tone the caller plays (8 kHz); the μ-law it goes out as."""
-    t = np.arange(int(8000 * 3.0)) / 8000
+def microphone(path: Path, seconds: float = 3.0) -> bytes:
+    """A WAV of a loud warbling tone the caller plays (8 kHz; baresip hangs up at its end);
+    the μ-law it goes out as."""
+    t = np.arange(int(8000 * seconds)) / 8000
     pcm = (np.sin(2 * np.pi * (440 + 60 * np.sin(2 * np.pi * 3 * t)) * t) * 12000).astype(np.int16).tobytes()
     write_wav(path, pcm, sample_rate=8000)
     return ulaw_encode(pcm)
@@ -374,6 +385,27 @@ async def test_baresip_over_tls_with_srtp_required_completes_and_the_wire_is_enc
     echo, _ = read_wav(run.heard[0])
     assert np.sqrt(np.mean(np.frombuffer(echo, dtype=np.int16).astype(float) ** 2)) > 1000
     assert errors(metrics, "unauthorized") == 0
+
+
+async def test_rtcp_runs_both_ways_with_baresip_and_the_call_learns_its_round_trip(
+    start_edge, tmp_path: Path
+) -> None:
+    """The edge's sender reports reach baresip, whose receiver reports come back with the
+    round trip in them (RFC 3550 LSR/DLSR): the call gets a QualityReport with the RTT and
+    the caller's view of our stream. Reports come every
+    2.5-7.5 s each way, so the call lasts 16 s."""
+    transport, handler, _ = await start_edge()
+    mic = tmp_path / "mic.wav"
+    microphone(mic, seconds=16)
+    run = await dial(f"sip:restaurant@127.0.0.1:{transport.port}", tmp_path, mic, seconds=16, srtp="")
+    assert run.established, run.output[-3000:]
+    await asyncio.wait_for(handler.done.wait(), 10)
+    reports = [e.quality for e in handler.events[0] if isinstance(e, QualityReport)]
+    timed = [q for q in reports if q.rtt_ms is not None]
+    assert timed, (reports, run.output[-2000:])
+    assert all(0 < q.rtt_ms < 200 for q in timed), timed  # loopback: well under 200 ms
+    assert timed[-1].remote_fraction_lost == 0.0 and timed[-1].packets_received > 300, timed[-1]
+    # (the call core turns each report into the RTT metric and a media_quality event: publish.py)
 
 
 async def test_with_srtp_required_a_plain_rtp_offer_gets_488(start_edge, tmp_path: Path) -> None:
