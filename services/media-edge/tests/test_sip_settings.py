@@ -33,6 +33,9 @@ def test_users_networks_and_ports_come_from_the_environment(monkeypatch: pytest.
     assert sip.credentials == {"alice": "pw-one", "bob": "pw:with:colons"}
     assert sip.allow == ("10.1.0.0/16", "2001:db8::/32")
     assert (sip.host, sip.advertised_host, sip.rtp_ports) == ("0.0.0.0", "203.0.113.7", (10000, 10019))
+    assert sip.dial_auth is None
+    monkeypatch.setenv("VOICEMESH_SIP_DIAL_AUTH", "agent:pw:with:colons")
+    assert load_settings(EdgeSettings).sip().dial_auth == ("agent", "pw:with:colons")
 
 
 @pytest.mark.parametrize(
@@ -40,6 +43,8 @@ def test_users_networks_and_ports_come_from_the_environment(monkeypatch: pytest.
     [
         ("VOICEMESH_SIP_ALLOW", "10.0.0.0/8,not-a-net", "not-a-net"),
         ("VOICEMESH_SIP_USERS", "alice:hunter2,bob", "entry 2 must be user:password"),
+        ("VOICEMESH_SIP_DIAL_AUTH", "agent:hunter2,other:hunter2", "must be one user:password"),
+        ("VOICEMESH_SIP_DIAL_AUTH", "hunter2", "entry 1 must be user:password"),
         ("VOICEMESH_SIP_HOST", "0.0.0.0", "VOICEMESH_SIP_PUBLIC_HOST: Value error, must name the address"),
         ("VOICEMESH_SIP_PUBLIC_HOST", "edge.example.com", "VOICEMESH_SIP_PUBLIC_HOST"),
         ("VOICEMESH_RTP_PORT_MAX", "39000", "VOICEMESH_RTP_PORT_MAX: Value error, must be above rtp_port_min"),

@@ -167,7 +167,9 @@ async def test_a_call_the_edge_cannot_take_is_refused_with_503(start_edge) -> No
     transport, _, _ = await start_edge(Handler(refuse=EndReason.UNAVAILABLE))
     statuses = await raw_invite(transport.port, "refused-1", listen_s=2.0)
     # over UDP the refusal is sent again until the caller acknowledges it (timer G)
-    assert statuses[-1].startswith("SIP/2.0 503") and len([s for s in statuses if " 503 " in s]) >= 3, statuses
+    assert statuses[-1].startswith("SIP/2.0 503") and len([s for s in statuses if " 503 " in s]) >= 3, (
+        statuses
+    )
     statuses = await raw_invite(transport.port, "refused-2", listen_s=2.0, ack=True)
     assert [s for s in statuses if " 503 " in s] == ["SIP/2.0 503 Service Unavailable"], statuses
 
@@ -279,7 +281,9 @@ async def test_an_invite_with_broken_sdp_gets_400_with_the_reason_and_calls_go_o
     edge, tmp_path: Path
 ) -> None:
     transport, handler, metrics = edge
-    statuses = await raw_invite(transport.port, "bad-sdp-1", body="v=0\r\nm=audio nope RTP/AVP 0\r\n", ack=True)
+    statuses = await raw_invite(
+        transport.port, "bad-sdp-1", body="v=0\r\nm=audio nope RTP/AVP 0\r\n", ack=True
+    )
     assert len(statuses) == 1 and statuses[0].startswith("SIP/2.0 400 bad SDP"), statuses
     statuses = await raw_invite(transport.port, "no-c-1", body="v=0\r\nm=audio 4000 RTP/AVP 0\r\n", ack=True)
     assert statuses == ["SIP/2.0 400 bad SDP: no c= connection address for the audio stream"], statuses
@@ -364,7 +368,11 @@ async def test_baresip_over_tls_with_srtp_required_completes_and_the_wire_is_enc
     low = 30000 + free_port() % 20000 // 2 * 2
     async with capture_udp_range((low, low + 20), tmp_path / "from_caller.pcap") as pcap:
         run = await dial(
-            f"sip:restaurant@127.0.0.1:{tls_port};transport=tls", tmp_path, mic, seconds=5, cafile=cert,
+            f"sip:restaurant@127.0.0.1:{tls_port};transport=tls",
+            tmp_path,
+            mic,
+            seconds=5,
+            cafile=cert,
             rtp_ports=(low, low + 20),
         )
     assert run.established, run.output[-3000:]
@@ -472,7 +480,9 @@ async def test_a_number_is_transferred_on_the_callers_own_domain(start_edge, tmp
 # ---- calls the edge places -----------------------------------------------------------------
 
 
-async def sipp_phone(scenario: str, workdir: Path, sip_port: int, pause_ms: int = 1000) -> asyncio.Task[SippRun]:
+async def sipp_phone(
+    scenario: str, workdir: Path, sip_port: int, pause_ms: int = 1000
+) -> asyncio.Task[SippRun]:
     """SIPp as a phone waiting for one call on `sip_port` (its -p), started in the background."""
     caller_audio(workdir, 1.0)
     task = asyncio.create_task(
@@ -513,6 +523,58 @@ async def test_a_busy_phone_or_none_is_a_dial_failure_that_names_it(edge, tmp_pa
     assert busy.value.status == 0 and "no answer" in busy.value.reason
     with pytest.raises(ValueError, match="not a SIP URI"):
         await transport.dial("tel:+15550100")
+    assert handler.calls == []
+
+
+async def test_a_busy_phone_gets_its_ack_and_the_dial_fails_with_486(edge, tmp_path: Path) -> None:
+    """The refusal is ACKed (SIPp fails the run if it has to retransmit its 486 for 5 s)."""
+    transport, _, _ = edge
+    phone_port = free_port()
+    phone = await sipp_phone("uas_busy.xml", tmp_path, phone_port)
+    with pytest.raises(DialFailed) as busy:
+        await transport.dial(f"sip:desk@127.0.0.1:{phone_port}")
+    assert (busy.value.status, busy.value.reason) == (486, "Busy Here")
+    run = await asyncio.wait_for(phone, 30)
+    assert run.ok, (run.output[-1500:], run.errors)
+
+
+async def test_a_phone_that_asks_for_credentials_gets_the_dial_credentials(
+    start_edge, tmp_path: Path
+) -> None:
+    """401 with a digest challenge: ACKed, and the INVITE again with the digest of
+    VOICEMESH_SIP_DIAL_AUTH (SIPp's verifyauth checks it, and answers only if it is right)."""
+    transport, handler, _ = await start_edge(dial_auth=("agent", "s3cret"))
+    handler.hang_up_after = 20
+    phone_port = free_port()
+    phone = await sipp_phone("uas_challenge.xml", tmp_path, phone_port)
+    await transport.dial(f"sip:desk@127.0.0.1:{phone_port}", agent="restaurant")
+    run = await asyncio.wait_for(phone, 30)
+    assert run.ok, (run.output[-1500:], run.errors)
+    await asyncio.wait_for(handler.done.wait(), 5)
+    assert len([e for e in handler.events[0] if isinstance(e, Frame)]) >= 20  # the call ran
+
+
+@pytest.mark.parametrize(
+    ("dial_auth", "status", "says"),
+    [
+        (None, 401, "set VOICEMESH_SIP_DIAL_AUTH"),
+        (("agent", "wrong"), 403, "Forbidden"),
+    ],
+)
+async def test_without_the_right_credentials_a_challenged_dial_fails_and_says_why(
+    start_edge, tmp_path: Path, dial_auth: tuple[str, str] | None, status: int, says: str
+) -> None:
+    transport, handler, _ = await start_edge(dial_auth=dial_auth)
+    phone_port = free_port()
+    phone = await sipp_phone("uas_challenge.xml", tmp_path, phone_port)
+    with pytest.raises(DialFailed) as refused:
+        await transport.dial(f"sip:desk@127.0.0.1:{phone_port}")
+    assert refused.value.status == status and says in refused.value.reason, refused.value
+    run = await asyncio.wait_for(phone, 30)
+    if dial_auth is None:  # SIPp had its ACK (message 2) and waited in vain for the INVITE again (3)
+        assert "receive timeout on message uas_challenge:3," in run.errors, (run.output[-1500:], run.errors)
+    else:
+        assert run.ok, (run.output[-1500:], run.errors)  # the 401 and the 403 were ACKed
     assert handler.calls == []
 
 

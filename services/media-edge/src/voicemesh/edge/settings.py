@@ -68,6 +68,10 @@ class EdgeSettings(MeshSettings):
     sip_allow: str = "127.0.0.1/32,::1/128"
     sip_users: str = ""
     sip_realm: str = "voicemesh"
+    # "user:password" for calls the agent places (`voicemesh dial`): the answer when the
+    # callee or a trunk's proxy challenges our INVITE (401/407). Empty: a challenge fails
+    # the dial, saying so.
+    sip_dial_auth: str = ""
     # The caller's jitter buffer: its depth follows the measured jitter within these bounds.
     sip_jitter_min_ms: int = Field(default=20, ge=20, le=1000)
     sip_jitter_max_ms: int = Field(default=200, ge=20, le=1000, validate_default=True)
@@ -89,6 +93,13 @@ class EdgeSettings(MeshSettings):
     @classmethod
     def _users(cls, v: str) -> str:
         parse_users(v)
+        return v
+
+    @field_validator("sip_dial_auth")
+    @classmethod
+    def _dial_auth(cls, v: str) -> str:
+        if len(parse_users(v)) > 1:
+            raise ValueError("must be one user:password")
         return v
 
     @field_validator("sip_host")
@@ -146,6 +157,7 @@ class EdgeSettings(MeshSettings):
             tls_port=self.sip_tls_port,
             tls_cert=self.sip_tls_cert,
             tls_key=self.sip_tls_key,
+            dial_auth=next(iter(parse_users(self.sip_dial_auth).items()), None),
         )
 
     @field_validator("twilio_stream_url")

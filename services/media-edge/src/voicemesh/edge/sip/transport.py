@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from aiosipua import IncomingCall, SipUAC, SipUAS
+from aiosipua.auth import SipDigestAuth
 from aiosipua.dialog import DialogState
 from aiosipua.message import SipMessage, SipRequest, SipResponse, missing_required_headers
 from aiosipua.sdp import parse_sdp, serialize_sdp
@@ -35,6 +36,7 @@ from ..port import CallHandler, CallInfo, CallTransport, EndReason
 from .auth import Admit, Challenge, SipAccess
 from .listeners import Tcp, Tls, Udp, server_context
 from .offer import Answer, SdpRejected, SrtpPolicy, answer_offer, make_offer
+from .outbound import CHALLENGES, Dialling, ack_for_refusal, with_credentials
 from .port import LABEL, SipPort
 from .srtp import new_key_salt
 from .transactions import ServerTransactions, TransactionKey, retransmit_offsets
@@ -46,6 +48,9 @@ _URI_USER = re.compile(r"^sips?:([^@;>]+)@", re.IGNORECASE)
 MAX_METADATA = 16  # X- headers carried into the session's metadata
 # How long a transfer waits for the caller's side to report (NOTIFY) before the call's BYE.
 TRANSFER_WAIT_S = 10.0
+# How long a call we placed remembers its INVITEs, to ACK a refusal the callee retransmits
+# (RFC 3261 timer H: 64·T1).
+DIAL_MEMORY_S = 32.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class SipSettings:
     tls_port: int = 5061  # SIP over TLS, when a certificate is given
     tls_cert: str = ""
     tls_key: str = ""
+    dial_auth: tuple[str, str] | None = None  # (user, password) for a callee's or trunk's digest
 
 
 class RtpPorts:
@@ -154,13 +160,16 @@ class SipCallTransport(CallTransport):
         self._resends: dict[tuple[str, int, str], list[asyncio.TimerHandle]] = {}
         self._transfers: dict[str, asyncio.Future[str]] = {}  # Call-ID -> the REFER's outcome
         self._accepted: set[str] = set()  # Call-IDs whose REFER got its 202
+        self._dialling: dict[str, Dialling] = {}  # Call-ID -> the INVITEs of a call we placed
         self._handler: CallHandler | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._bound_port = settings.port
 
     def describe(self) -> str:
         tls = f", tls {self.settings.tls_port}" if self.settings.tls_cert else ""
-        return f"sip:{self.advertised_host}:{self._bound_port} (udp, tcp{tls}; srtp {self.settings.srtp.value})"
+        return (
+            f"sip:{self.advertised_host}:{self._bound_port} (udp, tcp{tls}; srtp {self.settings.srtp.value})"
+        )
 
     @property
     def port(self) -> int:
@@ -225,6 +234,8 @@ class SipCallTransport(CallTransport):
         key = transaction_key(msg)
         if isinstance(msg, SipResponse):
             self._answered(msg, key)
+            if key is not None and msg.status_code >= 300 and self._dial_refused(uas, msg, key, addr):
+                return
             if uas.uac is not None:  # a call we placed: its dialog lives in the UAC
                 uas.uac.handle_response(msg, addr)
             return
@@ -244,7 +255,11 @@ class SipCallTransport(CallTransport):
             # it crossed our 200: too late to cancel (RFC 3261 §9.2); the call stays up
             self._refuse(uas, msg, 200, "OK")
             return
-        elif method == "INVITE" and not (msg.to_addr and msg.to_addr.tag) and (msg.call_id or "") in self._calls:
+        elif (
+            method == "INVITE"
+            and not (msg.to_addr and msg.to_addr.tag)
+            and (msg.call_id or "") in self._calls
+        ):
             # a second INVITE (another branch) for a call we have: a merged request (§8.2.2.2)
             self._refuse(uas, msg, 482, "Loop Detected")
             return
@@ -431,7 +446,10 @@ class SipCallTransport(CallTransport):
         if call.dialog.state != DialogState.CONFIRMED or not isinstance(transport, Udp | Tcp | Tls):
             return None
         request = call.dialog.create_request(
-            method, via_host=self.advertised_host, via_port=transport.contact_port, via_transport=transport.via
+            method,
+            via_host=self.advertised_host,
+            via_port=transport.contact_port,
+            via_transport=transport.via,
         )
         request.headers.set_single("User-Agent", USER_AGENT)
         return request, transport
@@ -454,7 +472,9 @@ class SipCallTransport(CallTransport):
         cseq = bye.cseq
         assert cseq is not None
         self._resend(
-            (call.call_id, cseq.seq, "BYE"), lambda: transport.send(bye, call.source_addr), "sip_bye_unanswered"
+            (call.call_id, cseq.seq, "BYE"),
+            lambda: transport.send(bye, call.source_addr),
+            "sip_bye_unanswered",
         )
 
     def _resend(self, key: tuple[str, int, str], send: Callable[[], None], unanswered: str) -> None:
@@ -495,6 +515,43 @@ class SipCallTransport(CallTransport):
                 else:
                     self._accepted.add(call_id)
 
+    def _dial_refused(
+        self, uas: SipUAS, refusal: SipResponse, key: TransactionKey, addr: tuple[str, int]
+    ) -> bool:
+        """A final refusal of an INVITE of a call we are placing: ACKed (the library does
+        not), and a digest challenge answered once with the dial credentials. True when it
+        is handled here; False when the library should take it as the call's refusal."""
+        dialling = self._dialling.get(key.call_id) if key.method == "INVITE" else None
+        invite = dialling.invites.get(key.cseq) if dialling is not None else None
+        if dialling is None or invite is None:
+            return False
+        uas.transport.send(ack_for_refusal(invite, refusal), addr)
+        if key.cseq != dialling.latest:
+            return True  # sent again, for an INVITE we have since retried
+        outgoing = uas.uac.get_call(key.call_id) if uas.uac is not None else None
+        if refusal.status_code not in CHALLENGES or outgoing is None or dialling.challenged:
+            return False
+        if self.settings.dial_auth is None:
+            self.metrics.error("sip_dial_unauthorized")
+            return False
+        retry = with_credentials(
+            invite, refusal, SipDigestAuth(*self.settings.dial_auth), outgoing.dialog.next_cseq()
+        )
+        if retry is None:  # no digest, or an algorithm or qop we do not speak
+            self.metrics.error("sip_dial_unauthorized")
+            return False
+        dialling.challenged = True
+        dialling.sent(retry)
+        outgoing.invite = retry  # (aiosipua 0.7.1: what its 2xx handling ACKs and answers)
+        remote = outgoing.remote_addr
+        uas.transport.send(retry, remote)
+        self._resend(
+            (key.call_id, dialling.latest, "INVITE"),
+            lambda: uas.transport.send(retry, remote),
+            "sip_invite_unanswered",
+        )
+        return True
+
     def _transfer_progress(self, call_id: str, status: int, reason: str) -> None:
         pending = self._transfers.get(call_id)
         if status >= 200 and pending is not None and not pending.done():
@@ -533,7 +590,6 @@ class SipCallTransport(CallTransport):
             self._transfers.pop(call.call_id, None)
             self._accepted.discard(call.call_id)
 
-
     async def dial(
         self, target: str, *, agent: str = "", caller: str = "voicemesh", answer_timeout_s: float = 30.0
     ) -> SipPort:
@@ -550,7 +606,9 @@ class SipCallTransport(CallTransport):
         remote = (str(infos[0][4][0]), int(infos[0][4][1]))
         rtp_port = self._ports.take()
         key_salt = new_key_salt()
-        offer = make_offer(local_ip=self.advertised_host, rtp_port=rtp_port, srtp=self.settings.srtp, key_salt=key_salt)
+        offer = make_offer(
+            local_ip=self.advertised_host, rtp_port=rtp_port, srtp=self.settings.srtp, key_salt=key_salt
+        )
         contact = uas.transport.contact() if isinstance(uas.transport, Udp) else ""
         outgoing = uas.uac.send_invite(
             f"sip:{caller}@{self.advertised_host}:{self._bound_port}",
@@ -560,10 +618,14 @@ class SipCallTransport(CallTransport):
             user_agent=USER_AGENT,
             extra_headers={"Contact": contact},
         )
-        cseq = outgoing.invite.cseq
-        assert cseq is not None
-        key = (outgoing.call_id, cseq.seq, "INVITE")
-        self._resend(key, lambda: uas.transport.send(outgoing.invite, remote), "sip_invite_unanswered")
+        first = outgoing.invite
+        dialling = self._dialling[outgoing.call_id] = Dialling()
+        dialling.sent(first)
+        self._resend(
+            (outgoing.call_id, dialling.latest, "INVITE"),
+            lambda: uas.transport.send(first, remote),
+            "sip_invite_unanswered",
+        )
         try:
             await outgoing.wait_answered(answer_timeout_s)
         except TimeoutError:
@@ -572,9 +634,17 @@ class SipCallTransport(CallTransport):
             raise DialFailed(0, f"no answer from {target} in {answer_timeout_s:.0f} s") from None
         except RuntimeError:
             self._ports.release(rtp_port)
-            raise DialFailed(outgoing._reject_code, outgoing._reject_reason) from None  # (aiosipua 0.7.1)
+            status, reason = outgoing._reject_code, outgoing._reject_reason  # (aiosipua 0.7.1)
+            if status in CHALLENGES and self.settings.dial_auth is None:
+                reason += " (the callee asks for credentials: set VOICEMESH_SIP_DIAL_AUTH=user:password)"
+            elif status in CHALLENGES:
+                reason += " (the dial credentials were not accepted)"
+            raise DialFailed(status, reason) from None
         finally:
-            self._stop_resending(key)
+            for cseq in dialling.invites:
+                self._stop_resending((outgoing.call_id, cseq, "INVITE"))
+            loop = asyncio.get_running_loop()
+            loop.call_later(DIAL_MEMORY_S, self._dialling.pop, outgoing.call_id, None)
         theirs = serialize_sdp(outgoing.sdp_answer) if outgoing.sdp_answer is not None else ""
         try:
             answer = replace(self.answer(theirs, rtp_port, key_salt), sdp=offer)
@@ -624,7 +694,9 @@ class DialFailed(Exception):
         self.reason = reason
 
 
-_TARGET = re.compile(r"^sips?:(?:(?P<user>[^@;>]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[^:;>]+)(?::(?P<port>\d+))?(?P<params>;[^>]*)?$")
+_TARGET = re.compile(
+    r"^sips?:(?:(?P<user>[^@;>]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[^:;>]+)(?::(?P<port>\d+))?(?P<params>;[^>]*)?$"
+)
 
 
 def dial_target(uri: str) -> tuple[str, str, int]:
