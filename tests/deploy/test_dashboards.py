@@ -256,6 +256,23 @@ NO_DATA_AFTER_NORMAL_CALLS: dict[str, tuple[str, list[str]]] = {
         "no keepalive ping completed during the calls (one every 20 s)",
         ['voicemesh_media_rtt_seconds_count{transport=~"native|twilio"}'],
     ),
+    # Only SIP has a jitter buffer of the edge's own; its series exist at 0 from start.
+    "voicemesh-media / Jitter buffer delay by transport / A": (
+        "the scripted calls are native and Twilio: no SIP call fills the SIP jitter buffer",
+        ['voicemesh_jitter_buffer_delay_seconds_count{transport="sip"}'],
+    ),
+    "voicemesh-media / Jitter buffer delay by transport / B": (
+        "the scripted calls are native and Twilio: no SIP call fills the SIP jitter buffer",
+        ['voicemesh_jitter_buffer_delay_seconds_count{transport="sip"}'],
+    ),
+    "voicemesh-media / Jitter buffer depth by transport / A": (
+        "the scripted calls are native and Twilio: no SIP call fills the SIP jitter buffer",
+        ['voicemesh_jitter_buffer_depth_seconds_count{transport="sip"}'],
+    ),
+    "voicemesh-media / Jitter buffer depth by transport / B": (
+        "the scripted calls are native and Twilio: no SIP call fills the SIP jitter buffer",
+        ['voicemesh_jitter_buffer_depth_seconds_count{transport="sip"}'],
+    ),
     "voicemesh-media / Dropped frames and items per second / A": (
         "nothing was dropped: the bounded queues kept up",
         ["metadata:voicemesh_dropped_total"],
