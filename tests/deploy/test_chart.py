@@ -243,6 +243,13 @@ def test_one_template_per_kind_renders_every_service(chart_dir: Path) -> None:
         ("--set", "bogusTopLevel=1", "bogusTopLevel"),
         ("--set-string", "services.stt.replicas=two", "replicas"),
         ("--set", "mediaEdge.sip.mode=udp", "mode"),
+        # a list of networks, not one comma-separated string
+        ("--set-string", "mediaEdge.sip.allow=10.0.0.0/8", "allow"),
+        ("--set", "mediaEdge.sip.allow={10.0.0.0/8,carrier.example.com}", "allow"),
+        # the password comes from a Secret, never inline
+        ("--set", "mediaEdge.sip.users=alice:secret", "users"),
+        ("--set", "mediaEdge.sip.dialAuth.password=secret", "password"),
+        ("--set", 'mediaEdge.sip.realm=say "hi"', "realm"),  # it goes into realm="..."
     ],
 )
 def test_schema_rejects_unknown_keys_and_wrong_types(

@@ -1,8 +1,11 @@
 """How traffic reaches the mesh and moves inside it, as the Helm chart renders it: the
-Services, the Ingress, SIP on a load balancer or the node network, and the NetworkPolicy
-flows (evaluated by netpolicy.py over the release's pods and a few peers around it)."""
+Services, the Ingress, SIP on a load balancer or the node network and who may call over it,
+and the NetworkPolicy flows (evaluated by netpolicy.py over the release's pods and a few
+peers around it)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -82,6 +85,50 @@ def test_sip_host_network_mode(ci_renders: dict[tuple[str, str, str], Render]) -
         for d in render.of_kind("Deployment")
         if d is not edge and d["spec"]["template"]["spec"].get("hostNetwork")
     ]
+
+
+SIP_ACCESS_ENV = ("VOICEMESH_SIP_ALLOW", "VOICEMESH_SIP_USERS", "VOICEMESH_SIP_DIAL_AUTH")
+SIP_ACCESS_SET = (
+    "mediaEdge.sip.allow={10.0.0.0/8,192.0.2.0/24}",
+    "mediaEdge.sip.users.existingSecret=voicemesh-sip-users",
+    "mediaEdge.sip.dialAuth.existingSecret=voicemesh-sip-trunk",
+    "mediaEdge.sip.dialAuth.key=trunk",
+    "mediaEdge.sip.realm=sip.example.com",
+)
+
+
+def _edge_env(render: Render) -> dict[str, dict[str, Any]]:
+    return env_of(container_of(render.get("Deployment", f"{FULLNAME}-media-edge")))
+
+
+def test_sip_access_values_reach_the_edge(renderer: Renderer) -> None:
+    render = renderer.template(sets=(*TOKEN_SET, "mediaEdge.sip.enabled=true", *SIP_ACCESS_SET)).ok()
+    env = _edge_env(render)
+    assert env["VOICEMESH_SIP_ALLOW"] == {"name": "VOICEMESH_SIP_ALLOW", "value": "10.0.0.0/8,192.0.2.0/24"}
+    # the passwords stay in their Secrets: the pod spec names only where they are
+    assert env["VOICEMESH_SIP_USERS"]["valueFrom"] == {
+        "secretKeyRef": {"name": "voicemesh-sip-users", "key": "sip-users"}
+    }
+    assert env["VOICEMESH_SIP_DIAL_AUTH"]["valueFrom"] == {
+        "secretKeyRef": {"name": "voicemesh-sip-trunk", "key": "trunk"}
+    }
+    assert "value" not in env["VOICEMESH_SIP_USERS"] and "value" not in env["VOICEMESH_SIP_DIAL_AUTH"]
+    assert env["VOICEMESH_SIP_REALM"]["value"] == "sip.example.com"
+    # only the edge learns who may call
+    for key in SERVICES:
+        if key != "media-edge":
+            other = env_of(container_of(render.get("Deployment", f"{FULLNAME}-{key}")))
+            assert not [name for name in other if name.startswith("VOICEMESH_SIP_")]
+
+
+def test_sip_access_unset_leaves_the_edge_defaults(renderer: Renderer) -> None:
+    env = _edge_env(renderer.template(sets=(*TOKEN_SET, "mediaEdge.sip.enabled=true")).ok())
+    # no VOICEMESH_SIP_ALLOW: the edge's own default (loopback only), not an empty list
+    assert [name for name in SIP_ACCESS_ENV if name in env] == []
+    assert env["VOICEMESH_SIP_REALM"]["value"] == "voicemesh"
+    # SIP off: none of it, whatever the access values say
+    env = _edge_env(renderer.template(sets=(*TOKEN_SET, *SIP_ACCESS_SET)).ok())
+    assert not [name for name in env if name.startswith("VOICEMESH_SIP_")]
 
 
 def test_ingress_routes_to_the_edge_http_port(production: Render) -> None:
