@@ -1,11 +1,11 @@
 """A SIP call through a lossy, jittery network: does the held call still transcribe?
 
-Places SIP calls (UDP, from a small caller written here: INVITE, ACK, BYE by hand) to the
-local mesh and streams the JFK recording (/work/shared/assets/audio/jfk8k.ulaw, 11 s of
-8 kHz μ-law) as RTP through the impairment relay (cli/impair.py) in front of the edge's RTP
-port. The edge receives it through its adaptive jitter buffer (edge/sip/jitter.py:
-reordering, loss concealment, depth within VOICEMESH_SIP_JITTER_MIN_MS/_MAX_MS). Two conditions, `--runs` calls
-each (relay seeds 1..N):
+Places SIP calls (UDP, with the project's caller voicemesh.cli.sipcaller: INVITE, ACK,
+BYE) to the local mesh and streams the JFK recording (/work/shared/assets/audio/jfk8k.ulaw,
+11 s of 8 kHz μ-law) as RTP through the impairment relay (cli/impair.py) in front of the
+edge's RTP port. The edge receives it through its adaptive jitter buffer
+(edge/sip/jitter.py: reordering, loss concealment, depth within
+VOICEMESH_SIP_JITTER_MIN_MS/_MAX_MS). Two conditions, `--runs` calls each (relay seeds 1..N):
 
 - clean: the relay with no impairment;
 - impaired: 5 % random loss and a 40 ms jitter spike on 2 % of packets (one a second at
@@ -54,7 +54,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
 
 import jiwer
 from figures import cpu_model, load_average
@@ -64,6 +63,7 @@ from voicemesh.cli.calls_cmd import calls_from_events, fetch_call_events
 from voicemesh.cli.events_cmd import iter_events
 from voicemesh.cli.impair import Impairment, LaneStats, UdpImpairmentRelay
 from voicemesh.cli.localmesh import LocalMesh, MeshError, MeshPorts
+from voicemesh.cli.sipcaller import SipCallFailed, SipDialog, SipUac
 from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.events import event_name
 from voicemesh.v1 import events_pb2
@@ -88,7 +88,6 @@ ANSWER_TIMEOUT_S = 30.0
 SETTLE_S = 1.0  # a final transcript with nothing after it for this long: the turn is in
 TRANSCRIPT_TIMEOUT_S = 40.0  # after the recording was sent
 QUALITY_TIMEOUT_S = 10.0  # after the BYE
-SIP_QUEUE = 64
 LATE_S = 0.040  # a caller packet this late is a stall on the caller's side, not the network's
 CONCEALED_METRIC = "voicemesh_media_frames_concealed"
 
@@ -103,126 +102,6 @@ def normalise(text: str) -> str:
 
 def wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(normalise(reference), normalise(hypothesis))) if normalise(hypothesis) else 1.0
-
-
-# ---- SIP by hand ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SipMessage:
-    first_line: str
-    headers: list[tuple[str, str]]
-    body: str
-
-    @classmethod
-    def parse(cls, data: bytes) -> SipMessage:
-        head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
-        lines = head.split("\r\n")
-        headers = [(n.strip(), v.strip()) for n, _, v in (line.partition(":") for line in lines[1:])]
-        return cls(lines[0], headers, body)
-
-    def header(self, name: str) -> str:
-        return next((v for n, v in self.headers if n.lower() == name.lower()), "")
-
-    @property
-    def status(self) -> int:
-        """The response's status code; 0 for a request."""
-        parts = self.first_line.split()
-        return int(parts[1]) if self.first_line.startswith("SIP/2.0") and len(parts) > 1 else 0
-
-    @property
-    def method(self) -> str:
-        """The request's method, or the CSeq method of a response."""
-        return self.header("CSeq").split()[-1].upper() if self.status else self.first_line.split()[0].upper()
-
-
-class SipLeg(asyncio.DatagramProtocol):
-    """The caller's SIP socket: what arrives goes to a bounded queue (drops counted)."""
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[SipMessage] = asyncio.Queue(SIP_QUEUE)
-        self.dropped = 0
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        try:
-            self.inbox.put_nowait(SipMessage.parse(data))
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    def send(self, text: str) -> None:
-        assert self.transport is not None
-        self.transport.sendto(text.encode())
-
-
-def offer_sdp(media: Address) -> str:
-    host, port = media
-    return (
-        f"v=0\r\no=bench 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
-        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
-    )
-
-
-def answered_media(sdp: str) -> Address:
-    """(host, port) of the answer's audio stream; BenchError if it names none."""
-    host = re.search(r"^c=IN IP4 (\S+)", sdp, re.MULTILINE)
-    port = re.search(r"^m=audio (\d+) ", sdp, re.MULTILINE)
-    if host is None or port is None:
-        raise BenchError(f"the 200 OK's SDP names no audio address: {sdp!r}")
-    return host.group(1), int(port.group(1))
-
-
-@dataclass
-class Dialog:
-    """What the caller's requests in one call share."""
-
-    to_uri: str  # whom the call is to (the INVITE's request-URI)
-    local: Address  # the caller's SIP socket
-    target: str = ""  # the request-URI of requests in the call: the edge's Contact, once answered
-    call_id: str = field(default_factory=lambda: f"bench-{secrets.token_hex(8)}")
-    from_tag: str = field(default_factory=lambda: secrets.token_hex(4))
-    to_tag: str = ""
-
-    def new_call(self) -> None:
-        self.call_id, self.from_tag = f"bench-{secrets.token_hex(8)}", secrets.token_hex(4)
-
-    def request(self, method: str, cseq: int, body: str = "") -> str:
-        host, port = self.local
-        to = f"<{self.to_uri}>" + (f";tag={self.to_tag}" if self.to_tag else "")
-        lines = [
-            f"{method} {self.target or self.to_uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP {host}:{port};rport;branch=z9hG4bK{secrets.token_hex(8)}",
-            "Max-Forwards: 70",
-            f"From: <sip:bench@{host}:{port}>;tag={self.from_tag}",
-            f"To: {to}",
-            f"Call-ID: {self.call_id}",
-            f"CSeq: {cseq} {method}",
-            f"Contact: <sip:bench@{host}:{port}>",
-            "User-Agent: voicemesh-bench",
-        ]
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body.encode())}")
-        return "\r\n".join(lines) + "\r\n\r\n" + body
-
-
-def ack_for_refusal(invite: str, response: SipMessage) -> str:
-    """The ACK of a non-2xx final response: the INVITE's own transaction (RFC 3261 §17.1.1.3)."""
-    head = invite.split("\r\n\r\n", 1)[0].split("\r\n")
-    keep = [h for h in head[1:] if h.split(":", 1)[0].lower() in ("via", "from", "call-id", "max-forwards")]
-    cseq = response.header("CSeq").split()[0]
-    lines = [head[0].replace("INVITE", "ACK", 1), *keep, f"To: {response.header('To')}", f"CSeq: {cseq} ACK"]
-    return "\r\n".join([*lines, "Content-Length: 0"]) + "\r\n\r\n"
-
-
-def ok_for(request: SipMessage) -> str:
-    """200 OK to the edge's request (its BYE)."""
-    keep = [f"{n}: {v}" for n, v in request.headers if n.lower() in ("via", "from", "to", "call-id", "cseq")]
-    return "\r\n".join(["SIP/2.0 200 OK", *keep, "Content-Length: 0"]) + "\r\n\r\n"
 
 
 # ---- RTP -----------------------------------------------------------------------------------
@@ -372,49 +251,20 @@ class CallResult:
     heard_back: int  # RTP packets the edge sent that reached the caller
 
 
-async def invite(sip: SipLeg, dialog: Dialog, sdp: str) -> SipMessage:
-    """Send the INVITE; the 200 OK (ACKed). A 503 (the edge's one RTP port not yet free
-    after the last call) is ACKed and tried again under a new Call-ID."""
+async def place_call(uac: SipUac, offer_rtp: Address) -> tuple[SipDialog, Address]:
+    """The call placed with an offer naming `offer_rtp`, answered (the 200 OK ACKed), and
+    where the answer wants RTP. A 503 (the edge's one RTP port not yet free after the last
+    call) is tried again under a new Call-ID until ANSWER_TIMEOUT_S; anything else failing
+    is a BenchError."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ANSWER_TIMEOUT_S
     while True:
-        request = dialog.request("INVITE", 1, sdp)
-        sip.send(request)
-        while True:
-            try:
-                msg = await asyncio.wait_for(sip.inbox.get(), max(0.01, deadline - loop.time()))
-            except TimeoutError:
-                raise BenchError(f"no answer to the INVITE in {ANSWER_TIMEOUT_S:.0f} s") from None
-            if msg.header("Call-ID") != dialog.call_id or msg.method != "INVITE" or msg.status < 200:
-                continue
-            if msg.status < 300:
-                dialog.to_tag = msg.header("To").partition(";tag=")[2].split(";")[0]
-                contact = re.search(r"<([^>]+)>", msg.header("Contact"))
-                dialog.target = contact.group(1) if contact else ""
-                sip.send(dialog.request("ACK", 1))
-                return msg
-            sip.send(ack_for_refusal(request, msg))
-            if msg.status != 503 or loop.time() > deadline:
-                raise BenchError(f"the INVITE was refused: {msg.first_line}")
-            break
+        try:
+            return await uac.call(0, offer_rtp)
+        except SipCallFailed as exc:
+            if exc.status != 503 or loop.time() > deadline:
+                raise BenchError(str(exc)) from None
         await asyncio.sleep(0.5)
-        dialog.new_call()
-
-
-async def signalling(sip: SipLeg, dialog: Dialog, hung_up: asyncio.Event, bye_done: asyncio.Event) -> None:
-    """While the call is up: the edge's BYE is answered, a repeated 200 OK re-ACKed, the
-    answer to our BYE noted."""
-    while True:
-        msg = await sip.inbox.get()
-        if msg.header("Call-ID") != dialog.call_id:
-            continue
-        if msg.status == 0 and msg.method == "BYE":
-            sip.send(ok_for(msg))
-            hung_up.set()
-        elif msg.status >= 200 and msg.method == "INVITE":
-            sip.send(dialog.request("ACK", 1))
-        elif msg.status >= 200 and msg.method == "BYE":
-            bye_done.set()
 
 
 async def one_call(
@@ -425,22 +275,18 @@ async def one_call(
         edge_rtp, upstream=condition.upstream, downstream=condition.downstream, seed=seed
     )
     caller_side = await relay.start()
-    sip_transport, sip = await loop.create_datagram_endpoint(
-        SipLeg, local_addr=(HOST, 0), remote_addr=(HOST, mesh.ports.sip)
-    )
+    uac = SipUac((HOST, mesh.ports.sip), agent, user_agent="voicemesh-bench")
+    await uac.start()
     rtp_transport, drain = await loop.create_datagram_endpoint(RtpDrain, remote_addr=caller_side)
-    dialog = Dialog(f"sip:{agent}@{HOST}:{mesh.ports.sip}", sip_transport.get_extra_info("sockname")[:2])
     watch = SessionWatch()
     sender = RtpSender(rtp_transport)
     tasks: list[asyncio.Task[None]] = []
     try:
-        ok = await invite(sip, dialog, offer_sdp(relay.target_side_address))
-        answered = answered_media(ok.body)
+        dialog, answered = await place_call(uac, relay.target_side_address)
         if answered != edge_rtp:
+            await uac.bye(dialog)
             raise BenchError(f"the edge answered with RTP at {answered}, not the pinned {edge_rtp}")
-        hung_up, bye_done = asyncio.Event(), asyncio.Event()
         tasks.append(loop.create_task(sender.run()))
-        tasks.append(loop.create_task(signalling(sip, dialog, hung_up, bye_done)))
         session_id = await session_of(mesh.nats_url, dialog.call_id)
         tasks.append(loop.create_task(follow(mesh.nats_url, session_id, watch)))
         await wait_until(lambda: watch.greeted, GREETING_MAX_S, "the greeting")
@@ -448,16 +294,12 @@ async def one_call(
         await sender.drained.wait()
         await wait_until(lambda: watch.settled(loop.time()), TRANSCRIPT_TIMEOUT_S, "the final transcript")
         await cancel_and_wait(tasks.pop(0))  # the caller stops sending, then hangs up
-        if not hung_up.is_set():
-            bye = dialog.request("BYE", 2)
-            for _ in range(4):  # sent again until answered
-                sip.send(bye)
-                if await wait_until(lambda: bye_done.is_set() or hung_up.is_set(), 0.5, "the BYE's answer"):
-                    break
+        if not await uac.bye(dialog):  # at once if the edge hung up first (its BYE answered)
+            print("    (the edge did not answer our BYE)", flush=True)
         await wait_until(lambda: watch.quality is not None, QUALITY_TIMEOUT_S, "the final media_quality")
     finally:
         await cancel_and_wait(*tasks)
-        sip_transport.close()
+        uac.close()
         rtp_transport.close()
         await relay.aclose()
     said = " ".join(watch.finals)

@@ -35,7 +35,12 @@ BYE_TIMEOUT_S = 8.0
 
 
 class SipCallFailed(RuntimeError):
-    """The call was refused, never answered, or answered without an audio address."""
+    """The call was refused, never answered, or answered without an audio address; `status`
+    is the refusal's status code (a 503 may be worth trying again), 0 if there was none."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 _COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact", "l": "content-length"}
@@ -238,7 +243,7 @@ class SipUac(asyncio.DatagramProtocol):
             final = dialog.final.result()
             if final.status >= 300:  # its ACK is part of the INVITE's transaction (§17.1.1.3)
                 self.send(dialog.request("ACK", 1, branch=branch, to=final.header("to")))
-                raise SipCallFailed(f"the INVITE was refused: {final.first_line}")
+                raise SipCallFailed(f"the INVITE was refused: {final.first_line}", final.status)
             dialog.answered(final)
             self.send(dialog.request("ACK", 1))
             remote = answered_rtp(final.body)
