@@ -531,13 +531,15 @@ class SipCallTransport(CallTransport):
         outgoing = uas.uac.get_call(key.call_id) if uas.uac is not None else None
         if refusal.status_code not in CHALLENGES or outgoing is None or dialling.challenged:
             return False
-        if self.settings.dial_auth is None:
-            self.metrics.error("sip_dial_unauthorized")
-            return False
-        retry = with_credentials(
-            invite, refusal, SipDigestAuth(*self.settings.dial_auth), outgoing.dialog.next_cseq()
+        auth = self.settings.dial_auth
+        # none when we have no credentials, or the challenge is one we cannot answer (no
+        # digest, an algorithm or qop we do not speak)
+        retry = (
+            None
+            if auth is None
+            else with_credentials(invite, refusal, SipDigestAuth(*auth), outgoing.dialog.next_cseq())
         )
-        if retry is None:  # no digest, or an algorithm or qop we do not speak
+        if retry is None:
             self.metrics.error("sip_dial_unauthorized")
             return False
         dialling.challenged = True
