@@ -37,7 +37,7 @@ from .auth import Admit, Challenge, SipAccess
 from .listeners import Tcp, Tls, Udp, server_context
 from .offer import Answer, SdpRejected, SrtpPolicy, answer_offer, make_offer
 from .outbound import CHALLENGES, Dialling, ack_for_refusal, with_credentials
-from .port import LABEL, SipPort
+from .port import BIND_TRIES, LABEL, SipPort
 from .srtp import new_key_salt
 from .transactions import ServerTransactions, TransactionKey, retransmit_offsets
 
@@ -181,10 +181,17 @@ class SipCallTransport(CallTransport):
         context = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
         port = settings.port
         try:
-            udp = Udp(local_addr=(host, port))
-            await self._listen(udp, port)
-            self._bound_port = port = udp.bound_port  # 0: a free one, and TCP takes the same number
-            await self._listen(Tcp(local_addr=(host, port)), port)
+            for attempt in range(BIND_TRIES):
+                udp = Udp(local_addr=(host, settings.port))
+                await self._listen(udp, settings.port)
+                self._bound_port = port = udp.bound_port  # 0: a free one, and TCP takes the same number
+                try:
+                    await self._listen(Tcp(local_addr=(host, port)), port)
+                    break
+                except OSError:
+                    if settings.port or attempt == BIND_TRIES - 1:
+                        raise
+                    await self._uases.pop().stop()  # that number is taken for TCP: another one
             if context is not None:
                 port = settings.tls_port
                 await self._listen(Tls(local_addr=(host, port), ssl_context=context), port)
