@@ -7,9 +7,8 @@ import asyncio
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection
 
-from voicemesh.edge.ingress import WebSocketIngress
+from voicemesh.edge.ingress import Socket, SocketClosed, WebSocketIngress
 from voicemesh.mesh.metrics import ServiceMetrics
 
 pytestmark = pytest.mark.integration
@@ -24,8 +23,13 @@ async def test_each_pong_is_a_round_trip_of_the_routes_transport() -> None:
     metrics = ServiceMetrics.create("media-edge")
     ingress = WebSocketIngress("127.0.0.1", 0, metrics, ping_interval_s=0.05, ping_timeout_s=5)
 
-    async def hold(ws: ServerConnection) -> None:
-        await ws.wait_closed()
+    async def hold(ws: Socket) -> None:
+        # a port keeps a reader on its socket: that is where the pongs are read
+        while True:
+            try:
+                await ws.recv()
+            except SocketClosed:
+                return
 
     ingress.add_socket("/v1/call", lambda request: None, hold, transport_label="native")
     ingress.add_socket("/v1/twilio", lambda request: None, hold, transport_label="twilio")

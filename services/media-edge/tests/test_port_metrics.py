@@ -10,10 +10,9 @@ from collections import deque
 from typing import Any
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from voicemesh.edge import twilio_wire as tw
-from voicemesh.edge.ingress import WebSocketIngress
+from voicemesh.edge.ingress import SocketClosed, WebSocketIngress
 from voicemesh.edge.native import NativePort
 from voicemesh.edge.port import CallInfo, Frame, Hangup, PortEvent
 from voicemesh.edge.twilio import TwilioPort, TwilioStreamTransport
@@ -34,7 +33,7 @@ class ScriptedSocket:
 
     async def recv(self) -> str | bytes:
         if not self._script:
-            raise ConnectionClosed(None, None)
+            raise SocketClosed("closed")
         self.now, message = self._script.popleft()
         return message
 

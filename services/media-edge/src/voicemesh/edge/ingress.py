@@ -1,42 +1,97 @@
-"""The edge's one HTTP port: WebSocket transports and small HTTP endpoints by path.
+"""The edge's one HTTP port (aiohttp): WebSocket transports, HTTP endpoints and static
+files, by path.
 
 Every transport that speaks over WebSocket (the native stream at /v1/call, the Twilio
 Media Streams stream at /v1/twilio) registers a route with its own authentication check;
-plain HTTP GET endpoints (Twilio's <Connect action> callback) register too. A request for
-another path gets 404, an unauthenticated one 401/403, before any upgrade.
+HTTP endpoints (Twilio's <Connect action> callback, WebRTC's WHIP offers and hang-ups)
+register with the methods they take; the softphone page is static files. A request for
+another path gets 404, an unauthenticated one 401/403, before any upgrade or handler.
 
-Every connection is kept alive by websockets' keepalive: a ping every `ping_interval_s`, the
-connection dropped when its pong takes longer than `ping_timeout_s`. The round trip of every
-ping is observed in `voicemesh_media_rtt_seconds` under the route's transport label.
+Keepalive: the ingress pings every WebSocket each `ping_interval_s` and drops the
+connection when the pong takes longer than `ping_timeout_s`. Pongs are read by `recv()`
+(every port keeps a reader on it); the round trip of each is observed in
+`voicemesh_media_rtt_seconds` under the route's transport label. There is no access log:
+tokens can travel in query strings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
-from websockets.typing import DataLike
+from aiohttp import WSMsgType, web
 
+from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
-# (status, reason) to refuse the request with, or None to accept it.
-Authorize = Callable[[Request], tuple[HTTPStatus, str] | None]
-SocketHandler = Callable[[ServerConnection], Awaitable[None]]
-# GET without an upgrade: (status, content type, body).
-HttpHandler = Callable[[Request], tuple[HTTPStatus, str, str]]
-
-
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
+MAX_BODY_BYTES = 65_536
+MAX_MESSAGE_BYTES = 1 << 20
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".json": "application/json",
+    ".wav": "audio/wav",
+}
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str  # with its query string, as sent: "/v1/whip?agent=x"
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes = b""
+    remote: str = ""
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: HTTPStatus
+    body: str | bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class SocketClosed(Exception):
+    """The WebSocket is closed (by either side)."""
+
+
+class Socket(ABC):
+    """What a WebSocket route's handler gets."""
+
+    request: HttpRequest
+
+    @abstractmethod
+    async def recv(self) -> str | bytes:
+        """The next text or binary message; SocketClosed once the socket is closed."""
+
+    @abstractmethod
+    async def send(self, data: str | bytes) -> None: ...
+
+    @abstractmethod
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+    @abstractmethod
+    async def wait_closed(self) -> None: ...
+
+
+Authorize = Callable[[HttpRequest], tuple[HTTPStatus, str] | None]
+SocketHandler = Callable[[Socket], Awaitable[None]]
+HttpHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 @dataclass(frozen=True)
@@ -44,26 +99,80 @@ class _Route:
     authorize: Authorize
     socket: SocketHandler | None = None
     http: HttpHandler | None = None
+    methods: tuple[str, ...] = ("GET",)
     transport_label: str = ""
 
 
-class _TimedConnection(ServerConnection):
-    """A server connection that reports the round trip of each ping it sends, the
-    keepalive's included (websockets resolves a ping's future with its latency on the pong)."""
+class _AiohttpSocket(Socket):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: HttpRequest,
+        on_round_trip: Callable[[float], None],
+    ) -> None:
+        self.request = request
+        self._ws = ws
+        self._on_round_trip = on_round_trip
+        self._pings: dict[bytes, float] = {}
+        self._ponged = asyncio.Event()
+        self._closed = asyncio.Event()
 
-    on_round_trip: Callable[[float], None] | None = None
+    async def recv(self) -> str | bytes:
+        loop = asyncio.get_running_loop()
+        while True:
+            msg = await self._ws.receive()
+            if msg.type == WSMsgType.TEXT:
+                return str(msg.data)
+            if msg.type == WSMsgType.BINARY:
+                return bytes(msg.data)
+            if msg.type == WSMsgType.PING:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self._ws.pong(msg.data)
+                continue
+            if msg.type == WSMsgType.PONG:
+                sent = self._pings.pop(bytes(msg.data), None)
+                if sent is not None:
+                    self._on_round_trip(loop.time() - sent)
+                    self._ponged.set()
+                continue
+            self._closed.set()  # CLOSE, CLOSING, CLOSED, ERROR
+            raise SocketClosed(str(msg.extra or msg.type.name))
 
-    async def ping(self, data: DataLike | None = None) -> Awaitable[float]:
-        pong = await super().ping(data)
-        report = self.on_round_trip
-        if report is not None and isinstance(pong, asyncio.Future):
+    async def send(self, data: str | bytes) -> None:
+        if self._ws.closed:
+            raise SocketClosed("closed")
+        try:
+            if isinstance(data, str):
+                await self._ws.send_str(data)
+            else:
+                await self._ws.send_bytes(data)
+        except (ConnectionError, RuntimeError) as exc:
+            self._closed.set()
+            raise SocketClosed(str(exc)) from None
 
-            def done(fut: asyncio.Future[float]) -> None:
-                if not fut.cancelled() and fut.exception() is None:
-                    report(fut.result())
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._ws.close(code=code, message=reason.encode()[:120])
+        self._closed.set()
 
-            pong.add_done_callback(done)
-        return pong
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def keepalive(self, interval_s: float, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._ws.closed:
+            await asyncio.sleep(interval_s)
+            payload = secrets.token_bytes(4)
+            self._pings = {payload: loop.time()}  # a pong to an older ping is not awaited
+            self._ponged.clear()
+            try:
+                await self._ws.ping(payload)
+                await asyncio.wait_for(self._ponged.wait(), timeout_s)
+            except (ConnectionError, RuntimeError):
+                return
+            except TimeoutError:
+                await self.close(1011, "keepalive ping timeout")
+                return
 
 
 class WebSocketIngress:
@@ -82,7 +191,10 @@ class WebSocketIngress:
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
         self._routes: dict[str, _Route] = {}
-        self._server: Server | None = None
+        self._prefixes: dict[str, _Route] = {}
+        self._static: dict[str, tuple[Path, str | None]] = {}
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
 
     def add_socket(
         self, path: str, authorize: Authorize, handler: SocketHandler, *, transport_label: str
@@ -90,66 +202,137 @@ class WebSocketIngress:
         """A WebSocket endpoint; `transport_label` labels its connections' round trips."""
         self._routes[path] = _Route(authorize, socket=handler, transport_label=transport_label)
 
-    def add_http(self, path: str, authorize: Authorize, handler: HttpHandler) -> None:
-        self._routes[path] = _Route(authorize, http=handler)
+    def add_http(
+        self,
+        path: str,
+        authorize: Authorize,
+        handler: HttpHandler,
+        *,
+        methods: tuple[str, ...] = ("GET",),
+        prefix: bool = False,
+    ) -> None:
+        """An HTTP endpoint; with `prefix`, every path under `path + "/"` too."""
+        route = _Route(authorize, http=handler, methods=methods)
+        self._routes[path] = route
+        if prefix:
+            self._prefixes[path.rstrip("/") + "/"] = route
+
+    def add_static(self, prefix: str, directory: Path, *, index: str | None = None) -> None:
+        """GET the files of `directory` under `prefix`, open to all (a page and its assets)."""
+        self._static[prefix.rstrip("/") + "/"] = (directory.resolve(), index)
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            return self._port
-        return int(next(iter(self._server.sockets)).getsockname()[1])
+        if self._runner is not None and self._runner.addresses:
+            return int(self._runner.addresses[0][1])
+        return self._port
 
-    def url(self, path: str) -> str:
-        return f"ws://{self._host}:{self.port}{path}"
+    def url(self, path: str, scheme: str = "ws") -> str:
+        return f"{scheme}://{self._host}:{self.port}{path}"
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+    def _route(self, path: str) -> _Route | None:
         route = self._routes.get(path)
-        if route is None:
-            known = ", ".join(p for p, r in self._routes.items() if r.socket is not None)
-            return conn.respond(HTTPStatus.NOT_FOUND, f"no such endpoint; calls go to {known}\n")
-        refused = route.authorize(request)
-        if refused is not None:
-            self._metrics.error("unauthorized")
-            status, reason = refused
-            return conn.respond(status, reason + "\n")
-        if route.http is not None:
-            status, content_type, body = route.http(request)
-            response = conn.respond(status, body)
-            response.headers = Headers(
-                [(k, v) for k, v in response.headers.raw_items() if k.lower() != "content-type"]
-            )
-            response.headers["Content-Type"] = content_type
-            return response
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return conn.respond(HTTPStatus.UPGRADE_REQUIRED, f"{path} is a WebSocket endpoint\n")
+        if route is not None:
+            return route
+        for prefix, candidate in self._prefixes.items():
+            if path.startswith(prefix):
+                return candidate
         return None
 
-    async def _serve(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
-        route = self._routes[urlsplit(ws.request.path).path]
+    def _static_file(self, path: str) -> Path | None:
+        for prefix, (directory, index) in sorted(self._static.items(), key=lambda kv: -len(kv[0])):
+            if path + "/" == prefix or path == prefix:
+                rel = index
+            elif path.startswith(prefix):
+                rel = path[len(prefix) :]
+            else:
+                continue
+            if not rel:
+                return None
+            candidate = (directory / rel).resolve()
+            if candidate.is_file() and candidate.is_relative_to(directory):
+                return candidate
+            return None
+        return None
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = urlsplit(request.path_qs).path
+        route = self._route(path)
+        if route is None:
+            static = self._static_file(path) if request.method in ("GET", "HEAD") else None
+            if static is not None:
+                return web.Response(
+                    body=static.read_bytes(),
+                    headers={"Content-Type": _CONTENT_TYPES.get(static.suffix, "application/octet-stream"),
+                             "Cache-Control": "no-cache"},
+                )
+            known = ", ".join(p for p, r in self._routes.items() if r.socket is not None)
+            return _plain(HTTPStatus.NOT_FOUND, f"no such endpoint; calls go to {known}")
+        if route.http is not None and request.method not in route.methods:
+            return _plain(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes {', '.join(route.methods)}",
+                          {"Allow": ", ".join(route.methods)})
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY_BYTES} bytes")
+        try:
+            body = await request.read() if request.can_read_body else b""
+        except web.HTTPRequestEntityTooLarge:
+            return _plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY_BYTES} bytes")
+        head = HttpRequest(request.method, request.path_qs, request.headers, body, request.remote or "")
+        refused = route.authorize(head)
+        if refused is not None:
+            self._metrics.error("unauthorized")
+            return _plain(*refused)
+        if route.http is not None:
+            try:
+                answer = await route.http(head)
+            except Exception:
+                log.exception("http handler failed", extra={"path": path})
+                return _plain(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+            headers = {**answer.headers, "Content-Type": answer.content_type}
+            body_out = answer.body.encode() if isinstance(answer.body, str) else answer.body
+            return web.Response(status=answer.status, body=body_out, headers=headers)
         assert route.socket is not None
-        if isinstance(ws, _TimedConnection):
-            label, metrics = route.transport_label, self._metrics
-            ws.on_round_trip = lambda seconds: metrics.observe_rtt(label, seconds)
-        await route.socket(ws)
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return _plain(HTTPStatus.UPGRADE_REQUIRED, f"{path} is a WebSocket endpoint")
+        return await self._serve_socket(request, head, route)
+
+    async def _serve_socket(self, request: web.Request, head: HttpRequest, route: _Route) -> web.StreamResponse:
+        assert route.socket is not None
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=False)
+        await ws.prepare(request)
+        label, metrics = route.transport_label, self._metrics
+        socket = _AiohttpSocket(ws, head, lambda seconds: metrics.observe_rtt(label, seconds))
+        keepalive = asyncio.create_task(socket.keepalive(self._ping_interval_s, self._ping_timeout_s))
+        try:
+            await route.socket(socket)
+        except Exception:
+            log.exception("websocket handler failed", extra={"path": urlsplit(head.path).path})
+            await socket.close(1011, "internal error")
+        finally:
+            await cancel_and_wait(keepalive)
+            if not ws.closed:
+                await socket.close(1000)
+        return ws
 
     async def start(self) -> None:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self._host, self._port)
         try:
-            self._server = await serve(
-                self._serve,
-                self._host,
-                self._port,
-                process_request=self._process_request,
-                max_size=1 << 20,
-                ping_interval=self._ping_interval_s,
-                ping_timeout=self._ping_timeout_s,
-                create_connection=_TimedConnection,
-            )
+            await self._site.start()
         except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
             raise OSError(f"cannot listen on {self._host}:{self._port}: {exc.strerror or exc}") from None
 
     async def stop(self) -> None:
-        """Stop accepting connections; live ones go on."""
-        if self._server is not None:
-            self._server.close(close_connections=False)
+        """Stop listening and let go of what is left (the edge has ended its calls by now)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+
+def _plain(status: HTTPStatus, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=reason + "\n", headers=headers)

@@ -17,18 +17,15 @@ from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 from google.protobuf import json_format
-from google.protobuf.message import Message
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request
 
 from voicemesh.audio.frames import FRAME_BYTES, SAMPLE_RATE, Framer
 from voicemesh.audio.resample import StreamResampler
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.v1 import edge_pb2
 
-from .ingress import WebSocketIngress
+from .ingress import HttpRequest, Socket, SocketClosed, WebSocketIngress
 from .media_quality import JitterEstimator
+from .observer_wire import JsonObserver, encode
 from .port import (
     CallHandler,
     CallInfo,
@@ -41,7 +38,6 @@ from .port import (
     MediaPort,
     PortEvent,
     Transferred,
-    TurnTiming,
     check_digits,
 )
 
@@ -52,10 +48,6 @@ SUPPORTED_RATES = (8000, 16000, 24000, 48000)
 START_TIMEOUT_S = 10.0
 # Frame index -> message index entries kept for timing reports (one minute of audio).
 _INDEX_HISTORY = 3000
-
-
-def encode(msg: Message) -> str:
-    return json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=None)
 
 
 class BadMessage(ValueError):
@@ -79,7 +71,7 @@ def parse_client_message(text: str) -> edge_pb2.ClientMessage:
     return msg
 
 
-class NativePort(MediaPort, CallObserver):
+class NativePort(MediaPort, JsonObserver):
     """Media time of the caller's audio is the samples it has sent (at its own rate): jitter is
     each audio message's arrival against it. Over TCP nothing is lost or concealed."""
 
@@ -87,7 +79,7 @@ class NativePort(MediaPort, CallObserver):
 
     def __init__(
         self,
-        ws: ServerConnection,
+        ws: Socket,
         info: CallInfo,
         sample_rate: int,
         metrics: ServiceMetrics,
@@ -116,7 +108,7 @@ class NativePort(MediaPort, CallObserver):
         while not self._pending:
             try:
                 raw = await self._ws.recv()
-            except ConnectionClosed:
+            except SocketClosed:
                 return Hangup("caller disconnected")
             if isinstance(raw, bytes):
                 if raw:
@@ -159,11 +151,8 @@ class NativePort(MediaPort, CallObserver):
             return
         try:
             await self._ws.send(data)
-        except ConnectionClosed:
+        except SocketClosed:
             self._closed = True
-
-    async def _send_msg(self, **kind: Message) -> None:
-        await self._send(encode(edge_pb2.ServerMessage(**kind)))
 
     # ---- MediaPort ----
 
@@ -179,54 +168,26 @@ class NativePort(MediaPort, CallObserver):
         return None  # nothing is buffered at the far end
 
     async def transfer(self, target: str) -> Transferred:
-        await self._send_msg(transfer=edge_pb2.CallTransfer(target=target))
+        await self.send_message(transfer=edge_pb2.CallTransfer(target=target))
         return Transferred("native")
 
     async def send_dtmf(self, digits: str) -> None:
-        await self._send_msg(dtmf=edge_pb2.SendDigits(digits=digits))
+        await self.send_message(dtmf=edge_pb2.SendDigits(digits=digits))
 
     async def close(self, reason: EndReason, message: str = "") -> None:
-        await self._send_msg(end=edge_pb2.CallEnd(reason=reason.value))
+        await self.send_message(end=edge_pb2.CallEnd(reason=reason.value))
         self._closed = True
         with contextlib.suppress(Exception):
             await self._ws.close(1000, reason.value[:100])
 
-    # ---- CallObserver ----
+    # ---- CallObserver (observer_wire.JsonObserver) ----
 
-    async def ready(self, session_id: str, agent: str) -> None:
-        await self._send_msg(
-            ready=edge_pb2.CallReady(session_id=session_id, agent=agent, sample_rate_hz=self._rate)
-        )
+    @property
+    def sample_rate_hz(self) -> int:  # type: ignore[override]
+        return self._rate
 
-    async def state(self, state: str) -> None:
-        await self._send_msg(state=edge_pb2.StateChanged(state=state))
-
-    async def transcript(self, turn_id: str, text: str, final: bool) -> None:
-        await self._send_msg(transcript=edge_pb2.TranscriptUpdate(turn_id=turn_id, text=text, final=final))
-
-    async def response(self, response_id: str, turn_id: str, text: str, final: bool) -> None:
-        await self._send_msg(
-            response=edge_pb2.ResponseText(response_id=response_id, turn_id=turn_id, text=text, final=final)
-        )
-
-    async def playout(self, response_id: str, name: str) -> None:
-        await self._send_msg(mark=edge_pb2.PlayoutMark(response_id=response_id, name=name))
-
-    async def timing(self, timing: TurnTiming) -> None:
-        await self._send_msg(
-            timing=edge_pb2.TurnTiming(
-                turn_id=timing.turn_id,
-                last_voiced_message=self.message_index(timing.last_voiced_frame),
-                endpoint_ms=round(timing.endpoint_ms),
-                stt_final_ms=round(timing.stt_final_ms),
-                first_token_ms=round(timing.first_token_ms),
-                tts_first_audio_ms=round(timing.tts_first_audio_ms),
-                edge_voice_to_voice_ms=round(timing.edge_voice_to_voice_ms),
-            )
-        )
-
-    async def error(self, code: str, message: str) -> None:
-        await self._send_msg(error=edge_pb2.CallError(code=code, message=message))
+    async def send_text(self, text: str) -> None:
+        await self._send(text)
 
 
 class NativeWebSocketTransport(CallTransport):
@@ -244,7 +205,7 @@ class NativeWebSocketTransport(CallTransport):
     def describe(self) -> str:
         return self._ingress.url(PATH)
 
-    def _authorize(self, request: Request) -> tuple[HTTPStatus, str] | None:
+    def _authorize(self, request: HttpRequest) -> tuple[HTTPStatus, str] | None:
         supplied = ""
         header = request.headers.get("Authorization", "")
         if header.lower().startswith("bearer "):
@@ -262,11 +223,11 @@ class NativeWebSocketTransport(CallTransport):
     async def stop(self) -> None:
         return None  # the ingress stops accepting for every transport
 
-    async def _serve_connection(self, ws: ServerConnection) -> None:
+    async def _serve_connection(self, ws: Socket) -> None:
         assert self._handler is not None
         try:
             raw = await asyncio.wait_for(ws.recv(), START_TIMEOUT_S)
-        except (TimeoutError, ConnectionClosed):
+        except (TimeoutError, SocketClosed):
             await ws.close(1008, "expected a start message")
             return
         try:

@@ -28,17 +28,13 @@ from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request
-
 from voicemesh.audio.frames import FRAME_BYTES, SAMPLE_RATE, Framer
 from voicemesh.audio.g711 import ulaw_decode, ulaw_encode
 from voicemesh.audio.resample import StreamResampler
 from voicemesh.mesh.metrics import ServiceMetrics
 
 from . import twilio_wire as tw
-from .ingress import WebSocketIngress
+from .ingress import HttpRequest, HttpResponse, Socket, SocketClosed, WebSocketIngress
 from .media_quality import FRAME_MS, JitterEstimator, frames_in
 from .port import (
     CallHandler,
@@ -105,7 +101,7 @@ class TwilioPort(MediaPort):
 
     def __init__(
         self,
-        ws: ServerConnection,
+        ws: Socket,
         start: tw.Start,
         info: CallInfo,
         transport: TwilioStreamTransport,
@@ -133,7 +129,7 @@ class TwilioPort(MediaPort):
         while not self._pending:
             try:
                 raw = await self._ws.recv()
-            except ConnectionClosed:
+            except SocketClosed:
                 return Hangup("twilio closed the stream")
             try:
                 msg = tw.parse_message(raw)
@@ -185,7 +181,7 @@ class TwilioPort(MediaPort):
             return
         try:
             await self._ws.send(text)
-        except ConnectionClosed:
+        except SocketClosed:
             self._closed = True
 
     async def play(self, pcm: bytes) -> None:
@@ -256,7 +252,7 @@ class TwilioStreamTransport(CallTransport):
         scheme = "https" if parts.scheme == "wss" else "http"
         return urlunsplit((scheme, parts.netloc, ACTION_PATH, "", ""))
 
-    def _verify(self, request: Request, public_url: str) -> tuple[HTTPStatus, str] | None:
+    def _verify(self, request: HttpRequest, public_url: str) -> tuple[HTTPStatus, str] | None:
         """Twilio signs the URL it requested: our public URL with the query it sent."""
         query = urlsplit(request.path).query
         signed_url = public_url + (f"?{query}" if query else "")
@@ -267,17 +263,17 @@ class TwilioStreamTransport(CallTransport):
             return HTTPStatus.FORBIDDEN, "X-Twilio-Signature does not match"
         return None
 
-    def _authorize_stream(self, request: Request) -> tuple[HTTPStatus, str] | None:
+    def _authorize_stream(self, request: HttpRequest) -> tuple[HTTPStatus, str] | None:
         return self._verify(request, self.stream_url)
 
-    def _authorize_action(self, request: Request) -> tuple[HTTPStatus, str] | None:
+    def _authorize_action(self, request: HttpRequest) -> tuple[HTTPStatus, str] | None:
         return self._verify(request, self.action_url)
 
-    def _connect_action(self, request: Request) -> tuple[HTTPStatus, str, str]:
+    async def _connect_action(self, request: HttpRequest) -> HttpResponse:
         params = parse_qs(urlsplit(request.path).query)
         call_sid = params.get("CallSid", [""])[0]
         target = self.transfers.take(call_sid, time.monotonic()) if call_sid else None
-        return HTTPStatus.OK, "text/xml", connect_action_twiml(target)
+        return HttpResponse(HTTPStatus.OK, connect_action_twiml(target), "text/xml")
 
     async def start(self, handler: CallHandler) -> None:
         self._handler = handler
@@ -287,7 +283,7 @@ class TwilioStreamTransport(CallTransport):
     async def stop(self) -> None:
         return None  # the ingress stops accepting for every transport
 
-    async def _read_start(self, ws: ServerConnection) -> tw.Start:
+    async def _read_start(self, ws: Socket) -> tw.Start:
         """Messages before `start` (`connected`) are skipped; anything else is refused."""
         while True:
             raw = await ws.recv()
@@ -297,7 +293,7 @@ class TwilioStreamTransport(CallTransport):
             if not isinstance(msg, tw.Connected):
                 raise tw.TwilioProtocolError(f"expected start, got a {type(msg).__name__.lower()} message")
 
-    async def _serve_connection(self, ws: ServerConnection) -> None:
+    async def _serve_connection(self, ws: Socket) -> None:
         assert self._handler is not None
         try:
             start = await asyncio.wait_for(self._read_start(ws), START_TIMEOUT_S)
@@ -307,7 +303,7 @@ class TwilioStreamTransport(CallTransport):
                     f"mediaFormat must be audio/x-mulaw 8000 Hz mono, got "
                     f"{fmt.encoding} {fmt.sample_rate} Hz x{fmt.channels}"
                 )
-        except (TimeoutError, ConnectionClosed):
+        except (TimeoutError, SocketClosed):
             await ws.close(1008, "expected a start message")
             return
         except tw.TwilioProtocolError as exc:
