@@ -221,6 +221,8 @@ class LocalMesh:
         self.token = token or os.environ.get("VOICEMESH_EDGE_TOKEN") or secrets.token_urlsafe(24)
         # Even the local Twilio stream is authenticated: requests must carry its signature.
         self.twilio_auth_token = os.environ.get("VOICEMESH_TWILIO_AUTH_TOKEN") or secrets.token_hex(16)
+        # What the edge signs browsers' call tokens with (`voicemesh token` asks it for one).
+        self.call_token_secret = os.environ.get("VOICEMESH_CALL_TOKEN_SECRET") or secrets.token_urlsafe(32)
         self.extra_env = extra_env or {}
         self.log = log
         self.replicas = check_replicas(replicas or {})
@@ -309,6 +311,9 @@ class LocalMesh:
             env["VOICEMESH_TWILIO_AUTH_TOKEN"] = self.twilio_auth_token
             env["VOICEMESH_TWILIO_STREAM_URL"] = self.twilio_url
             env["VOICEMESH_SIP_PORT"] = str(self.ports.sip)
+            env["VOICEMESH_CALL_TOKEN_SECRET"] = self.call_token_secret
+            env["VOICEMESH_AGENTS_DIR"] = str(self.agents_dir)  # the softphone's agent list
+            env["VOICEMESH_DEFAULT_AGENT"] = self.default_agent
             env["VOICEMESH_ROUTER_ADDRESS"] = f"127.0.0.1:{self.ports.grpc['session-router']}"
         if name == "reasoning":
             env["VOICEMESH_AGENTS_DIR"] = str(self.agents_dir)

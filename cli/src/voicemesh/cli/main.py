@@ -15,7 +15,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     meshcmds.register(sub)
-    from . import agent_cmd, call, calls_cmd, cluster_cmd, dial_cmd, events_cmd  # the caller-side commands
+    from . import (  # caller-side commands
+        agent_cmd,
+        call,
+        calls_cmd,
+        cluster_cmd,
+        dial_cmd,
+        events_cmd,
+        token_cmd,
+    )
 
     call.register(sub)
     events_cmd.register(sub)
@@ -23,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     dial_cmd.register(sub)  # an agent calls out (SIP)
     cluster_cmd.register(sub)  # voicemesh on Kubernetes
     agent_cmd.register(sub)  # agent files: check, new, list
+    token_cmd.register(sub)  # call tokens for browsers and apps
     return parser
 
 

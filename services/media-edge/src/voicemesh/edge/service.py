@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import grpc
 
@@ -19,7 +20,11 @@ from .port import CallTransport, EndReason, MediaPort
 from .session import CallSession, EdgeDeps
 from .settings import EdgeSettings
 from .sip.transport import SipCallTransport
+from .tokens import CallTokens
 from .twilio import TwilioStreamTransport
+from .webrtc.agents import agent_choices
+from .webrtc.ice import parse_ice_servers
+from .webrtc.transport import WebRtcTransport
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,21 @@ class EdgeService(MeshService):
                 stream_url=settings.twilio_stream_url,
             ),
         ]
+        if settings.webrtc_enabled:
+            secret = settings.call_token_secret
+            self.transports.append(
+                WebRtcTransport(
+                    self.ingress,
+                    ctx.metrics,
+                    tokens=CallTokens(secret, max_ttl_s=86400) if secret else None,
+                    edge_token=settings.edge_token,
+                    token_ttl_s=settings.call_token_ttl_s,
+                    ice_servers=parse_ice_servers(settings.webrtc_ice_servers),
+                    agents=agent_choices(Path(settings.agents_dir) if settings.agents_dir else None),
+                    default_agent=settings.default_agent,
+                    can_take_call=self._can_take_call,
+                )
+            )
         self.sip = SipCallTransport(settings.sip(), ctx.metrics) if settings.sip_enabled else None
         if self.sip is not None:
             self.transports.append(self.sip)

@@ -12,6 +12,8 @@ from voicemesh.mesh.settings import MeshSettings
 from .sip.auth import SipAccess
 from .sip.offer import SrtpPolicy
 from .sip.transport import SipSettings
+from .tokens import MIN_SECRET
+from .webrtc.ice import parse_ice_servers
 
 
 def parse_users(text: str) -> dict[str, str]:
@@ -41,6 +43,18 @@ class EdgeSettings(MeshSettings):
     twilio_auth_token: str = ""
     twilio_stream_url: str = ""
     router_address: str = "127.0.0.1:50051"
+    # WebRTC (WHIP at /v1/whip on the same port) and the softphone page at /. Browsers and
+    # apps present short-lived call tokens signed with this secret (POST /v1/tokens with the
+    # edge token, or `voicemesh token`); without a secret every WebRTC request is refused.
+    webrtc_enabled: bool = True
+    call_token_secret: str = ""
+    call_token_ttl_s: float = Field(default=300.0, gt=0, le=86400)
+    # JSON list of {"urls", "username"?, "credential"?} (STUN/TURN for callers behind NAT),
+    # as a browser's RTCConfiguration takes it; handed to the page too.
+    webrtc_ice_servers: str = ""
+    # The agents the softphone page offers (the folder the reasoning service serves).
+    agents_dir: str = ""
+    default_agent: str = ""
     # How often a live call renews its reservations with the session-router: keep it well
     # below the router's VOICEMESH_ROUTER_LEASE_S (120 s by default), which is how long a
     # crashed edge's calls hold their slots.
@@ -165,6 +179,19 @@ class EdgeSettings(MeshSettings):
     def _stream_url(cls, v: str) -> str:
         if v and not v.startswith(("ws://", "wss://")):
             raise ValueError("must be the stream's ws:// or wss:// URL, as written in the TwiML")
+        return v
+
+    @field_validator("call_token_secret")
+    @classmethod
+    def _call_secret(cls, v: str) -> str:
+        if v and len(v) < MIN_SECRET:
+            raise ValueError(f"must be a secret of at least {MIN_SECRET} characters (or unset: no WebRTC calls)")
+        return v
+
+    @field_validator("webrtc_ice_servers")
+    @classmethod
+    def _ice(cls, v: str) -> str:
+        parse_ice_servers(v)
         return v
 
     @field_validator("edge_token")

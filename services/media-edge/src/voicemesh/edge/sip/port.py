@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,13 +28,13 @@ from voicemesh.audio.resample import StreamResampler
 from voicemesh.mesh.aio import cancel_and_wait
 from voicemesh.mesh.metrics import ServiceMetrics
 
+from ..inbox import PortInbox
 from ..port import (
     DTMF_DIGITS,
     CallInfo,
     Dtmf,
     EndReason,
     Frame,
-    Hangup,
     Hold,
     MediaPort,
     MediaQuality,
@@ -111,12 +110,9 @@ class SipPort(MediaPort):
         self._sig = signalling
         self._metrics = signalling.metrics
         self._clock = clock
-        self._events: deque[PortEvent] = deque()
-        self._queued_frames = 0
-        self._wake = asyncio.Event()
+        self._inbox = PortInbox(INBOUND_QUEUE_FRAMES)
         self._rtp: _Rtp | None = None
         self._answered = False
-        self._gone: str | None = None  # why the caller's side ended, once it has
         self._closed = False
         self._held = answer.direction.held
         self._gaps = InboundGaps()
@@ -142,9 +138,7 @@ class SipPort(MediaPort):
 
     def caller_gone(self, why: str) -> None:
         """BYE, CANCEL or an unanswered 200: the caller's side of the call is over."""
-        if self._gone is None:
-            self._gone = why
-            self._wake.set()
+        self._inbox.caller_gone(why)
 
     def reoffer(self, call: IncomingCall) -> None:
         """A re-INVITE: hold, resume or a new codec, answered on the same RTP port."""
@@ -178,8 +172,11 @@ class SipPort(MediaPort):
     # ---- media in ----------------------------------------------------------------------
 
     def _push(self, event: PortEvent) -> None:
-        self._events.append(event)
-        self._wake.set()
+        self._inbox.push(event)
+
+    @property
+    def _gone(self) -> str | None:
+        return self._inbox.gone
 
     def _heard(self, pulled: Pulled) -> None:
         """20 ms of the caller's audio out of the jitter buffer, on the port's clock."""
@@ -195,11 +192,8 @@ class SipPort(MediaPort):
 
     def _frames_in(self, pcm8k: bytes) -> None:
         for frame in self._framer.push(self._inbound.process(pcm8k)):
-            if self._queued_frames >= INBOUND_QUEUE_FRAMES:
+            if not self._inbox.push(Frame(frame)):
                 self._metrics.dropped("sip_inbound_frames")
-                continue
-            self._queued_frames += 1
-            self._push(Frame(frame))
 
     def _on_dtmf(self, digit: str, _duration: int) -> None:
         self._last_packet = self._clock()
@@ -386,16 +380,7 @@ class SipPort(MediaPort):
     async def receive(self) -> PortEvent:
         if not self._answered and self._gone is None:
             await self._answer()
-        while True:
-            if self._events:
-                event = self._events.popleft()
-                if isinstance(event, Frame):
-                    self._queued_frames -= 1
-                return event
-            if self._gone is not None:
-                return Hangup(self._gone)
-            self._wake.clear()
-            await self._wake.wait()
+        return await self._inbox.next()
 
     # ---- media out ---------------------------------------------------------------------
 

@@ -34,9 +34,12 @@ class Stamp:
 
 
 class OutboundTimeline:
-    def __init__(self, initial_timestamp: int) -> None:
+    """On a clock of `rate` Hz (8 kHz for G.711; WebRTC's port stamps at 16 kHz)."""
+
+    def __init__(self, initial_timestamp: int, rate: int = RATE) -> None:
         self._next = initial_timestamp & 0xFFFFFFFF
         self._last_sent: float | None = None
+        self._frame_samples = rate * 20 // 1000
 
     def stamp(self, now: float) -> Stamp:
         """The stamp of a frame sent at `now` (monotonic seconds)."""
@@ -47,10 +50,10 @@ class OutboundTimeline:
             marker = True
             # the silence lasted (now - last) less the frame that ended the spurt
             skipped = round((now - self._last_sent) / FRAME_S) - 1
-            self._next = (self._next + max(0, skipped) * FRAME_SAMPLES) & 0xFFFFFFFF
+            self._next = (self._next + max(0, skipped) * self._frame_samples) & 0xFFFFFFFF
         self._last_sent = now
         stamp = Stamp(self._next, marker)
-        self._next = (self._next + FRAME_SAMPLES) & 0xFFFFFFFF
+        self._next = (self._next + self._frame_samples) & 0xFFFFFFFF
         return stamp
 
 
@@ -62,8 +65,11 @@ class Filled:
 
 
 class InboundGaps:
-    def __init__(self) -> None:
+    """On a clock of `rate` Hz (8 kHz for G.711; Opus's RTP clock is 48 kHz)."""
+
+    def __init__(self, rate: int = RATE) -> None:
         self._expected: int | None = None
+        self._rate = rate
 
     def supplied(self, samples: int) -> None:
         """`samples` of silence went to the call in place of audio that did not come."""
@@ -82,10 +88,10 @@ class InboundGaps:
             return Filled(0, 0, False)
         if ahead >= _HALF:  # behind what we have already played: a new timeline
             return Filled(0, 0, True)
-        if ahead > JUMP_S * RATE:  # far ahead: the sender's timestamps jumped, no hole
+        if ahead > JUMP_S * self._rate:  # far ahead: the sender's timestamps jumped, no hole
             return Filled(0, 0, True)
-        fill = min(ahead, int(MAX_FILL_S * RATE))
-        return Filled(fill, ahead // FRAME_SAMPLES, False)
+        fill = min(ahead, int(MAX_FILL_S * self._rate))
+        return Filled(fill, ahead * 50 // self._rate, False)
 
 
 def round_trip_s(arrival_ntp: int, lsr: int, dlsr: int) -> float | None:
