@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import urllib.error
 import urllib.request
@@ -21,7 +22,8 @@ def http_base(edge_url: str) -> str:
     return f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}"
 
 
-def fetch_token(base: str, edge_token: str, agent: str, ttl_s: float | None) -> dict[str, object]:
+def fetch_token(base: str, edge_token: str, agent: str, ttl_s: float | None) -> object:
+    """The edge's JSON answer to POST /v1/tokens (HTTPError if it refuses)."""
     body: dict[str, object] = {"agent": agent}
     if ttl_s is not None:
         body["ttl_s"] = ttl_s
@@ -32,8 +34,19 @@ def fetch_token(base: str, edge_token: str, agent: str, ttl_s: float | None) -> 
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
-        answer: dict[str, object] = json.loads(resp.read())
+        answer: object = json.loads(resp.read())
     return answer
+
+
+def seconds(text: str) -> float:
+    """--ttl: a positive, finite number of seconds (the edge caps it at its own TTL bound)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,9 +63,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: the edge refused: {exc.code} {reason}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError) as exc:
-        print(f"{PROG}: error: cannot reach the edge at {base}: {exc}", file=sys.stderr)
+        print(
+            f"{PROG}: error: cannot reach the edge at {base} (is the mesh up? `voicemesh status`): {exc}",
+            file=sys.stderr,
+        )
         return 1
-    token = str(answer["token"])
+    except ValueError:  # not JSON: not the edge we expect
+        print(f"{PROG}: error: the edge at {base} did not answer with a token", file=sys.stderr)
+        return 1
+    token = answer.get("token") if isinstance(answer, dict) else None
+    if not isinstance(token, str) or not token:
+        print(f"{PROG}: error: the edge at {base} did not answer with a token", file=sys.stderr)
+        return 1
     print(token)
     page = f"{base}/?token={quote(token)}" + (f"&agent={quote(args.agent)}" if args.agent else "")
     print(f"softphone: {page}", file=sys.stderr)
@@ -69,6 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "the softphone page's address on stderr."
         ),
     )
-    p.add_argument("--agent", help="bind the token to this agent (default: any)")
-    p.add_argument("--ttl", type=float, help="seconds the token lives (default: the edge's, 300)")
+    p.add_argument("--agent", metavar="ID", help="bind the token to this agent (default: any)")
+    p.add_argument(
+        "--ttl", type=seconds, metavar="SECONDS", help="seconds the token lives (default: the edge's, 300)"
+    )
     p.set_defaults(func=run)

@@ -13,12 +13,16 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from dataclasses import dataclass
 
 PREFIX = "vm1"
 MAX_TOKEN_BYTES = 2048
 MIN_SECRET = 32
+# exp is written to the millisecond (rounded): a token issued for max_ttl_s may end up to
+# half a millisecond, plus float error, past now + max_ttl_s.
+_ROUNDING_S = 0.001
 
 
 class TokenError(ValueError):
@@ -36,7 +40,14 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 def _unb64(text: str) -> bytes:
+    """Strict: a character outside the base64url alphabet (padding included) is an error,
+    where the standard decoder would skip it or take '+' and '/' too."""
+    if not _B64URL.issuperset(text):
+        raise binascii.Error("not base64url")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -63,6 +74,8 @@ class CallTokens:
         to another agent than `agent` (the one the call asks for)."""
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenError("malformed: too long")
+        if not token.isascii():  # what we issue is ASCII; HMAC and compare_digest need it
+            raise TokenError("malformed: not ASCII")
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != PREFIX:
             raise TokenError(f"malformed: not a {PREFIX} call token")
@@ -70,7 +83,7 @@ class CallTokens:
             raise TokenError("bad signature")
         try:
             claims = json.loads(_unb64(parts[1]))
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
             raise TokenError("malformed: the payload is not base64url JSON") from None
         if not isinstance(claims, dict):
             raise TokenError("malformed: the payload is not an object")
@@ -79,10 +92,16 @@ class CallTokens:
             raise TokenError("malformed: agent and jti must be strings")
         if isinstance(exp, bool) or not isinstance(exp, int | float):
             raise TokenError("malformed: exp must be a number")
+        try:
+            exp = float(exp)  # an int past float's range overflows
+        except OverflowError:
+            raise TokenError("malformed: exp out of range") from None
+        if not math.isfinite(exp):  # json.loads takes NaN and Infinity
+            raise TokenError("malformed: exp must be a finite number")
         if exp <= now:
             raise TokenError(f"expired {now - exp:.0f} s ago")
-        if exp - now > self._max_ttl_s:
+        if exp - now > self._max_ttl_s + _ROUNDING_S:
             raise TokenError("lives longer than any token this edge issues")
         if agent is not None and bound and bound != agent:
             raise TokenError(f"issued for agent {bound!r}")
-        return CallClaims(bound, float(exp), jti)
+        return CallClaims(bound, exp, jti)
