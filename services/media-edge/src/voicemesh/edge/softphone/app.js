@@ -9,17 +9,25 @@ const auth = { Authorization: `Bearer ${token}` };
 const VOICED_DBFS = -40; // the caller's audio counts as voice above this (as the benches do)
 const HEARD_DBFS = -45; // reply audio counts as heard above this
 const REPLY_GAP_MS = 250; // remote silence before a sound counts as a new reply's onset
+// ?processing=off: the microphone as it is, without the browser's echo cancellation, noise
+// suppression and gain control (a headset, or a test that must hear exactly its WAV).
+const PROCESSING = params.get("processing") !== "off";
 
 const vm = (window.voicemesh = {
   status: "idle", error: "", session_id: "", agent: "", state: "",
   transcripts: [], replies: [], turns: [], marks: [],
   stats: { rtt_ms: null, jitter_ms: null, packets_lost: 0, inbound_audio_energy: 0, audio_level: 0, playout_ms: null },
   connected_ms: null, ended_reason: "",
+  // when each side was audible here, [from_ms, to_ms] since page load (a gap of 250 ms ends a span)
+  sound: { caller: [], agent: [] },
 });
 const loadedAt = performance.now();
 let pc = null, channel = null, resource = "", mic = null, audioCtx = null, timers = [];
 let lastVoicedAt = null, lastOnsetAt = null, remoteQuietSince = performance.now(), pendingHeard = null;
 const speaking = new Set(); // responses whose audio has started and not ended
+// A barge-in ends the reply's playout and then says `user_speaking`; a reply that simply
+// finished says `listening` first. The reply whose end came last waits for that word.
+let lastEnded = null;
 
 function setStatus(status, error = "") {
   vm.status = status;
@@ -60,14 +68,24 @@ function meter(stream) {
   };
 }
 
+function track(spans, loud, now) {
+  const at = Math.round(now - loadedAt);
+  const last = spans[spans.length - 1];
+  if (!loud) return;
+  if (last && at - last[1] <= REPLY_GAP_MS) last[1] = at;
+  else spans.push([at, at]);
+}
+
 function watchLevels(micLevel, remoteLevel) {
   timers.push(setInterval(() => {
     const now = performance.now();
     const m = micLevel();
     $("mic-level").style.width = `${Math.max(0, Math.min(100, (m + 60) * 2))}%`;
     if (m > VOICED_DBFS) lastVoicedAt = now;
+    track(vm.sound.caller, m > VOICED_DBFS, now);
     if (!remoteLevel) return;
     const r = remoteLevel();
+    track(vm.sound.agent, r > HEARD_DBFS, now);
     if (r > HEARD_DBFS) {
       if (now - remoteQuietSince >= REPLY_GAP_MS) replyHeard(now);
       remoteQuietSince = Infinity;
@@ -112,7 +130,7 @@ async function call() {
   try {
     audioCtx = new AudioContext();
     mic = await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      audio: { echoCancellation: PROCESSING, noiseSuppression: PROCESSING, autoGainControl: PROCESSING },
     });
     pc = new RTCPeerConnection({ iceServers: (window.voicemeshConfig || {}).ice_servers || [] });
     channel = pc.createDataChannel("voicemesh");
@@ -167,9 +185,13 @@ function teardown() {
 }
 
 function resetCall() {
-  Object.assign(vm, { session_id: "", agent: "", state: "", transcripts: [], replies: [], turns: [], marks: [], ended_reason: "" });
+  Object.assign(vm, {
+    session_id: "", agent: "", state: "", transcripts: [], replies: [], turns: [], marks: [], ended_reason: "",
+    sound: { caller: [], agent: [] },
+  });
   lastVoicedAt = lastOnsetAt = pendingHeard = null;
   speaking.clear();
+  lastEnded = null;
   $("lines").replaceChildren();
   $("turns").replaceChildren();
 }
@@ -185,7 +207,11 @@ function onMessage(msg) {
   } else if (kind === "state") {
     vm.state = m.state || "";
     $("state").textContent = `${vm.agent || "agent"}: ${vm.state.replace("_", " ")}`;
-    if (vm.state === "user_speaking") for (const rid of speaking) markInterrupted(rid);
+    if (vm.state === "user_speaking") {
+      for (const rid of speaking) markInterrupted(rid);
+      if (lastEnded) markInterrupted(lastEnded);
+    }
+    lastEnded = null;
   } else if (kind === "transcript") {
     upsert(vm.transcripts, "turn_id", m.turn_id, { turn_id: m.turn_id || "", text: m.text || "", final: !!m.final });
     line(`t-${m.turn_id}`, "caller", m.text || "", !m.final);
@@ -198,7 +224,10 @@ function onMessage(msg) {
   } else if (kind === "mark") {
     vm.marks.push({ response_id: m.response_id, name: m.name, at_ms: Math.round(performance.now() - loadedAt) });
     if (m.name === "start") speaking.add(m.response_id);
-    if (m.name === "end") speaking.delete(m.response_id);
+    if (m.name === "end") {
+      speaking.delete(m.response_id);
+      lastEnded = m.response_id;
+    }
   } else if (kind === "timing") {
     const turn = { ...m, received_at: performance.now(), mouth_to_ear_ms: null, heard_ms: null };
     vm.turns.push(turn);
