@@ -12,6 +12,12 @@ connection when the pong takes longer than `ping_timeout_s`. Pongs are read by `
 (every port keeps a reader on it); the round trip of each is observed in
 `voicemesh_media_rtt_seconds` under the route's transport label. There is no access log:
 tokens can travel in query strings.
+
+Stopping: the listener closes at once, and live WebSockets keep working for a grace period
+(the edge is ending its calls with their own close codes). Only those still open after it
+are closed with 1001, and then aiohttp's runner is cleaned up. Not the other way round:
+aiohttp's shutdown discards whatever a connection receives from then on, which would leave
+a call that is still ending deaf until its keepalive timed out.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
 MAX_BODY_BYTES = 65_536
 MAX_MESSAGE_BYTES = 1 << 20
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
+STOP_GRACE_S = 1.0
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -118,6 +126,9 @@ class _AiohttpSocket(Socket):
         self._closed = asyncio.Event()
 
     async def recv(self) -> str | bytes:
+        if self._ws.closed:  # aiohttp raises RuntimeError after a few reads of a closed socket
+            self._closed.set()
+            raise SocketClosed("closed")
         loop = asyncio.get_running_loop()
         while True:
             msg = await self._ws.receive()
@@ -151,8 +162,10 @@ class _AiohttpSocket(Socket):
             raise SocketClosed(str(exc)) from None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        # cut on a character boundary: a reason that is not UTF-8 makes the peer fail with 1007
+        message = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore").encode()
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await self._ws.close(code=code, message=reason.encode()[:120])
+            await self._ws.close(code=code, message=message)
         self._closed.set()
 
     async def wait_closed(self) -> None:
@@ -169,6 +182,7 @@ class _AiohttpSocket(Socket):
                 await self._ws.ping(payload)
                 await asyncio.wait_for(self._ponged.wait(), timeout_s)
             except (ConnectionError, RuntimeError):
+                self._closed.set()
                 return
             except TimeoutError:
                 await self.close(1011, "keepalive ping timeout")
@@ -195,6 +209,9 @@ class WebSocketIngress:
         self._static: dict[str, tuple[Path, str | None]] = {}
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._live: set[_AiohttpSocket] = set()
+        self._none_live = asyncio.Event()
+        self._none_live.set()
 
     def add_socket(
         self, path: str, authorize: Authorize, handler: SocketHandler, *, transport_label: str
@@ -249,39 +266,53 @@ class WebSocketIngress:
                 continue
             if not rel:
                 return None
-            candidate = (directory / rel).resolve()
-            if candidate.is_file() and candidate.is_relative_to(directory):
-                return candidate
-            return None
+            try:
+                candidate = (directory / rel).resolve()
+                found = candidate.is_file() and candidate.is_relative_to(directory)
+            except (OSError, ValueError):  # a name too long, a NUL byte: no such file either
+                return None
+            return candidate if found else None
         return None
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = urlsplit(request.path_qs).path
         route = self._route(path)
         if route is None:
-            static = self._static_file(path) if request.method in ("GET", "HEAD") else None
+            # files are looked up by the decoded path; resolving it keeps "%2e%2e" in the folder too
+            static = self._static_file(request.path) if request.method in ("GET", "HEAD") else None
             if static is not None:
                 return web.Response(
                     body=static.read_bytes(),
-                    headers={"Content-Type": _CONTENT_TYPES.get(static.suffix, "application/octet-stream"),
-                             "Cache-Control": "no-cache"},
+                    headers={
+                        "Content-Type": _CONTENT_TYPES.get(static.suffix, "application/octet-stream"),
+                        "Cache-Control": "no-cache",
+                    },
                 )
             known = ", ".join(p for p, r in self._routes.items() if r.socket is not None)
             return _plain(HTTPStatus.NOT_FOUND, f"no such endpoint; calls go to {known}")
-        if route.http is not None and request.method not in route.methods:
-            return _plain(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes {', '.join(route.methods)}",
-                          {"Allow": ", ".join(route.methods)})
+        # the body is read first, within its limit, because a check can need it (Twilio's signature
+        # covers POST parameters); nothing else is answered before the check
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return _plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY_BYTES} bytes")
+            return _plain(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY_BYTES} bytes"
+            )
         try:
             body = await request.read() if request.can_read_body else b""
         except web.HTTPRequestEntityTooLarge:
-            return _plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY_BYTES} bytes")
+            return _plain(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY_BYTES} bytes"
+            )
         head = HttpRequest(request.method, request.path_qs, request.headers, body, request.remote or "")
         refused = route.authorize(head)
         if refused is not None:
             self._metrics.error("unauthorized")
             return _plain(*refused)
+        if route.http is not None and request.method not in route.methods:
+            return _plain(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"{path} takes {', '.join(route.methods)}",
+                {"Allow": ", ".join(route.methods)},
+            )
         if route.http is not None:
             try:
                 answer = await route.http(head)
@@ -296,13 +327,17 @@ class WebSocketIngress:
             return _plain(HTTPStatus.UPGRADE_REQUIRED, f"{path} is a WebSocket endpoint")
         return await self._serve_socket(request, head, route)
 
-    async def _serve_socket(self, request: web.Request, head: HttpRequest, route: _Route) -> web.StreamResponse:
+    async def _serve_socket(
+        self, request: web.Request, head: HttpRequest, route: _Route
+    ) -> web.StreamResponse:
         assert route.socket is not None
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=False)
         await ws.prepare(request)
         label, metrics = route.transport_label, self._metrics
         socket = _AiohttpSocket(ws, head, lambda seconds: metrics.observe_rtt(label, seconds))
         keepalive = asyncio.create_task(socket.keepalive(self._ping_interval_s, self._ping_timeout_s))
+        self._live.add(socket)
+        self._none_live.clear()
         try:
             await route.socket(socket)
         except Exception:
@@ -312,6 +347,9 @@ class WebSocketIngress:
             await cancel_and_wait(keepalive)
             if not ws.closed:
                 await socket.close(1000)
+            self._live.discard(socket)
+            if not self._live:
+                self._none_live.set()
         return ws
 
     async def start(self) -> None:
@@ -327,11 +365,19 @@ class WebSocketIngress:
             self._runner = None
             raise OSError(f"cannot listen on {self._host}:{self._port}: {exc.strerror or exc}") from None
 
-    async def stop(self) -> None:
-        """Stop listening and let go of what is left (the edge has ended its calls by now)."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop accepting at once; give live WebSockets `grace_s` to end on their own (the
+        edge is ending its calls), close the rest with 1001, then let go of the runner."""
+        if self._runner is None:
+            return
+        runner, self._runner = self._runner, None
+        if self._site is not None:
+            site, self._site = self._site, None
+            await site.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._none_live.wait(), grace_s)
+        await asyncio.gather(*(s.close(1001, "the edge is shutting down") for s in list(self._live)))
+        await runner.cleanup()
 
 
 def _plain(status: HTTPStatus, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
