@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 import aiohttp
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 
 RATE = 16000
@@ -62,6 +69,10 @@ class WebRtcCall:
     def of(self, kind: str) -> list[dict[str, object]]:
         return [m[kind] for m in self.messages if kind in m]  # type: ignore[misc]
 
+    def finals(self) -> str:
+        """The caller's final transcripts so far, joined, lower case."""
+        return " ".join(str(t["text"]) for t in self.of("transcript") if t.get("final")).lower()
+
     async def close(self) -> None:
         if self.reader is not None:
             self.reader.cancel()
@@ -84,8 +95,37 @@ async def issue_token(http: aiohttp.ClientSession, base: str, edge_token: str, a
         return str((await resp.json())["token"])
 
 
-async def place(http: aiohttp.ClientSession, base: str, token: str, agent: str, pcm: bytes) -> WebRtcCall:
-    pc = RTCPeerConnection()
+async def softphone_config(http: aiohttp.ClientSession, base: str, token: str) -> dict[str, object]:
+    """What the page is told: agents, ICE servers (TURN credentials minted for it), policy."""
+    async with http.get(f"{base}/v1/softphone/config", headers={"Authorization": f"Bearer {token}"}) as resp:
+        if resp.status != 200:
+            raise WhipRefused(resp.status, await resp.text())
+        return await resp.json()  # type: ignore[no-any-return]
+
+
+def page_configuration(config: dict[str, object]) -> RTCConfiguration:
+    """The RTCConfiguration a page builds from the softphone config: its ICE servers and
+    its ICE transport policy ("all" if the edge names none)."""
+    servers = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in config.get("ice_servers", [])  # type: ignore[union-attr]
+    ]
+    policy = RTCIceTransportPolicy(config.get("ice_transport_policy", "all"))
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+
+
+async def place(
+    http: aiohttp.ClientSession,
+    base: str,
+    token: str,
+    agent: str,
+    pcm: bytes,
+    config: RTCConfiguration | None = None,
+) -> WebRtcCall:
+    """The call, once the edge answered and its audio track arrived. `config`: the caller's
+    ICE (None: aiortc's default, a public STUN server; `RTCConfiguration(iceServers=[])`:
+    host candidates only)."""
+    pc = RTCPeerConnection(config)
     track = ScriptTrack(pcm)
     call = WebRtcCall(pc, "", track)
     channel = pc.createDataChannel("voicemesh")

@@ -6,20 +6,26 @@ with a WebRTC call end to end is in tests/e2e/test_webrtc.py with a real browser
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
-from webrtc_caller import WebRtcCall, place
+from aiortc import RTCConfiguration
+from turn import TurnServer
+from webrtc_caller import WebRtcCall, WhipRefused, place
 
 from voicemesh.edge.ingress import WebSocketIngress
 from voicemesh.edge.port import EndReason, Frame, Hangup, MarkPlayed, MediaPort
 from voicemesh.edge.tokens import CallTokens
 from voicemesh.edge.webrtc.agents import AgentChoice
-from voicemesh.edge.webrtc.transport import WebRtcTransport
+from voicemesh.edge.webrtc.ice import IceConfig, IcePolicy, parse_ice_servers, turn_credential
+from voicemesh.edge.webrtc.transport import WebRtcTransport, selected_pair
 from voicemesh.mesh.metrics import ServiceMetrics
 
 pytestmark = pytest.mark.integration
@@ -89,8 +95,10 @@ class Edge:
     metrics: ServiceMetrics
 
 
-@pytest.fixture
-async def edge() -> AsyncIterator[Edge]:
+@contextlib.asynccontextmanager
+async def running_edge(
+    ice: IceConfig | None = None, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Edge]:
     metrics = ServiceMetrics.create("media-edge")
     ingress = WebSocketIngress("127.0.0.1", 0, metrics)
     tokens = CallTokens(SECRET)
@@ -100,7 +108,9 @@ async def edge() -> AsyncIterator[Edge]:
         tokens=tokens,
         edge_token="e" * 32,
         token_ttl_s=60,
+        ice=ice,
         agents=[AgentChoice("restaurant", "Restaurant"), AgentChoice("clinic", "Clinic")],
+        clock=clock,
     )
     call = ScriptedCall()
     await transport.start(call)
@@ -109,6 +119,12 @@ async def edge() -> AsyncIterator[Edge]:
         yield Edge(f"http://127.0.0.1:{ingress.port}", tokens, call, metrics)
     finally:
         await ingress.stop()
+
+
+@pytest.fixture
+async def edge() -> AsyncIterator[Edge]:
+    async with running_edge() as running:
+        yield running
 
 
 async def place_call(http: aiohttp.ClientSession, edge: Edge, token: str, agent: str = "restaurant") -> WebRtcCall:
@@ -222,3 +238,75 @@ async def test_the_softphone_config_and_a_token_from_the_edge_api(edge: Edge) ->
             config = await resp.json()
         assert [a["id"] for a in config["agents"]] == ["restaurant", "clinic"]
         assert config["default_agent"] == "restaurant" and config["ice_servers"] == []
+        assert config["ice_transport_policy"] == "all"
+
+
+TURN_SECRET = "t" * 32
+TURN_JSON = '[{"urls": ["turn:turn.example.net:3478?transport=udp"]}, {"urls": "stun:stun.example.net"}]'
+
+
+async def test_a_relay_edge_tells_the_page_its_policy_with_credentials_minted_per_answer() -> None:
+    now = [1_700_000_000.0]
+    ice = IceConfig(tuple(parse_ice_servers(TURN_JSON)), IcePolicy.RELAY, TURN_SECRET, 900)
+    async with running_edge(ice, clock=lambda: now[0]) as relay_edge, aiohttp.ClientSession() as http:
+        token = relay_edge.tokens.issue(now[0], 600)
+
+        async def config() -> dict[str, object]:
+            async with http.get(f"{relay_edge.url}/v1/softphone/config?token={token}") as resp:
+                assert resp.status == 200
+                return await resp.json()  # type: ignore[no-any-return]
+
+        first = await config()
+        assert first["ice_transport_policy"] == "relay"
+        turn, stun = first["ice_servers"]  # type: ignore[misc]
+        assert turn["urls"] == ["turn:turn.example.net:3478?transport=udp"]
+        assert turn["username"] == "1700000900:voicemesh-softphone"
+        assert turn["credential"] == turn_credential(TURN_SECRET, turn["username"])
+        assert stun == {"urls": ["stun:stun.example.net"]}
+        now[0] += 60  # a page loaded a minute later gets its own, later-expiring credentials
+        later = (await config())["ice_servers"][0]  # type: ignore[index]
+        assert later["username"] == "1700000960:voicemesh-softphone" and later["credential"] != turn["credential"]
+        assert TURN_SECRET not in str(first) + str(later)
+
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[TurnServer]:
+    with TurnServer.start_in(tmp_path / "turn", secret=TURN_SECRET) as server:
+        yield server
+
+
+def relay_ice(server: TurnServer, secret: str) -> IceConfig:
+    return IceConfig(tuple(parse_ice_servers(server.ice_servers_json())), IcePolicy.RELAY, secret, 600)
+
+
+async def test_a_relay_edge_carries_the_call_through_a_real_turn_server(coturn: TurnServer) -> None:
+    async with running_edge(relay_ice(coturn, TURN_SECRET)) as relay_edge, aiohttp.ClientSession() as http:
+        # the caller offers only host candidates: the edge reaches them from its TURN relay
+        caller = await place(
+            http, relay_edge.url, fresh(relay_edge), "restaurant", tone(300, 30), config=RTCConfiguration(iceServers=[])
+        )
+        try:
+            await asyncio.wait_for(relay_edge.call.started.wait(), 15)
+            assert relay_edge.call.port is not None
+            assert selected_pair(relay_edge.call.port.pc) == ("relay", "host")  # type: ignore[attr-defined]
+            await until(lambda: len(relay_edge.call.heard) >= 50)  # the caller's tone, relayed
+            assert abs(dominant_hz(b"".join(relay_edge.call.heard[10:50]), RATE) - 300) < 15
+            await until(lambda: sum(len(p) for _, p in caller.heard) > RATE * 2 * 0.8)  # the agent's, back
+        finally:
+            await caller.close()
+    # coturn granted the edge's minted user an allocation and carried channel data
+    assert coturn.log_lines(r"user <\d+:voicemesh-edge>: incoming packet ALLOCATE processed, success")
+    assert coturn.log_lines(r"incoming packet CHANNEL_BIND processed, success")
+
+
+async def test_a_wrong_turn_secret_refuses_the_call_at_once_saying_why(coturn: TurnServer) -> None:
+    wrong = "w" * 32
+    async with running_edge(relay_ice(coturn, wrong)) as relay_edge, aiohttp.ClientSession() as http:
+        with pytest.raises(WhipRefused) as refused:
+            await place(http, relay_edge.url, fresh(relay_edge), "restaurant", b"", config=RTCConfiguration(iceServers=[]))
+        assert refused.value.status == 503
+        assert re.search(r"TURN server 127\.0\.0\.1:\d+ refused the credentials \(401", refused.value.reason)
+        assert wrong not in refused.value.reason
+        labels = {"service": "media-edge", "kind": "webrtc_no_relay"}
+        assert relay_edge.metrics.registry.get_sample_value("voicemesh_errors_total", labels) == 1
+        assert relay_edge.call.port is None  # no call was started

@@ -23,7 +23,6 @@ from .sip.transport import SipCallTransport
 from .tokens import CallTokens
 from .twilio import TwilioStreamTransport
 from .webrtc.agents import agent_choices
-from .webrtc.ice import parse_ice_servers
 from .webrtc.transport import WebRtcTransport
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ class EdgeService(MeshService):
                     tokens=CallTokens(secret, max_ttl_s=86400) if secret else None,
                     edge_token=settings.edge_token,
                     token_ttl_s=settings.call_token_ttl_s,
-                    ice_servers=parse_ice_servers(settings.webrtc_ice_servers),
+                    ice=settings.ice(),
                     agents=agent_choices(Path(settings.agents_dir) if settings.agents_dir else None),
                     default_agent=settings.default_agent,
                     can_take_call=self._can_take_call,

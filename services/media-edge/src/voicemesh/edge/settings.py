@@ -13,7 +13,14 @@ from .sip.auth import SipAccess
 from .sip.offer import SrtpPolicy
 from .sip.transport import SipSettings
 from .tokens import MIN_SECRET
-from .webrtc.ice import parse_ice_servers
+from .webrtc.ice import (
+    DEFAULT_TURN_TTL_S,
+    IceConfig,
+    IcePolicy,
+    parse_ice_servers,
+    relay_problem,
+    turn_auth_problem,
+)
 
 
 def parse_users(text: str) -> dict[str, str]:
@@ -52,6 +59,19 @@ class EdgeSettings(MeshSettings):
     # JSON list of {"urls", "username"?, "credential"?} (STUN/TURN for callers behind NAT),
     # as a browser's RTCConfiguration takes it; handed to the page too.
     webrtc_ice_servers: str = ""
+    # "all": the edge offers host candidates too (and STUN/TURN ones if configured);
+    # "relay": only TURN relay candidates, so every call's media goes through the TURN
+    # server (an edge callers cannot reach directly, as in a Kubernetes pod). Needs a
+    # turn:/turns: entry above. The page is told the same policy.
+    webrtc_ice_policy: IcePolicy = Field(default=IcePolicy.ALL, validate_default=True)
+    # The TURN REST API secret (coturn's `use-auth-secret` + `static-auth-secret`): turn:
+    # entries above without a username get ephemeral credentials minted from it, fresh for
+    # each call and each softphone config answer, valid for webrtc_turn_ttl_s. It must cover
+    # the time from a page loading its config to its call starting; coturn 4.6 keeps
+    # refreshing an allocation made in time past the expiry, but a TURN server that
+    # re-checks it on refresh drops a call that outlasts it, hence 1 h by default.
+    webrtc_turn_secret: str = Field(default="", repr=False, validate_default=True)
+    webrtc_turn_ttl_s: float = Field(default=DEFAULT_TURN_TTL_S, ge=60, le=86400)
     # The agents the softphone page offers (the folder the reasoning service serves).
     agents_dir: str = ""
     default_agent: str = ""
@@ -193,6 +213,34 @@ class EdgeSettings(MeshSettings):
     def _ice(cls, v: str) -> str:
         parse_ice_servers(v)
         return v
+
+    @field_validator("webrtc_ice_policy")
+    @classmethod
+    def _ice_policy(cls, v: IcePolicy, info: ValidationInfo) -> IcePolicy:
+        servers = info.data.get("webrtc_ice_servers")
+        if servers is not None:
+            problem = relay_problem(parse_ice_servers(servers), v)
+            if problem:
+                raise ValueError(problem)
+        return v
+
+    @field_validator("webrtc_turn_secret")
+    @classmethod
+    def _turn_secret(cls, v: str, info: ValidationInfo) -> str:
+        servers = info.data.get("webrtc_ice_servers")
+        if servers is not None:
+            problem = turn_auth_problem(parse_ice_servers(servers), bool(v))
+            if problem:
+                raise ValueError(problem)
+        return v
+
+    def ice(self) -> IceConfig:
+        return IceConfig(
+            servers=tuple(parse_ice_servers(self.webrtc_ice_servers)),
+            policy=self.webrtc_ice_policy,
+            turn_secret=self.webrtc_turn_secret,
+            turn_ttl_s=self.webrtc_turn_ttl_s,
+        )
 
     @field_validator("edge_token")
     @classmethod

@@ -4,12 +4,18 @@
   the answer and `Location: /v1/whip/<resource>`. The offer must carry audio; a data
   channel named `voicemesh` in it carries the call's observer messages.
 - `DELETE /v1/whip/<resource>` hangs up.
-- `GET /v1/softphone/config`: the agents the page may pick and the ICE servers to use.
+- `GET /v1/softphone/config`: the agents the page may pick, the ICE servers to use (TURN
+  credentials minted for this answer when the edge has a TURN secret) and the ICE policy.
 - `POST /v1/tokens` (with the edge's API token): a short-lived call token for a page or app.
 
 Every request but the token issue carries a call token (`Authorization: Bearer`, or
 `?token=` for pages); a refusal says why. The call starts (the handler runs) once ICE and
 DTLS are up, so nothing the agent says is lost to a connection still being made.
+
+With ICE policy "relay" the edge offers only TURN relay candidates; if its TURN server
+grants none (down, or refusing the edge's credentials) the offer is refused at once (503)
+with the reason counted (`webrtc_no_relay`) and logged, instead of a call that never
+connects.
 """
 
 from __future__ import annotations
@@ -26,15 +32,17 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aioice import stun, turn
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtcicetransport import connection_kwargs
 
 from voicemesh.mesh.metrics import ServiceMetrics
 
 from ..ingress import HttpRequest, HttpResponse, WebSocketIngress
 from ..port import CallHandler, CallInfo, CallTransport
 from .agents import AgentChoice
-from .ice import ice_json
+from .ice import IceConfig, IcePolicy, relay_candidates
 from .port import LABEL, WebRtcPort
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,10 @@ MAX_OFFER_BYTES = 32_768
 # aiortc 1.16's audio jitter buffer releases a packet only once 4 later ones are in (80 ms);
 # 1 is the least that still knows a frame is whole (the next timestamp has arrived).
 AUDIO_PREFETCH = 1
+# The label in the TURN usernames the edge mints ("<expiry>:<label>"): its own, the page's.
+EDGE_TURN_LABEL = "voicemesh-edge"
+PAGE_TURN_LABEL = "voicemesh-softphone"
+TURN_PROBE_S = 5.0
 
 
 class Claims(Protocol):
@@ -79,6 +91,48 @@ def tune_audio_receiver(pc: RTCPeerConnection) -> None:
             setattr(receiver, name, JitterBuffer(capacity=16, prefetch=AUDIO_PREFETCH))
 
 
+def selected_pair(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """(local, remote) candidate types ("host", "srflx", "relay", ...) of the pair ICE
+    nominated, where aioice shows it; None before that."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+        pair = getattr(connection, "_nominated", {}).get(1)
+        if pair is not None:
+            return str(pair.local_candidate.type), str(pair.remote_candidate.type)
+    return None
+
+
+async def turn_refusal(config: IceConfig, now: float) -> str:
+    """Why the TURN server aiortc would use grants the edge no relay: one allocation tried
+    with the credentials a call would present. Never names a credential."""
+    kwargs = connection_kwargs(config.servers_at(now, EDGE_TURN_LABEL))
+    if "turn_server" not in kwargs:
+        return "no TURN server aiortc can use (turn: over udp/tcp, or turns: over tcp)"
+    host, port = kwargs["turn_server"]
+    try:
+        async with asyncio.timeout(TURN_PROBE_S):
+            relayed, _ = await turn.create_turn_endpoint(
+                asyncio.DatagramProtocol,
+                server_addr=(host, port),
+                username=kwargs["turn_username"],
+                password=kwargs["turn_password"],
+                ssl=kwargs["turn_ssl"],
+                transport=kwargs["turn_transport"],
+            )
+    except stun.TransactionFailed as exc:
+        code, reason = exc.response.attributes.get("ERROR-CODE", (0, "no error code"))
+        if code == 401:
+            return f"TURN server {host}:{port} refused the credentials (401 {reason})"
+        return f"TURN server {host}:{port} refused the allocation ({code} {reason})"
+    except (TimeoutError, stun.TransactionTimeout):
+        return f"no answer from TURN server {host}:{port}"
+    except OSError as exc:
+        return f"TURN server {host}:{port} unreachable: {exc.strerror or exc}"
+    relayed.close()
+    return f"TURN server {host}:{port} granted no relay in time for the call (it does now)"
+
+
 class WebRtcTransport(CallTransport):
     name = "webrtc"
     transport_label = LABEL
@@ -91,7 +145,7 @@ class WebRtcTransport(CallTransport):
         tokens: TokenCheck | None,
         edge_token: str,
         token_ttl_s: float,
-        ice_servers: Sequence[RTCIceServer] = (),
+        ice: IceConfig | None = None,
         agents: Sequence[AgentChoice] = (),
         default_agent: str = "",
         can_take_call: Callable[[], bool] = lambda: True,
@@ -102,7 +156,7 @@ class WebRtcTransport(CallTransport):
         self._tokens = tokens
         self._edge_token = edge_token.encode()
         self._token_ttl_s = token_ttl_s
-        self._ice = list(ice_servers)
+        self._ice = ice or IceConfig()
         self._agents = list(agents)
         self._default_agent = default_agent or (self._agents[0].id if self._agents else "")
         self._can_take_call = can_take_call
@@ -171,7 +225,7 @@ class WebRtcTransport(CallTransport):
         body = {
             "agents": [{"id": a.id, "name": a.name} for a in self._agents],
             "default_agent": self._default_agent,
-            "ice_servers": [ice_json(s) for s in self._ice],
+            **self._ice.page(self._clock(), PAGE_TURN_LABEL),
         }
         return HttpResponse(HTTPStatus.OK, json.dumps(body), "application/json")
 
@@ -213,7 +267,7 @@ class WebRtcTransport(CallTransport):
             return self._bad_offer("the offer is not UTF-8 text")
         if "m=audio" not in sdp:
             return self._bad_offer("the offer has no audio (m=audio)")
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self._ice)))
+        pc = RTCPeerConnection(self._ice.rtc(self._clock(), EDGE_TURN_LABEL))
         info = CallInfo(transport=self.name, agent=agent, metadata={"remote": request.remote} if request.remote else {})
         port = WebRtcPort(pc, info, self._metrics)
         try:
@@ -224,6 +278,9 @@ class WebRtcTransport(CallTransport):
         except Exception as exc:  # aiortc raises many kinds for a bad offer
             await pc.close()
             return self._bad_offer(f"the offer cannot be answered: {exc}")
+        if self._ice.policy is IcePolicy.RELAY and not relay_candidates(pc.localDescription.sdp):
+            await pc.close()
+            return await self._no_relay()
         resource = secrets.token_urlsafe(16)
         self._calls[resource] = port
         task = asyncio.get_running_loop().create_task(self._run(resource, port))
@@ -235,6 +292,12 @@ class WebRtcTransport(CallTransport):
             "application/sdp",
             headers={"Location": f"{PATH}/{resource}"},
         )
+
+    async def _no_relay(self) -> HttpResponse:
+        self._metrics.error("webrtc_no_relay")
+        reason = await turn_refusal(self._ice, self._clock())
+        log.warning("webrtc call refused: no relay candidate", extra={"reason": reason})
+        return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"this edge has no TURN relay for the call: {reason}")
 
     def _bad_offer(self, reason: str) -> HttpResponse:
         self._metrics.error("webrtc_bad_offer")
@@ -254,6 +317,8 @@ class WebRtcTransport(CallTransport):
                 log.info("webrtc caller never connected", extra={"resource": resource})
                 await port.pc.close()
                 return
+            local, remote = selected_pair(port.pc) or ("unknown", "unknown")
+            log.info("webrtc media connected", extra={"resource": resource, "ice_local": local, "ice_remote": remote})
             try:
                 await asyncio.wait_for(port.channel_open.wait(), CHANNEL_WAIT_S)
             except TimeoutError:
