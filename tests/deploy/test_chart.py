@@ -7,7 +7,8 @@ fix, and what the install hands the operator: the helm test pod, NOTES and the g
 
 What the rendered objects do is checked beside this module: the workloads (names, probes,
 drain, security, env, autoscaling) in test_chart_workloads.py, Services, Ingress and the
-NetworkPolicy flows in test_chart_network.py, monitoring in test_chart_monitoring.py.
+NetworkPolicy flows in test_chart_network.py, monitoring in test_chart_monitoring.py, WebRTC
+and the softphone page (env, secrets, Ingress, TURN egress, NOTES) in test_chart_webrtc.py.
 """
 
 from __future__ import annotations
@@ -250,6 +251,12 @@ def test_one_template_per_kind_renders_every_service(chart_dir: Path) -> None:
         ("--set", "mediaEdge.sip.users=alice:secret", "users"),
         ("--set", "mediaEdge.sip.dialAuth.password=secret", "password"),
         ("--set", 'mediaEdge.sip.realm=say "hi"', "realm"),  # it goes into realm="..."
+        ("--set", "mediaEdge.webrtc.icePolicy=direct", "icePolicy"),  # "all" or "relay"
+        ("--set", "mediaEdge.webrtc.iceServers[0].urls=https://turn.example.com", "urls"),
+        # a TURN password comes from a Secret (the edge mints it), never inline
+        ("--set", "mediaEdge.webrtc.iceServers[0].credential=secret", "credential"),
+        ("--set", "mediaEdge.webrtc.callTokens.devSecret=too-short", "devSecret"),  # the edge wants 32+
+        ("--set", "mediaEdge.webrtc.turn.ttl=30", "ttl"),
     ],
 )
 def test_schema_rejects_unknown_keys_and_wrong_types(
@@ -292,6 +299,25 @@ def test_without_an_edge_token_rendering_fails_naming_the_value(renderer: Render
         ),
         (("mediaEdge.sip.enabled=true", "mediaEdge.sip.rtp.portMax=12000"), "keep the range to 1000 ports"),
         (("mediaEdge.sip.enabled=true", "mediaEdge.sip.mode=hostNetwork"), "networkPolicy.nodeCidrs"),
+        (("mediaEdge.webrtc.icePolicy=relay",), "mediaEdge.webrtc.icePolicy=relay needs a TURN server"),
+        (
+            ("mediaEdge.webrtc.iceServers[0].urls=turn:turn.example.com:3478",),
+            "mediaEdge.webrtc.turn.existingSecret is empty",
+        ),
+        (
+            (
+                "mediaEdge.webrtc.iceServers[0].urls=stun:stun.example.com",
+                "mediaEdge.webrtc.turn.existingSecret=t",
+            ),
+            "names no turn: or turns: URL",
+        ),
+        (
+            (
+                "mediaEdge.webrtc.turn.egress.relayPorts.min=60000",
+                "mediaEdge.webrtc.turn.egress.relayPorts.max=50000",
+            ),
+            "relayPorts: max (50000) is below min (60000)",
+        ),
     ],
 )
 def test_misconfiguration_fails_with_a_clear_message(

@@ -217,8 +217,8 @@ def test_secrets_come_by_reference(production: Render) -> None:
 
 def test_dev_secret_and_valkey_password(renderer: Renderer) -> None:
     dev = renderer.template(values=[CI["dev-values.yaml"]], sets=()).ok()
-    (secret,) = dev.of_kind("Secret")
-    assert secret["metadata"]["name"] == f"{FULLNAME}-edge-token"
+    assert dev.names("Secret") == {f"{FULLNAME}-edge-token", f"{FULLNAME}-call-tokens"}
+    secret = dev.get("Secret", f"{FULLNAME}-edge-token")
     assert base64.b64decode(secret["data"]["token"]).decode() == "voicemesh-dev-token-not-a-secret"
     edge = env_of(container_of(dev.get("Deployment", f"{FULLNAME}-media-edge")))
     assert edge["VOICEMESH_EDGE_TOKEN"]["valueFrom"]["secretKeyRef"] == {

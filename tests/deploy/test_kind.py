@@ -219,3 +219,19 @@ def test_the_dev_token_the_docs_read_is_the_secret_the_chart_makes() -> None:
     )
     env = {e["name"]: e for c in h.containers(edge) for e in c.get("env", [])}
     assert env["VOICEMESH_EDGE_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == secrets[0]["metadata"]["name"]
+
+
+@pytest.mark.integration
+def test_the_call_token_secret_the_docs_name_is_the_one_the_edge_reads() -> None:
+    h = _harness()
+    rendered = h.render_chart(h.evaluate().helm[0])
+    (secret,) = [o for o in rendered if o["kind"] == "Secret" and "secret" in o.get("data", {})]
+    assert f"`{secret['metadata']['name']}`" in DOCS.read_text()
+    edge = next(
+        o for o in rendered if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("media-edge")
+    )
+    env = {e["name"]: e for c in h.containers(edge) for e in c.get("env", [])}
+    assert env["VOICEMESH_CALL_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "secret",
+    }
