@@ -28,6 +28,17 @@ def test_turn_timing_splits_voice_to_voice_into_its_stages() -> None:
     assert parts <= timing.edge_voice_to_voice_ms
 
 
+def test_a_stage_done_before_the_one_ahead_of_it_lasts_nothing_instead_of_less() -> None:
+    # the final transcript was ready before the endpoint was decided (a decode that ran
+    # ahead): the stages still stack, and none is negative (the wire's fields are unsigned)
+    turn = Turn("t1", last_voiced_frame=99, last_voiced_at=10.0, endpoint_at=10.3, final_at=10.25)
+    resp = Response("r1", "t1", first_token_at=10.31, first_audio_at=10.4)
+    timing = turn_timing(turn, resp, first_frame_sent_at=10.41)
+    stages = (timing.endpoint_ms, timing.stt_final_ms, timing.first_token_ms, timing.tts_first_audio_ms)
+    assert stages == pytest.approx((300, 0, 10, 90))
+    assert sum(stages) <= timing.edge_voice_to_voice_ms == pytest.approx(410)
+
+
 @pytest.mark.parametrize(
     ("text", "complaint"),
     [

@@ -49,13 +49,22 @@ class Response:
 
 
 def turn_timing(turn: Turn, resp: Response, first_frame_sent_at: float) -> TurnTiming:
-    """Every stage of one turn, in ms, once its reply's first frame has been sent."""
+    """Every stage of one turn, in ms, once its reply's first frame has been sent: the
+    stages laid end to end from the last voiced audio (a stage that was done before the one
+    ahead of it ended, as a final transcript ready before the endpoint, lasts 0 ms, never
+    less), and the whole to the first frame sent."""
+    ends, at = [], turn.last_voiced_at
+    for moment in (turn.endpoint_at, turn.final_at, resp.first_token_at, resp.first_audio_at):
+        ends.append(max(at, moment))
+        at = ends[-1]
+    starts = [turn.last_voiced_at, *ends[:-1]]
+    endpoint, stt, token, tts = ((end - start) * 1000 for start, end in zip(starts, ends, strict=True))
     return TurnTiming(
         turn_id=turn.turn_id,
         last_voiced_frame=turn.last_voiced_frame,
-        endpoint_ms=(turn.endpoint_at - turn.last_voiced_at) * 1000,
-        stt_final_ms=(turn.final_at - turn.endpoint_at) * 1000,
-        first_token_ms=(resp.first_token_at - turn.final_at) * 1000,
-        tts_first_audio_ms=(resp.first_audio_at - resp.first_token_at) * 1000,
-        edge_voice_to_voice_ms=(first_frame_sent_at - turn.last_voiced_at) * 1000,
+        endpoint_ms=endpoint,
+        stt_final_ms=stt,
+        first_token_ms=token,
+        tts_first_audio_ms=tts,
+        edge_voice_to_voice_ms=max(0.0, first_frame_sent_at - turn.last_voiced_at) * 1000,
     )
