@@ -19,6 +19,7 @@ from voicemesh.edge.webrtc.ice import (
     parse_ice_servers,
     relay_candidates,
     turn_credential,
+    unusable_offer,
     with_turn_credentials,
 )
 from voicemesh.mesh.settings import SettingsError, load_settings
@@ -79,6 +80,16 @@ def test_relay_candidates_are_counted_in_an_answer() -> None:
     )
     assert relay_candidates(sdp) == 1
     assert relay_candidates(sdp.replace("typ relay", "typ srflx")) == 0
+
+
+def test_an_offer_that_leaves_the_answer_without_candidates_is_named() -> None:
+    offer = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.5 50000 typ host\r\n"
+    hidden = offer.replace("10.0.0.5", "4f1c2a7e-9b1d-4c3e-8f00-5a6b7c8d9e0f.local")
+    answer, empty = "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\n", "v=0\r\n"
+    assert unusable_offer(hidden, answer) is None  # the edge has candidates: nothing to say
+    assert "mDNS" in (unusable_offer(hidden, empty) or "")
+    assert "no ICE candidates" in (unusable_offer("v=0\r\n", empty) or "")
+    assert unusable_offer(offer, empty) is None  # not the offer's fault (a missing relay, say)
 
 
 def _load(monkeypatch: pytest.MonkeyPatch, **env: str) -> EdgeSettings:

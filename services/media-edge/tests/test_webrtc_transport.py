@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
-from aiortc import RTCConfiguration
+from aiortc import RTCConfiguration, RTCPeerConnection
 from turn import TurnServer
 from webrtc_caller import WebRtcCall, WhipRefused, place
 
@@ -222,6 +222,26 @@ async def test_a_bad_offer_is_refused_and_the_next_call_still_works(edge: Edge) 
         await asyncio.wait_for(edge.call.ended.wait(), 10)  # the closed connection ends the call
     labels = {"service": "media-edge", "kind": "webrtc_bad_offer"}
     assert edge.metrics.registry.get_sample_value("voicemesh_errors_total", labels) == 2
+
+
+async def test_an_offer_hiding_its_addresses_behind_mdns_names_is_refused_saying_so(edge: Edge) -> None:
+    # a browser that has not captured audio offers only <uuid>.local names (Firefox does):
+    # the edge cannot resolve them, and used to answer 201 with no candidates, a call that
+    # could never connect
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.createDataChannel("voicemesh")
+    await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers before it returns
+    offer = pc.localDescription.sdp
+    await pc.close()
+    hidden = re.sub(r"(a=candidate:\S+ \d+ \S+ \d+ )(\S+)", r"\g<1>4f1c2a7e-9b1d-4c3e-8f00-5a6b7c8d9e0f.local", offer)
+    assert hidden != offer
+    headers = {"Authorization": f"Bearer {fresh(edge)}", "Content-Type": "application/sdp"}
+    async with aiohttp.ClientSession() as http:
+        status, text = await _post(http, f"{edge.url}/v1/whip", hidden, **headers)
+    assert status == 400 and "mDNS" in text, (status, text)
+    labels = {"service": "media-edge", "kind": "webrtc_bad_offer"}
+    assert edge.metrics.registry.get_sample_value("voicemesh_errors_total", labels) == 1
 
 
 async def test_the_softphone_config_and_a_token_from_the_edge_api(edge: Edge) -> None:

@@ -117,15 +117,38 @@ def with_turn_credentials(
     ]
 
 
-def relay_candidates(sdp: str) -> int:
-    """How many relay candidates an SDP carries (its `a=candidate:... typ relay` lines)."""
-    count = 0
+def candidates(sdp: str) -> list[tuple[str, str]]:
+    """(address, type) of every `a=candidate:` line of an SDP (RFC 8839: foundation,
+    component, transport, priority, address, port, "typ", type, ...); a line too short to
+    say is skipped."""
+    out = []
     for line in sdp.splitlines():
         if line.startswith("a=candidate:"):
             fields = line.split()
-            if "typ" in fields[:-1] and fields[fields.index("typ") + 1] == "relay":
-                count += 1
-    return count
+            if len(fields) >= 8 and fields[6] == "typ":
+                out.append((fields[4], fields[7]))
+    return out
+
+
+def relay_candidates(sdp: str) -> int:
+    """How many relay candidates an SDP carries (its `a=candidate:... typ relay` lines)."""
+    return sum(1 for _, kind in candidates(sdp) if kind == "relay")
+
+
+def unusable_offer(offer: str, answer: str) -> str | None:
+    """Why the offer left the answer without a candidate of its own (so the call could never
+    connect), or None. aioice gives up at once on an offer whose every candidate is an mDNS
+    name (a browser hiding its addresses, as Firefox does before a page has captured
+    audio), and an offer without candidates cannot work without trickle ICE. An answer short
+    of candidates for another reason (no TURN relay) is not the offer's fault: None."""
+    if candidates(answer):
+        return None
+    offered = candidates(offer)
+    if not offered:
+        return "the offer has no ICE candidates (gather them before sending it: this edge takes no trickle ICE)"
+    if all(address.endswith(".local") for address, _ in offered):
+        return "every ICE candidate in the offer is an mDNS .local name, which this edge cannot resolve"
+    return None
 
 
 def relay_problem(servers: Sequence[RTCIceServer], policy: IcePolicy) -> str | None:

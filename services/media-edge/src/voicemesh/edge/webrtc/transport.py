@@ -42,7 +42,7 @@ from voicemesh.mesh.metrics import ServiceMetrics
 from ..ingress import HttpRequest, HttpResponse, WebSocketIngress
 from ..port import CallHandler, CallInfo, CallTransport
 from .agents import AgentChoice
-from .ice import IceConfig, IcePolicy, relay_candidates
+from .ice import IceConfig, IcePolicy, relay_candidates, unusable_offer
 from .port import LABEL, WebRtcPort
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,10 @@ def selected_pair(pc: RTCPeerConnection) -> tuple[str, str] | None:
     return None
 
 
-async def turn_refusal(config: IceConfig, now: float) -> str:
+async def turn_refusal(config: IceConfig, now: float) -> str | None:
     """Why the TURN server aiortc would use grants the edge no relay: one allocation tried
-    with the credentials a call would present. Never names a credential."""
+    with the credentials a call would present (None: it grants one now). Never names a
+    credential."""
     kwargs = connection_kwargs(config.servers_at(now, EDGE_TURN_LABEL))
     if "turn_server" not in kwargs:
         return "no TURN server aiortc can use (turn: over udp/tcp, or turns: over tcp)"
@@ -130,7 +131,7 @@ async def turn_refusal(config: IceConfig, now: float) -> str:
     except OSError as exc:
         return f"TURN server {host}:{port} unreachable: {exc.strerror or exc}"
     relayed.close()
-    return f"TURN server {host}:{port} granted no relay in time for the call (it does now)"
+    return None
 
 
 class WebRtcTransport(CallTransport):
@@ -278,9 +279,14 @@ class WebRtcTransport(CallTransport):
         except Exception as exc:  # aiortc raises many kinds for a bad offer
             await pc.close()
             return self._bad_offer(f"the offer cannot be answered: {exc}")
-        if self._ice.policy is IcePolicy.RELAY and not relay_candidates(pc.localDescription.sdp):
+        answer = pc.localDescription.sdp
+        if self._ice.policy is IcePolicy.RELAY and not relay_candidates(answer):
             await pc.close()
-            return await self._no_relay()
+            return await self._no_relay(unusable_offer(sdp, answer))
+        unusable = unusable_offer(sdp, answer)
+        if unusable is not None:
+            await pc.close()
+            return self._bad_offer(unusable)
         resource = secrets.token_urlsafe(16)
         self._calls[resource] = port
         task = asyncio.get_running_loop().create_task(self._run(resource, port))
@@ -293,9 +299,14 @@ class WebRtcTransport(CallTransport):
             headers={"Location": f"{PATH}/{resource}"},
         )
 
-    async def _no_relay(self) -> HttpResponse:
-        self._metrics.error("webrtc_no_relay")
+    async def _no_relay(self, offer_problem: str | None) -> HttpResponse:
+        """The answer holds no relay: the TURN server's fault when it refuses the edge now,
+        else the offer's when it is unusable (aioice then drops its candidates, relay too)."""
         reason = await turn_refusal(self._ice, self._clock())
+        if reason is None and offer_problem is not None:
+            return self._bad_offer(offer_problem)
+        reason = reason or "the TURN server granted no relay in time for the call (it does now)"
+        self._metrics.error("webrtc_no_relay")
         log.warning("webrtc call refused: no relay candidate", extra={"reason": reason})
         return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"this edge has no TURN relay for the call: {reason}")
 
