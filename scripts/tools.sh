@@ -6,7 +6,8 @@
 #   Debian's prometheus/promtool when missing (needs root and apt, as on CI).
 #   Debian's SIPp (sip-tester), baresip (baresip-core) and tcpdump for the SIP tests, the same way.
 #   Debian's chromium (and npm playwright-core) and firefox-esr (and npm puppeteer-core, over
-#     WebDriver BiDi) for the softphone's browser tests; Debian's coturn as the TURN server.
+#     WebDriver BiDi, with Debian's pulseaudio as its sound output) for the softphone's browser
+#     tests; Debian's coturn as the TURN server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=.tools/k8s
@@ -71,6 +72,8 @@ command -v tcpdump >/dev/null || missing+=(tcpdump)
 # WebRTC: the softphone's tests drive Debian's Chromium through playwright-core (npm above).
 command -v chromium >/dev/null || missing+=(chromium)
 command -v firefox-esr >/dev/null || missing+=(firefox-esr)
+# Firefox's AudioContext stays suspended without an audio output: a private PulseAudio null sink.
+command -v pulseaudio >/dev/null || missing+=(pulseaudio)
 # TURN for callers behind NAT (and the edge in a cluster): the tests relay calls through coturn.
 command -v turnserver >/dev/null || missing+=(coturn)
 if ((${#missing[@]})); then

@@ -1,6 +1,9 @@
 // The voicemesh softphone: a WHIP call to the edge, the call shown from its data channel
 // ("voicemesh": the native protocol's JSON, docs/protocol.md), and each turn's latency
-// measured here. No dependencies, no build step. window.voicemesh is what tests read.
+// measured here. No dependencies, no build step. window.voicemesh is what tests read; the
+// arithmetic over what is measured is in measure.js.
+
+import { STAGES, dbfs, roundTripMs, track, waterfall } from "./measure.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -9,20 +12,23 @@ const auth = { Authorization: `Bearer ${token}` };
 const VOICED_DBFS = -40; // the caller's audio counts as voice above this (as the benches do)
 const HEARD_DBFS = -45; // reply audio counts as heard above this
 const REPLY_GAP_MS = 250; // remote silence before a sound counts as a new reply's onset
+const DIGITS = "123456789*0#";
 // ?processing=off: the microphone as it is, without the browser's echo cancellation, noise
 // suppression and gain control (a headset, or a test that must hear exactly its WAV).
 const PROCESSING = params.get("processing") !== "off";
 
 const vm = (window.voicemesh = {
-  status: "idle", error: "", session_id: "", agent: "", state: "",
-  transcripts: [], replies: [], turns: [], marks: [],
+  status: "loading", error: "", can_call: false, session_id: "", agent: "", state: "",
+  transcripts: [], replies: [], turns: [], marks: [], notices: [], dtmf_sent: "",
   stats: { rtt_ms: null, jitter_ms: null, packets_lost: 0, inbound_audio_energy: 0, audio_level: 0, playout_ms: null },
-  connected_ms: null, ended_reason: "",
+  ice_transport_policy: "", connected_ms: null, ended_reason: "",
   // when each side was audible here, [from_ms, to_ms] since page load (a gap of 250 ms ends a span)
   sound: { caller: [], agent: [] },
 });
 const loadedAt = performance.now();
-let pc = null, channel = null, resource = "", mic = null, audioCtx = null, timers = [];
+let config = { agents: [], ice_servers: [] };
+// The call being placed or in progress: everything it holds, so one teardown lets it all go.
+let current = null;
 let lastVoicedAt = null, lastOnsetAt = null, remoteQuietSince = performance.now(), pendingHeard = null;
 const speaking = new Set(); // responses whose audio has started and not ended
 // A barge-in ends the reply's playout and then says `user_speaking`; a reply that simply
@@ -36,58 +42,71 @@ function setStatus(status, error = "") {
   $("status").className = `badge ${status}`;
   $("error").hidden = !error;
   $("error").textContent = error;
-  $("call").disabled = status === "connecting" || status === "connected";
-  $("hangup").disabled = !(status === "connecting" || status === "connected");
+  const live = status === "connecting" || status === "connected";
+  $("call").disabled = live || !vm.can_call;
+  $("hangup").disabled = !live;
+  $("agent").disabled = live || !$("agent").options.length;
+  for (const key of $("keypad").children) key.disabled = status !== "connected";
 }
 
 async function loadConfig() {
   if (!token) return setStatus("error", "This page needs a call token: open it as /?token=… (voicemesh token prints one).");
   const resp = await fetch("/v1/softphone/config", { headers: auth });
-  if (!resp.ok) return setStatus("error", `${resp.status}: ${(await resp.text()).trim()}`);
-  const config = await resp.json();
+  if (!resp.ok) {
+    const hint = resp.status === 401 || resp.status === 403 ? " Get a new address with `voicemesh token`." : "";
+    return setStatus("error", `${resp.status}: ${(await resp.text()).trim().replace(/\.$/, "")}.${hint}`);
+  }
+  config = await resp.json();
+  const agents = config.agents || [];
+  const wanted = params.get("agent") || "";
   const select = $("agent");
-  for (const a of config.agents) select.add(new Option(a.name ? `${a.name} (${a.id})` : a.id, a.id));
-  if (!config.agents.length) select.add(new Option(config.default_agent || "default agent", config.default_agent || ""));
-  select.value = params.get("agent") || config.default_agent || select.value;
-  window.voicemeshConfig = config;
+  for (const a of agents) select.add(new Option(a.name ? `${a.name} (${a.id})` : a.id, a.id));
+  if (!agents.length) {
+    // the edge names no agents: it takes the one asked for, or its default
+    const only = wanted || config.default_agent || "";
+    select.add(new Option(only || "the edge's default agent", only));
+  } else if (wanted && !agents.some((a) => a.id === wanted)) {
+    const pick = new Option("pick an agent…", "", true, true);
+    pick.disabled = true;
+    select.add(pick, 0);
+    const known = agents.map((a) => a.id).join(", ");
+    return setStatus("error", `There is no agent "${wanted}" (the address asks for it). Known agents: ${known}. Pick one to call.`);
+  } else {
+    select.value = wanted || config.default_agent || select.value;
+  }
+  vm.can_call = true;
+  setStatus("idle");
+}
+
+function agentPicked() {
+  vm.can_call = true; // an agent the edge named: the placeholder cannot be picked
+  if (vm.status === "error") setStatus("idle");
 }
 
 // ---- levels -----------------------------------------------------------------------------
 
-function meter(stream) {
-  const analyser = audioCtx.createAnalyser();
+function meter(audio, stream) {
+  const analyser = audio.createAnalyser();
   analyser.fftSize = 512;
-  audioCtx.createMediaStreamSource(stream).connect(analyser);
+  audio.createMediaStreamSource(stream).connect(analyser);
   const buf = new Float32Array(analyser.fftSize);
   return () => {
     analyser.getFloatTimeDomainData(buf);
-    let sum = 0;
-    for (const x of buf) sum += x * x;
-    const rms = Math.sqrt(sum / buf.length);
-    return rms > 0 ? 20 * Math.log10(rms) : -120;
+    return dbfs(buf);
   };
 }
 
-function track(spans, loud, now) {
-  const at = Math.round(now - loadedAt);
-  const last = spans[spans.length - 1];
-  if (!loud) return;
-  if (last && at - last[1] <= REPLY_GAP_MS) last[1] = at;
-  else spans.push([at, at]);
-}
-
-function watchLevels(micLevel, remoteLevel) {
-  timers.push(setInterval(() => {
+function watchLevels(c, micLevel, remoteLevel) {
+  c.timers.push(setInterval(() => {
     const now = performance.now();
     const m = micLevel();
     $("mic-level").style.width = `${Math.max(0, Math.min(100, (m + 60) * 2))}%`;
     if (m > VOICED_DBFS) lastVoicedAt = now;
-    track(vm.sound.caller, m > VOICED_DBFS, now);
-    if (!remoteLevel) return;
+    track(vm.sound.caller, m > VOICED_DBFS, Math.round(now - loadedAt), REPLY_GAP_MS);
     const r = remoteLevel();
-    track(vm.sound.agent, r > HEARD_DBFS, now);
+    track(vm.sound.agent, r > HEARD_DBFS, Math.round(now - loadedAt), REPLY_GAP_MS);
     if (r > HEARD_DBFS) {
-      if (now - remoteQuietSince >= REPLY_GAP_MS) replyHeard(now);
+      if (now - remoteQuietSince >= REPLY_GAP_MS) replyHeard(now, c.audio.outputLatency || 0);
       remoteQuietSince = Infinity;
     } else if (remoteQuietSince === Infinity) {
       remoteQuietSince = now;
@@ -95,8 +114,8 @@ function watchLevels(micLevel, remoteLevel) {
   }, 10));
 }
 
-function replyHeard(now) {
-  const heardAt = now + (audioCtx.outputLatency || 0) * 1000;
+function replyHeard(now, outputLatencyS) {
+  const heardAt = now + outputLatencyS * 1000;
   // only a reply to something the caller said since the last reply began is a turn's
   const spoke = lastVoicedAt !== null && (lastOnsetAt === null || lastVoicedAt > lastOnsetAt);
   lastOnsetAt = now;
@@ -108,7 +127,7 @@ function replyHeard(now) {
 
 function attachHeard(turn) {
   turn.mouth_to_ear_ms = pendingHeard.mouth_to_ear_ms;
-  turn.heard_ms = pendingHeard.mouth_to_ear_ms;
+  turn.waterfall = waterfall(turn);
   pendingHeard = null;
   renderTurns();
 }
@@ -124,81 +143,138 @@ function iceGathered(conn, limitMs) {
   });
 }
 
-async function call() {
-  resetCall();
-  setStatus("connecting");
+async function openMicrophone() {
+  if (!navigator.mediaDevices) throw new Error("The microphone needs a secure page: open it over https, or on localhost.");
   try {
-    audioCtx = new AudioContext();
-    mic = await navigator.mediaDevices.getUserMedia({
+    return await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: PROCESSING, noiseSuppression: PROCESSING, autoGainControl: PROCESSING },
     });
-    pc = new RTCPeerConnection({ iceServers: (window.voicemeshConfig || {}).ice_servers || [] });
-    channel = pc.createDataChannel("voicemesh");
-    channel.onmessage = (e) => onMessage(JSON.parse(e.data));
-    pc.addTransceiver(mic.getAudioTracks()[0], { direction: "sendrecv" });
-    const micLevel = meter(mic);
-    pc.ontrack = (e) => {
+  } catch (err) {
+    if (err.name === "NotFoundError") throw new Error("No microphone was found.");
+    throw new Error(`The microphone was refused (${err.name}): allow it for this page and call again.`);
+  }
+}
+
+async function call() {
+  resetCall();
+  const c = (current = { abort: new AbortController(), pc: null, channel: null, mic: null, audio: null, resource: "", timers: [] });
+  const stillWanted = () => { if (c.abort.signal.aborted) throw c.abort.signal.reason; };
+  setStatus("connecting");
+  try {
+    c.audio = new AudioContext();
+    c.mic = await openMicrophone();
+    stillWanted();
+    c.pc = new RTCPeerConnection({ iceServers: config.ice_servers || [], iceTransportPolicy: config.ice_transport_policy || "all" });
+    vm.ice_transport_policy = c.pc.getConfiguration().iceTransportPolicy;
+    c.channel = c.pc.createDataChannel("voicemesh");
+    c.channel.onmessage = (e) => onMessage(c, e.data);
+    c.pc.addTransceiver(c.mic.getAudioTracks()[0], { direction: "sendrecv" });
+    const micLevel = meter(c.audio, c.mic);
+    c.pc.ontrack = (e) => {
       const stream = e.streams[0] || new MediaStream([e.track]);
       $("remote").srcObject = stream;
-      watchLevels(micLevel, meter(stream));
+      watchLevels(c, micLevel, meter(c.audio, stream));
     };
-    pc.onconnectionstatechange = () => {
-      if (pc.connectionState === "connected" && vm.status === "connecting") {
-        vm.connected_ms = Math.round(performance.now() - loadedAt);
-        setStatus("connected");
-      } else if (pc.connectionState === "failed") {
-        setStatus("error", "the connection failed (ICE/DTLS)");
-      }
-    };
-    await pc.setLocalDescription(await pc.createOffer());
-    await iceGathered(pc, 2000);
-    const agent = $("agent").value;
-    const resp = await fetch(`/v1/whip?agent=${encodeURIComponent(agent)}`, {
+    c.pc.onconnectionstatechange = () => connectionChanged(c);
+    await c.pc.setLocalDescription(await c.pc.createOffer());
+    await iceGathered(c.pc, 2000);
+    stillWanted();
+    const resp = await fetch(`/v1/whip?agent=${encodeURIComponent($("agent").value)}`, {
       method: "POST",
       headers: { ...auth, "Content-Type": "application/sdp" },
-      body: pc.localDescription.sdp,
+      body: c.pc.localDescription.sdp,
+      signal: c.abort.signal,
     });
-    if (resp.status !== 201) throw new Error(`${resp.status}: ${(await resp.text()).trim()}`);
-    resource = resp.headers.get("Location") || "";
-    await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
-    timers.push(setInterval(pollStats, 1000));
+    const body = await resp.text();
+    if (resp.status !== 201) throw new Error(`The edge refused the call (${resp.status}): ${body.trim()}`);
+    c.resource = resp.headers.get("Location") || "";
+    stillWanted();
+    await c.pc.setRemoteDescription({ type: "answer", sdp: body });
+    c.timers.push(setInterval(() => pollStats(c), 1000));
   } catch (err) {
-    teardown();
-    setStatus("error", String(err.message || err));
+    const hungUp = c.abort.signal.aborted;
+    release(c);
+    if (!hungUp) setStatus("error", String(err.message || err));
+  }
+}
+
+function connectionChanged(c) {
+  if (current !== c) return;
+  if (c.pc.connectionState === "connected" && vm.status === "connecting") {
+    vm.connected_ms = Math.round(performance.now() - loadedAt);
+    setStatus("connected");
+  } else if (c.pc.connectionState === "failed") {
+    release(c);
+    setStatus("error", "The connection failed (ICE/DTLS): no network path to the edge's media.");
   }
 }
 
 async function hangup() {
-  if (resource) {
-    await fetch(resource, { method: "DELETE", headers: auth }).catch(() => {});
+  const c = current;
+  if (!c) return;
+  $("hangup").disabled = true;
+  if (vm.status === "connecting") {
+    c.abort.abort(new Error("hung up"));
+    release(c);
+    vm.ended_reason = "hung up while connecting";
+    return setStatus("ended");
   }
+  const resource = c.resource;
+  c.resource = "";
+  if (resource) await fetch(resource, { method: "DELETE", headers: auth }).catch(() => {});
   // the `end` message may still arrive; give it a moment, then let go of the connection
-  setTimeout(() => { teardown(); if (vm.status !== "error") setStatus("ended"); }, 300);
+  setTimeout(() => {
+    if (current !== c) return; // the `end` came, and let go of it
+    release(c);
+    setStatus("ended");
+  }, 300);
 }
 
-function teardown() {
-  for (const t of timers) clearInterval(t);
-  timers = [];
-  if (pc) pc.close();
-  if (mic) mic.getTracks().forEach((t) => t.stop());
-  pc = null; channel = null; resource = ""; mic = null;
+/** Let go of everything the call holds (safe to call twice); hang up at the edge if it has the call. */
+function release(c) {
+  for (const t of c.timers) clearInterval(t);
+  c.timers = [];
+  if (c.resource) fetch(c.resource, { method: "DELETE", headers: auth }).catch(() => {});
+  if (c.pc) c.pc.close();
+  if (c.mic) c.mic.getTracks().forEach((t) => t.stop());
+  if (c.audio && c.audio.state !== "closed") c.audio.close().catch(() => {});
+  Object.assign(c, { pc: null, channel: null, mic: null, audio: null, resource: "" });
+  $("mic-level").style.width = "0";
+  if (current === c) current = null;
 }
 
 function resetCall() {
   Object.assign(vm, {
-    session_id: "", agent: "", state: "", transcripts: [], replies: [], turns: [], marks: [], ended_reason: "",
-    sound: { caller: [], agent: [] },
+    session_id: "", agent: "", state: "", transcripts: [], replies: [], turns: [], marks: [], notices: [],
+    dtmf_sent: "", ended_reason: "", connected_ms: null, sound: { caller: [], agent: [] },
   });
   lastVoicedAt = lastOnsetAt = pendingHeard = null;
+  remoteQuietSince = performance.now();
   speaking.clear();
   lastEnded = null;
   $("lines").replaceChildren();
   $("turns").replaceChildren();
+  $("notice").hidden = true;
+  $("dtmf-sent").textContent = "";
+}
+
+function sendDigit(digit) {
+  const channel = current && current.channel;
+  if (vm.status !== "connected" || !channel || channel.readyState !== "open") return;
+  channel.send(JSON.stringify({ dtmf: { digits: digit } }));
+  vm.dtmf_sent += digit;
+  $("dtmf-sent").textContent = `sent ${vm.dtmf_sent}`;
 }
 
 // ---- what the edge shows ----------------------------------------------------------------
 
-function onMessage(msg) {
+function onMessage(c, data) {
+  let msg;
+  try {
+    msg = JSON.parse(data);
+  } catch {
+    return notice("bad_message", "the edge sent a data channel message that is not JSON");
+  }
   const [kind] = Object.keys(msg);
   const m = msg[kind] || {};
   if (kind === "ready") {
@@ -229,19 +305,27 @@ function onMessage(msg) {
       lastEnded = m.response_id;
     }
   } else if (kind === "timing") {
-    const turn = { ...m, received_at: performance.now(), mouth_to_ear_ms: null, heard_ms: null };
+    const turn = { ...m, received_at: performance.now(), mouth_to_ear_ms: null };
+    turn.waterfall = waterfall(turn);
     vm.turns.push(turn);
     if (pendingHeard && turn.received_at - pendingHeard.at < 1000) attachHeard(turn);
     renderTurns();
   } else if (kind === "error") {
-    $("error").hidden = false;
-    $("error").textContent = `${m.code}: ${m.message}`;
+    notice(m.code || "error", m.message || "");
   } else if (kind === "end") {
     vm.ended_reason = m.reason || "";
     $("state").textContent = `call ended (${vm.ended_reason})`;
-    teardown();
+    c.resource = ""; // the edge has let go already
+    release(c);
     setStatus("ended");
   }
+}
+
+/** Something the edge reported during the call; the call goes on. */
+function notice(code, message) {
+  vm.notices.push({ code, message });
+  $("notice").hidden = false;
+  $("notice").textContent = `The edge said ${code}: ${message}`;
 }
 
 function markInterrupted(rid) {
@@ -271,31 +355,39 @@ function line(id, who, text, partial, interrupted = false) {
 }
 
 function renderTurns() {
-  const scale = Math.max(1000, ...vm.turns.map((t) => Math.max(t.edge_voice_to_voice_ms || 0, t.mouth_to_ear_ms || 0))) * 1.1;
-  const pct = (ms) => `${(100 * (ms || 0)) / scale}%`;
+  const label = Object.fromEntries(STAGES.map((s) => [s.stage, s.label]));
+  const ends = vm.turns.flatMap((t) => t.waterfall.map((s) => s.to_ms));
+  const scale = Math.max(1000, ...ends) * 1.1;
+  const pct = (ms) => `${(100 * Math.max(0, ms)) / scale}%`;
   $("turns").replaceChildren(...vm.turns.map((t, i) => {
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    for (const s of t.waterfall) {
+      const seg = document.createElement("i");
+      seg.className = s.stage;
+      seg.style.left = pct(s.from_ms);
+      seg.style.width = pct(s.to_ms - s.from_ms);
+      seg.title = `${label[s.stage]}: ${s.to_ms - s.from_ms} ms (done ${s.to_ms} ms after your last word)`;
+      bar.append(seg);
+    }
+    const name = document.createElement("span");
+    name.textContent = `turn ${i + 1}`;
+    const figure = document.createElement("span");
+    figure.className = "figure";
+    const edge = document.createElement("small");
+    edge.textContent = `${t.edge_voice_to_voice_ms || 0} ms at edge`;
+    figure.append(t.mouth_to_ear_ms != null ? `${t.mouth_to_ear_ms} ms to ear` : "not heard yet", edge);
     const li = document.createElement("li");
-    const stages = [["endpoint", t.endpoint_ms], ["stt", t.stt_final_ms], ["token", t.first_token_ms], ["sent", t.edge_voice_to_voice_ms]];
-    let from = 0;
-    const bars = stages.map(([cls, at]) => {
-      const start = from;
-      from = Math.max(from, at || 0);
-      return `<i class="${cls}" style="left:${pct(start)};width:${pct(from - start)}" title="${cls} ${at || 0} ms"></i>`;
-    });
-    if (t.mouth_to_ear_ms != null) bars.push(`<i class="heard" style="left:${pct(t.mouth_to_ear_ms)}" title="heard ${t.mouth_to_ear_ms} ms"></i>`);
-    const figure = t.mouth_to_ear_ms != null ? `${t.mouth_to_ear_ms} ms to ear` : `${t.edge_voice_to_voice_ms || 0} ms at edge`;
-    li.innerHTML = `<span>turn ${i + 1}</span><div class="bar">${bars.join("")}</div><span class="figure">${figure}</span>`;
+    li.append(name, bar, figure);
     return li;
   }));
 }
 
-async function pollStats() {
-  if (!pc) return;
-  const report = await pc.getStats();
+async function pollStats(c) {
+  if (!c.pc) return;
+  const report = await c.pc.getStats();
+  vm.stats.rtt_ms = roundTripMs(report) ?? vm.stats.rtt_ms;
   report.forEach((s) => {
-    if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded" && s.currentRoundTripTime != null) {
-      vm.stats.rtt_ms = Math.round(s.currentRoundTripTime * 1000);
-    }
     if (s.type === "inbound-rtp" && s.kind === "audio") {
       vm.stats.jitter_ms = Math.round((s.jitter || 0) * 1000);
       vm.stats.packets_lost = s.packetsLost || 0;
@@ -311,7 +403,20 @@ async function pollStats() {
   $("q-playout").textContent = ms(vm.stats.playout_ms);
 }
 
+for (const { stage, label } of STAGES) {
+  const key = document.createElement("span");
+  key.className = `k ${stage}`;
+  key.textContent = label;
+  $("legend").append(key);
+}
+for (const digit of DIGITS) {
+  const key = document.createElement("button");
+  key.textContent = digit;
+  key.addEventListener("click", () => sendDigit(digit));
+  $("keypad").append(key);
+}
 $("call").addEventListener("click", call);
 $("hangup").addEventListener("click", hangup);
-setStatus("idle");
-loadConfig().catch((err) => setStatus("error", String(err)));
+$("agent").addEventListener("change", agentPicked);
+setStatus("loading");
+loadConfig().catch((err) => setStatus("error", `The page could not load its settings from the edge: ${err.message || err}`));
