@@ -83,7 +83,10 @@ def test_a_short_window_that_loops_gives_the_full_window_transcript(
                 assert text == full_texts[u.name], (u.name, text)
         fallbacks = engine.fallbacks
     assert len(fell_back) >= 3, fallbacks  # the forced loops did happen
-    assert fallbacks[Fallback.REPETITION] >= 1
+    # caught as loops (which guard sees one first depends on the CPU's rounding: repetition
+    # on one host, the token cap on another), not as silence
+    loops = (Fallback.REPETITION, Fallback.COMPRESSION, Fallback.TOKEN_CAP, Fallback.TOO_LONG)
+    assert sum(fallbacks[reason] for reason in loops) >= 3, fallbacks
     counted = {
         reason: metrics.registry.get_sample_value(
             "voicemesh_dropped_total", {"service": "stt", "what": f"short_decode_{reason.value}"}

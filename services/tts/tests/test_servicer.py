@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -181,4 +182,9 @@ async def test_two_streams_at_once_are_both_served(tts: Any) -> None:
     for client in (a, b):
         await client.wait_for(lambda c=client: c.ended("r1"), what="the end mark")
         assert rms_dbfs(client.pcm("r1")) > -30.0
+    # each stream reports its speech once its end mark has gone out: the mark can reach the
+    # client before the stream's task has gone on to report, so the report is waited for
+    async with asyncio.timeout(5):
+        while not (tts.events.names("a") and tts.events.names("b")):
+            await asyncio.sleep(0.01)
     assert tts.events.names("a") == tts.events.names("b") == ["speech_synthesized"]

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import string
 import time
 from collections import Counter
@@ -34,6 +35,7 @@ import numpy as np
 from voicemesh.audio.frames import SAMPLE_RATE
 from voicemesh.mesh.metrics import ServiceMetrics
 
+from .cpu_isa import pin_isa, read_cpuinfo
 from .short_decode import Fallback, ShortDecodeRules, ct2_max_length
 
 log = logging.getLogger(__name__)
@@ -169,6 +171,7 @@ class WhisperEngine:
         if not (path / "model.bin").is_file():
             raise FileNotFoundError(f"no CTranslate2 Whisper model at {path} (model.bin missing)")
         started = time.perf_counter()
+        isa = pin_isa(os.environ, read_cpuinfo())  # before CTranslate2's first model load
         self._model = WhisperModel(
             str(path),
             device="cpu",
@@ -183,7 +186,7 @@ class WhisperEngine:
             self._short_decode(np.zeros(SAMPLE_RATE, dtype=np.float32), "en", rules)
         log.info(
             "whisper model loaded",
-            extra={"model_path": str(path), "load_s": round(time.perf_counter() - started, 3)},
+            extra={"model_path": str(path), "load_s": round(time.perf_counter() - started, 3), "cpu_isa": isa or "auto"},
         )
 
     def close(self) -> None:
