@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,8 +61,16 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
         state = read_state(home)
         for private in (home, home / "logs", home / "nats"):  # token, logs, transcripts
             assert private.stat().st_mode & 0o077 == 0, (private, oct(private.stat().st_mode))
+        files = [home / "state.json", home / "valkey.conf", home / "nats.conf", *(home / "logs").iterdir()]
+        assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}, [f.name for f in files]
         status = subprocess.run([*VOICEMESH, "status", "--home", str(home)], capture_output=True, text=True)
         assert status.returncode == 0, status.stdout + status.stderr
+        # every user's password (nats.conf holds them all) stays out of what is shown or logged
+        users = json.loads((home / "nats.conf").read_text())["authorization"]["users"]
+        passwords = [u["password"] for u in users]
+        assert len(passwords) == 7 and state.redis_url.startswith("redis://cli:")
+        shown = status.stdout + status.stderr + "".join(f.read_text() for f in (home / "logs").iterdir())
+        assert not [p for p in passwords if p in shown]
         for name in ("session-router", "stt", "reasoning", "tts", "media-edge"):
             assert any(line.startswith(name) and "SERVING" in line for line in status.stdout.splitlines())
         pids = [s.pid for s in state.services]
@@ -76,6 +85,7 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
         assert up.returncode == 0
         output = up.stdout.read() if up.stdout else ""
         assert "voicemesh is up" in output and "stopped" in output
+        assert not [p for p in passwords if p in output]
     finally:
         if up.poll() is None:
             up.kill()

@@ -291,7 +291,7 @@ async def test_a_call_longer_than_its_lease_keeps_its_reservations(mesh: LocalMe
     from .conftest import LEASE_S
 
     keys = Keys()
-    valkey = aioredis.Redis(host="127.0.0.1", port=mesh.ports.valkey)
+    valkey = aioredis.Redis.from_url(mesh.redis_url)  # the mesh's read-only cli user
 
     async def held() -> int:
         """Unexpired reservations on every instance of every role."""

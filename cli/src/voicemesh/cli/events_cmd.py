@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from voicemesh.mesh.events import STREAM_NAME, SUBJECT_PREFIX, event_name, subject_for
+from voicemesh.mesh.urls import nats_inbox_prefix, redact_url
 from voicemesh.v1 import events_pb2
 
 from .state import StateError, read_state
@@ -59,17 +60,20 @@ async def iter_events(
         except NotFoundError:
             if idle_s is None:
                 raise EventsError(
-                    f"NATS at {nats_url} has no {STREAM_NAME} stream yet (no service has published an event)"
+                    f"NATS at {redact_url(nats_url)} has no {STREAM_NAME} stream yet "
+                    "(no service has published an event)"
                 ) from None
 
 
 @contextlib.asynccontextmanager
 async def jetstream(nats_url: str, connect_timeout_s: float = 3.0) -> AsyncIterator[JetStreamContext]:
     """JetStream on a connection that fails fast, closed on exit. Raises EventsError (one
-    line) when NATS is unreachable or fails: JetStream disabled, the connection lost, ...
+    line, the URL's password hidden) when NATS is unreachable or fails: JetStream disabled,
+    the connection lost, a credential refused or without the right ...
     `nats.js.errors.NotFoundError` (no such stream) is left to the caller to catch inside."""
     import nats
 
+    shown = redact_url(nats_url)
     seen: list[Exception] = []
 
     async def keep_error(exc: Exception) -> None:  # instead of nats-py's traceback on stderr
@@ -83,14 +87,15 @@ async def jetstream(nats_url: str, connect_timeout_s: float = 3.0) -> AsyncItera
             max_reconnect_attempts=1,  # nats-py: 0 would mean "retry for ever"
             reconnect_time_wait=0.1,
             error_cb=keep_error,
+            inbox_prefix=nats_inbox_prefix(nats_url),  # a user may read its own replies only
         )
     except Exception as exc:  # nats raises several unrelated types for one cause
         cause = seen[-1] if seen else exc
-        raise EventsError(f"cannot reach NATS at {nats_url}: {cause or type(cause).__name__}") from None
+        raise EventsError(f"cannot reach NATS at {shown}: {cause or type(cause).__name__}") from None
     try:
         yield nc.jetstream()
     except nats.errors.Error as exc:
-        raise EventsError(f"NATS at {nats_url}: {exc or type(exc).__name__}") from None
+        raise EventsError(f"NATS at {shown}: {exc or type(exc).__name__}") from None
     finally:
         await nc.close()
 

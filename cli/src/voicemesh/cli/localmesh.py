@@ -7,6 +7,13 @@ A service may run as several instances (replicas). With one, its instance id is
 `<name>-local` and its log `logs/<name>.log`; with N, they are `<name>-local-<i>` and
 `logs/<name>-<i>.log`, each with its own gRPC and metrics port. An instance keeps its ports
 when it is restarted, so its registry address and state.json stay right.
+
+Valkey and NATS take only the users of `voicemesh.mesh.access`, with passwords generated
+here at each start: every service gets its own in its URLs (replicas share their service's),
+state.json holds the `cli` reader's (for `voicemesh status`, `calls`, `events`), and the
+session stream is created by the supervisor's `mesh` user with its retention
+(VOICEMESH_EVENTS_MAX_AGE_S) before any service starts. The home, its logs, state and the
+servers' config files are their owner's alone.
 """
 
 from __future__ import annotations
@@ -22,18 +29,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voicemesh.mesh.access import CLI_USER, MESH_USER, generate_passwords, nats_authorization, valkey_acl
+from voicemesh.mesh.events import DEFAULT_MAX_AGE_S, connect_nats, ensure_stream
 from voicemesh.mesh.grpcutil import check_health
 from voicemesh.mesh.localservers import (
     LocalServer,
     ServerError,
-    die_with_parent,
     free_port,
     nats_server,
     nats_url,
+    open_private_log,
     port_open,
+    private_child,
     redis_url,
     valkey_server,
 )
+from voicemesh.mesh.urls import with_credentials
 
 from .state import MeshState, ServiceEndpoint, private_dir
 from .supervise import Exit
@@ -162,14 +173,14 @@ class ServiceProcess:
             self.log_offset = self.log_path.stat().st_size
         except OSError:
             self.log_offset = 0
-        with open(self.log_path, "ab") as log:
+        with open_private_log(self.log_path) as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", self.module],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
+                preexec_fn=private_child,
             )
 
     def exited(self) -> int | None:
@@ -224,6 +235,10 @@ class LocalMesh:
         # What the edge signs browsers' call tokens with (`voicemesh token` asks it for one).
         self.call_token_secret = os.environ.get("VOICEMESH_CALL_TOKEN_SECRET") or secrets.token_urlsafe(32)
         self.extra_env = extra_env or {}
+        # Valkey and NATS passwords, one per user, new at every start (never printed).
+        self.passwords = generate_passwords()
+        # How long the session stream keeps events; VOICEMESH_EVENTS_MAX_AGE_S, read at start.
+        self.events_max_age_s = DEFAULT_MAX_AGE_S
         self.log = log
         self.replicas = check_replicas(replicas or {})
         self.servers: list[LocalServer] = []
@@ -243,13 +258,21 @@ class LocalMesh:
         """Where SIP callers reach the default agent (callers from 127.0.0.1 need no digest)."""
         return f"sip:{self.default_agent}@127.0.0.1:{self.ports.sip}"
 
+    def redis_url_for(self, user: str) -> str:
+        return with_credentials(f"redis://127.0.0.1:{self.ports.valkey}/0", user, self.passwords[user])
+
+    def nats_url_for(self, user: str) -> str:
+        return with_credentials(f"nats://127.0.0.1:{self.ports.nats}", user, self.passwords[user])
+
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports.valkey}/0"
+        """The `cli` reader's: the registry, read only."""
+        return self.redis_url_for(CLI_USER)
 
     @property
     def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.ports.nats}"
+        """The `cli` reader's: the session stream, read only."""
+        return self.nats_url_for(CLI_USER)
 
     def state(self) -> MeshState:
         return MeshState(
@@ -299,8 +322,11 @@ class LocalMesh:
                 "VOICEMESH_INSTANCE_ID": instance_id,
                 "VOICEMESH_GRPC_PORT": str(grpc_port),
                 "VOICEMESH_METRICS_PORT": str(metrics_port),
-                "VOICEMESH_REDIS_URL": self.redis_url,
-                "VOICEMESH_NATS_URL": self.nats_url,
+                "VOICEMESH_REDIS_URL": self.redis_url_for(name),
+                "VOICEMESH_NATS_URL": self.nats_url_for(name),
+                # the supervisor made the stream; the service's NATS user may only publish
+                "VOICEMESH_EVENTS_CREATE_STREAM": "false",
+                "VOICEMESH_EVENTS_MAX_AGE_S": str(self.events_max_age_s),
                 "VOICEMESH_HEARTBEAT_INTERVAL_S": "1.0",
                 "VOICEMESH_REGISTRY_TTL_S": "5.0",
             }
@@ -335,21 +361,8 @@ class LocalMesh:
         busy = [f"{what} ({port})" for what, port in wanted.items() if port_open("127.0.0.1", port)]
         if busy:
             raise MeshError("ports already in use: " + ", ".join(busy) + " (is a mesh already running?)")
+        self.start_servers()
         logs = self.home / "logs"
-        private_dir(self.home)  # state, logs and the JetStream store: their owner's alone
-        private_dir(logs)
-        try:
-            valkey = valkey_server(self.ports.valkey, log_path=logs / "valkey.log")
-            valkey.start()
-            self.servers.append(valkey)
-            self.log(f"valkey      {redis_url(valkey)}")
-            nats = nats_server(private_dir(self.home / "nats"), self.ports.nats, log_path=logs / "nats.log")
-            nats.start()
-            self.servers.append(nats)
-            self.log(f"nats        {nats_url(nats)} (JetStream)")
-        except ServerError as exc:
-            self.stop()
-            raise MeshError(str(exc)) from None
         for inst in self.instances():
             env = self._env(inst.service, inst.grpc_port, inst.metrics_port, inst.instance_id)
             svc = ServiceProcess(inst.service, inst.module, env, logs / inst.log_name)
@@ -360,6 +373,53 @@ class LocalMesh:
         except MeshError:
             self.stop()
             raise
+
+    def start_servers(self) -> None:
+        """Valkey and NATS with the mesh's users, and the session stream (`start` does this
+        first; tests of the data stores alone call it by itself)."""
+        try:
+            self.events_max_age_s = events_max_age(self.extra_env)
+        except ValueError as exc:
+            raise MeshError(str(exc)) from None
+        logs = self.home / "logs"
+        private_dir(self.home)  # state, logs and the JetStream store: their owner's alone
+        private_dir(logs)
+        try:
+            valkey = valkey_server(
+                self.ports.valkey,
+                log_path=logs / "valkey.log",
+                acl=valkey_acl(self.passwords),
+                config_path=self.home / "valkey.conf",
+            )
+            valkey.start()
+            self.servers.append(valkey)
+            self.log(f"valkey      {redis_url(valkey)} (a user per service)")
+            nats = nats_server(
+                private_dir(self.home / "nats"),
+                self.ports.nats,
+                log_path=logs / "nats.log",
+                authorization=nats_authorization(self.passwords),
+                config_path=self.home / "nats.conf",
+            )
+            nats.start()
+            self.servers.append(nats)
+            asyncio.run(self._make_stream())
+            self.log(
+                f"nats        {nats_url(nats)} (JetStream, a user per service, events kept {self.events_max_age_s:g} s)"
+            )
+        except (ServerError, ConnectionError) as exc:
+            self.stop()
+            raise MeshError(str(exc)) from None
+
+    async def _make_stream(self) -> None:
+        """The session stream, with its retention, made by the one user allowed to."""
+        nc = await connect_nats(self.nats_url_for(MESH_USER))
+        try:
+            await ensure_stream(nc.jetstream(), self.events_max_age_s)
+        except Exception as exc:
+            raise ConnectionError(f"nats: cannot create the session stream: {exc}") from None
+        finally:
+            await nc.close()
 
     async def _wait_serving(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -436,6 +496,20 @@ class LocalMesh:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def events_max_age(extra_env: Mapping[str, str]) -> float:
+    """VOICEMESH_EVENTS_MAX_AGE_S (from `extra_env`, else the environment), default an hour."""
+    text = extra_env.get("VOICEMESH_EVENTS_MAX_AGE_S") or os.environ.get("VOICEMESH_EVENTS_MAX_AGE_S")
+    if not text:
+        return DEFAULT_MAX_AGE_S
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"VOICEMESH_EVENTS_MAX_AGE_S: {text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"VOICEMESH_EVENTS_MAX_AGE_S: must be > 0, got {text}")
+    return value
 
 
 def check_replicas(replicas: Mapping[str, int]) -> dict[str, int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from voicemesh.mesh.grpcutil import check_health
 from voicemesh.mesh.localservers import pid_alive
+from voicemesh.mesh.urls import redact_url
 
 from .localmesh import SINGLE_INSTANCE, LocalMesh, MeshError, MeshPorts, parse_replicas
 from .state import StateError, clear_state, default_home, read_state, write_state
@@ -183,8 +184,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     if state.sip_uri:
         print(f"{'sip (udp, tcp)':<{width}}  {state.sip_uri}  (callers from 127.0.0.1 need no digest)")
-    print(f"{'valkey':<{width}}  {state.redis_url}")
-    print(f"{'nats':<{width}}  {state.nats_url}")
+    print(f"{'valkey':<{width}}  {redact_url(state.redis_url)}  (password in state.json)")
+    print(f"{'nats':<{width}}  {redact_url(state.nats_url)}  (password in state.json)")
     return 0 if all(h == "SERVING" for h in health) else 1
 
 

@@ -1,7 +1,9 @@
 """Where a locally running mesh is: written by `voicemesh up`, read by the other commands.
 
 The file is `<home>/state.json` (home: $VOICEMESH_HOME, default ./.voicemesh), mode 0600
-because it holds the edge's access token and the Twilio stream's auth token.
+because it holds the edge's access token, the Twilio stream's auth token, and in `redis_url`
+and `nats_url` the password of the mesh's read-only `cli` user (`voicemesh.mesh.access`):
+show them with `voicemesh.mesh.urls.redact_url`, never as they are.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class MeshState:
     supervisor_pid: int
     edge_url: str
     edge_token: str
-    redis_url: str
-    nats_url: str
+    redis_url: str  # the `cli` reader's, password included
+    nats_url: str  # the `cli` reader's, password included
     services: list[ServiceEndpoint] = field(default_factory=list)
     # The Twilio Media Streams endpoint and the auth token its requests are signed with.
     twilio_url: str = ""

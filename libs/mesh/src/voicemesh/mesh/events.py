@@ -9,6 +9,11 @@ target become `[PHONE]` or `[CALLER]`-style tokens, numbers, e-mails and cards i
 transcripts, replies and error text become `[KIND]`), so no sink and no service publishes
 raw values. On by default; `redact=False` (`VOICEMESH_EVENTS_REDACT=false`) keeps them.
 `submit()` takes an event as it is: it is each sink's transport, not for services.
+
+The stream keeps an event `max_age_s` (`VOICEMESH_EVENTS_MAX_AGE_S`, default an hour): the
+transcripts in it are gone after that. `ensure_stream` creates it with that age, or sets the
+age of one that exists; a service does so at start-up unless the stream is managed by whoever
+gave it a publish-only NATS user (the local mesh's supervisor, at `up`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -28,9 +34,11 @@ from voicemesh.v1 import events_pb2
 from .aio import cancel_and_wait
 from .masking import EventMasker
 from .metrics import ServiceMetrics
+from .urls import nats_inbox_prefix, redact_url
 
 STREAM_NAME = "VOICEMESH_SESSIONS"
 SUBJECT_PREFIX = "voicemesh.session"
+DEFAULT_MAX_AGE_S = 3600.0
 log = logging.getLogger(__name__)
 
 
@@ -134,28 +142,24 @@ class JetStreamEvents(EventSink):
         self._nc: object | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def connect(self, url: str, timeout_s: float = 3.0) -> None:
-        """Connect and make sure the stream exists. Raises ConnectionError with a clear reason."""
-        import nats
-        from nats.js.api import StreamConfig
-
-        try:
-            nc = await asyncio.wait_for(
-                nats.connect(url, connect_timeout=timeout_s, max_reconnect_attempts=-1, allow_reconnect=True),
-                timeout_s,
-            )
-        except TimeoutError:
-            raise ConnectionError(f"cannot reach NATS at {url}: no answer in {timeout_s:.0f} s") from None
-        except Exception as exc:  # nats raises several unrelated types for one cause
-            raise ConnectionError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+    async def connect(
+        self,
+        url: str,
+        timeout_s: float = 3.0,
+        *,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        create_stream: bool = True,
+    ) -> None:
+        """Connect and (with `create_stream`) make sure the stream exists and keeps events
+        `max_age_s`. Raises ConnectionError with a clear reason (the URL's password hidden)."""
+        nc = await connect_nats(url, timeout_s)
         js = nc.jetstream()
-        try:
-            await js.add_stream(
-                StreamConfig(name=STREAM_NAME, subjects=[f"{SUBJECT_PREFIX}.>"], max_age=24 * 3600)
-            )
-        except Exception as exc:
-            await nc.close()
-            raise ConnectionError(f"NATS at {url} has no usable JetStream: {exc}") from None
+        if create_stream:
+            try:
+                await ensure_stream(js, max_age_s)
+            except Exception as exc:
+                await nc.close()
+                raise ConnectionError(f"NATS at {redact_url(url)} has no usable JetStream: {exc}") from None
         self._nc = nc
         self._task = asyncio.create_task(self._publish_loop(js), name="events-publisher")
 
@@ -188,3 +192,63 @@ class JetStreamEvents(EventSink):
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()  # type: ignore[attr-defined]
+
+
+async def connect_nats(url: str, timeout_s: float = 3.0) -> Any:
+    """A NATS connection that reconnects for ever, with replies on the user's own inbox.
+    Raises ConnectionError naming the server (password hidden) and the cause: a refused
+    credential says so rather than timing out unexplained."""
+    import nats
+
+    shown = redact_url(url)
+    seen: list[Exception] = []
+    connected = False
+
+    async def keep_error(exc: Exception) -> None:
+        seen.append(exc)
+        if connected:  # once connected, nats-py's errors are warnings (a lost server, a refusal)
+            log.warning("nats error", extra={"error": str(exc) or type(exc).__name__})
+
+    try:
+        nc = await asyncio.wait_for(
+            nats.connect(
+                url,
+                connect_timeout=timeout_s,
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                inbox_prefix=nats_inbox_prefix(url),
+                error_cb=keep_error,
+            ),
+            timeout_s,
+        )
+    except TimeoutError:
+        cause = f"{seen[-1]}" if seen else f"no answer in {timeout_s:.0f} s"
+        raise ConnectionError(f"cannot reach NATS at {shown}: {cause}") from None
+    except Exception as exc:  # nats raises several unrelated types for one cause
+        raise ConnectionError(f"cannot reach NATS at {shown}: {exc or type(exc).__name__}") from None
+    connected = True
+    return nc
+
+
+def stream_config(max_age_s: float = DEFAULT_MAX_AGE_S) -> Any:
+    """The session stream: every event subject, each message kept `max_age_s`."""
+    from nats.js.api import StreamConfig
+
+    if max_age_s <= 0:
+        raise ValueError(f"the events' max age must be > 0 s, got {max_age_s}")
+    return StreamConfig(name=STREAM_NAME, subjects=[f"{SUBJECT_PREFIX}.>"], max_age=max_age_s)
+
+
+async def ensure_stream(js: Any, max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
+    """Create the session stream, or give an existing one this retention (events older
+    than `max_age_s` are dropped at once)."""
+    from nats.js.errors import NotFoundError
+
+    config = stream_config(max_age_s)
+    try:
+        info = await js.stream_info(STREAM_NAME)
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    if info.config.max_age != config.max_age or list(info.config.subjects or []) != config.subjects:
+        await js.update_stream(config)

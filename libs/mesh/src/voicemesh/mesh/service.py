@@ -136,7 +136,11 @@ async def serve(
         try:
             redis = await connect_redis(settings.redis_url)
             events = JetStreamEvents(name, settings.instance_id, metrics, redact=settings.events_redact)
-            await events.connect(settings.nats_url)
+            await events.connect(
+                settings.nats_url,
+                max_age_s=settings.events_max_age_s,
+                create_stream=settings.events_create_stream,
+            )
         except ConnectionError as exc:
             raise StartupError(str(exc)) from None
         provider = make_tracer_provider(name, settings.instance_id, settings.otel_exporter)

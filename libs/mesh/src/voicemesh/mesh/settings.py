@@ -54,6 +54,11 @@ class MeshSettings(BaseSettings):
     # Mask personal data (numbers, e-mails, cards, national ids, the caller's address) in
     # session events before they reach NATS. Off only for a local debugging session.
     events_redact: bool = True
+    # How long the session-event stream keeps an event (transcripts included), in seconds.
+    events_max_age_s: float = Field(default=3600.0, gt=0)
+    # Create the stream (or set its max age) at start-up. Off where the stream is managed
+    # elsewhere and this service's NATS user may only publish (the local mesh's).
+    events_create_stream: bool = True
 
     @field_validator("redis_url")
     @classmethod
