@@ -54,7 +54,7 @@ async def test_a_webrtc_caller_is_greeted_heard_and_answered(mesh: LocalMesh) ->
             # (a pause after "Hi," may end a turn early: the words then arrive in the next one)
             await until(lambda: "table" in call.finals(), 30)
             assert "four" in call.finals()
-            spoke_at = call.track.sent_at[(len(silence) + len(wav_pcm("caller_party.wav"))) // 640]
+            spoke_at = await call.track.sent((len(silence) + len(wav_pcm("caller_party.wav"))) // 640)
             # the reply: its text streams to the page, and its audio reaches the caller's ear
             await until(lambda: any(r.get("final") and r.get("turn_id") for r in call.of("response")), 30)
             await until(lambda: loud_after(call, spoke_at) > 0.5, 20)

@@ -177,7 +177,7 @@ async def test_a_relayed_call_is_heard_and_answered_through_the_turn_server(
 
             await until(lambda: "table" in call.finals(), 30)
             assert "four" in call.finals()
-            spoke_at = call.track.sent_at[(len(silence) + len(wav_pcm("caller_party.wav"))) // 640]
+            spoke_at = await call.track.sent((len(silence) + len(wav_pcm("caller_party.wav"))) // 640)
             await until(lambda: any(r.get("final") and r.get("turn_id") for r in call.of("response")), 30)
             await until(lambda: loud_after(call, spoke_at) > 0.5, 20)  # the reply's audio, back
             assert loud_after(call, 0) > loud_after(call, spoke_at) > 0.5  # greeting, then reply

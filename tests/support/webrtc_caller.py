@@ -39,6 +39,16 @@ class ScriptTrack(MediaStreamTrack):
         self._n = 0
         self._start: float | None = None
         self.sent_at: list[float] = []
+        self._sent = asyncio.Event()
+
+    async def sent(self, frame: int, limit_s: float = 30.0) -> float:
+        """When frame `frame` left, once it has (an agent may answer before the caller's
+        script has run out: its turn can end in the script's own trailing silence)."""
+        async with asyncio.timeout(limit_s):
+            while len(self.sent_at) <= frame:
+                self._sent.clear()
+                await self._sent.wait()
+        return self.sent_at[frame]
 
     async def recv(self) -> av.AudioFrame:
         loop = asyncio.get_running_loop()
@@ -51,6 +61,7 @@ class ScriptTrack(MediaStreamTrack):
         frame.sample_rate, frame.pts, frame.time_base = RATE, self._n * 320, fractions.Fraction(1, RATE)
         self._n += 1
         self.sent_at.append(time.monotonic())
+        self._sent.set()
         return frame
 
 

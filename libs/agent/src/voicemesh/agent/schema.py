@@ -78,6 +78,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SmartTurnSettings(_Model):
+    """The end-of-turn model (Smart Turn v3.2 at the edge): asked once, `check_after_ms`
+    into a pause, whether the caller's utterance reads complete; at `min_probability` or
+    above the turn ends then instead of after `endpoint_silence_ms`. It only ever shortens
+    the wait (an edge without the model ends turns on silence alone)."""
+
+    enabled: bool = True
+    min_probability: float = Field(0.8, ge=0.5, le=1.0)
+    check_after_ms: int = Field(200, ge=100, le=2_000)
+
+
 class TurnSettings(_Model):
     """Turn-taking at the edge: when the caller's turn ends, barge-in, the idle nudge (an
     empty turn after `idle_timeout_ms` of silence; see `Fallback` for what repeated silence does)."""
@@ -94,6 +105,8 @@ class TurnSettings(_Model):
     backchannels: list[Text] | None = None
     # Caller audio this many dB below the agent's own is taken for its echo; 0 turns it off.
     echo_margin_db: float = Field(25.0, ge=0.0, le=60.0)
+    # End a turn early when the edge's end-of-turn model reads the utterance complete.
+    smart_turn: SmartTurnSettings = SmartTurnSettings()
 
 
 class Slot(_Model):

@@ -64,7 +64,7 @@ class ConverseRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelResponse, _Mapping]] = ..., dtmf: _Optional[_Union[CallerDtmf, _Mapping]] = ...) -> None: ...
 
 class AgentProfile(_message.Message):
-    __slots__ = ("name", "voice", "language", "endpoint_silence_ms", "allow_barge_in", "idle_timeout_ms", "barge_in_min_speech_ms", "barge_in_min_words", "backchannels", "echo_margin_db")
+    __slots__ = ("name", "voice", "language", "endpoint_silence_ms", "allow_barge_in", "idle_timeout_ms", "barge_in_min_speech_ms", "barge_in_min_words", "backchannels", "echo_margin_db", "smart_turn")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class AgentProfile(_message.Message):
     BARGE_IN_MIN_WORDS_FIELD_NUMBER: _ClassVar[int]
     BACKCHANNELS_FIELD_NUMBER: _ClassVar[int]
     ECHO_MARGIN_DB_FIELD_NUMBER: _ClassVar[int]
+    SMART_TURN_FIELD_NUMBER: _ClassVar[int]
     name: str
     voice: str
     language: str
@@ -85,13 +86,24 @@ class AgentProfile(_message.Message):
     barge_in_min_words: int
     backchannels: Backchannels
     echo_margin_db: float
-    def __init__(self, name: _Optional[str] = ..., voice: _Optional[str] = ..., language: _Optional[str] = ..., endpoint_silence_ms: _Optional[int] = ..., allow_barge_in: _Optional[bool] = ..., idle_timeout_ms: _Optional[int] = ..., barge_in_min_speech_ms: _Optional[int] = ..., barge_in_min_words: _Optional[int] = ..., backchannels: _Optional[_Union[Backchannels, _Mapping]] = ..., echo_margin_db: _Optional[float] = ...) -> None: ...
+    smart_turn: SmartTurn
+    def __init__(self, name: _Optional[str] = ..., voice: _Optional[str] = ..., language: _Optional[str] = ..., endpoint_silence_ms: _Optional[int] = ..., allow_barge_in: _Optional[bool] = ..., idle_timeout_ms: _Optional[int] = ..., barge_in_min_speech_ms: _Optional[int] = ..., barge_in_min_words: _Optional[int] = ..., backchannels: _Optional[_Union[Backchannels, _Mapping]] = ..., echo_margin_db: _Optional[float] = ..., smart_turn: _Optional[_Union[SmartTurn, _Mapping]] = ...) -> None: ...
 
 class Backchannels(_message.Message):
     __slots__ = ("words",)
     WORDS_FIELD_NUMBER: _ClassVar[int]
     words: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, words: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SmartTurn(_message.Message):
+    __slots__ = ("enabled", "min_probability", "check_after_ms")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MIN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    CHECK_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    min_probability: float
+    check_after_ms: int
+    def __init__(self, enabled: _Optional[bool] = ..., min_probability: _Optional[float] = ..., check_after_ms: _Optional[int] = ...) -> None: ...
 
 class SessionReady(_message.Message):
     __slots__ = ("agent",)

@@ -5,7 +5,9 @@ seconds, used only for latency figures) and carries out the decisions returned. 
 comes from frame indices: ports deliver gapless 20 ms frames, so frame i is at i * 20 ms.
 
 Rules (each tested on a virtual clock in tests/test_core.py):
-- turn-taking by `TurnTaker` (endpoint, resumed turn, barge-in, idle nudge);
+- turn-taking by `TurnTaker` (endpoint, resumed turn, barge-in, idle nudge); with an
+  end-of-turn model, a pause is checked once (`CheckTurnEnd`) and a confident "complete"
+  ends the turn before the endpoint silence, never after it;
 - barge-in that is not fooled: caller audio no louder than the agent's own echo is not
   speech (`EchoGate`, and stt hears it as non-speech); speech over the agent pauses its
   audio at once, and its words decide (`InterruptionRules`): a real interruption stops the
@@ -33,6 +35,7 @@ from .decisions import (
     CallAction,
     CancelResponse,
     CarryOut,
+    CheckTurnEnd,
     ClearPlayout,
     Decision,
     DtmfEvent,
@@ -169,6 +172,18 @@ class CallCore:
 
     def on_peer_failed(self, role: str) -> list[Decision]:
         return self._end(_ROLE_FAILURE.get(role, EndReason.ERROR_INTERNAL))
+
+    def on_turn_complete_hint(
+        self, turn_id: str, last_voiced_frame: int, probability: float, now: float
+    ) -> list[Decision]:
+        """The end-of-turn model's answer to a `CheckTurnEnd`: P(complete). A confident
+        answer about the pause still in progress ends the turn now; any other is ignored."""
+        if self.ended is not None:
+            return []
+        out: list[Decision] = []
+        for x in self.turns.on_turn_complete_hint(turn_id, last_voiced_frame, probability):
+            self._turn_decision(x, now, out)
+        return out
 
     # ---- stt ----------------------------------------------------------------------------
 
@@ -388,7 +403,9 @@ class CallCore:
             endpoint_s = now - turn.last_voiced_at
             out.append(SttFlush(d.turn_id))
             out.append(Observe("endpoint", endpoint_s))
-            out.append(TurnEndedEvent(d.turn_id, d.last_voiced_ms, endpoint_s * 1000))
+            out.append(TurnEndedEvent(d.turn_id, d.last_voiced_ms, endpoint_s * 1000, d.by))
+        elif isinstance(d, CheckTurnEnd):
+            out.append(d)
         elif isinstance(d, Overlap):
             out.append(PausePlayout())
             out.append(Observe("barge_in_pause", (d.at_ms - d.start_ms) / 1000))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .interruptions import Verdict
 from .port import EndReason, TurnTiming
+from .turns import CheckTurnEnd, EndpointBy
 
 # ---- to stt ----------------------------------------------------------------------------
 
@@ -31,6 +32,12 @@ class SttFlush:
     """The caller's turn ended: ask stt for its final (answered with `flush_id` = turn_id)."""
 
     turn_id: str
+
+
+# ---- to the end-of-turn model ------------------------------------------------------------
+# `CheckTurnEnd` (from turns.py, passed on as it is): run the model on the caller audio of
+# frames start_frame..at_frame and answer with `CallCore.on_turn_complete_hint`; no answer
+# (skipped, failed) is fine: the silence rule ends the turn.
 
 
 # ---- to reasoning ----------------------------------------------------------------------
@@ -169,6 +176,8 @@ class TurnEndedEvent:
     turn_id: str
     last_voiced_ms: int
     endpoint_ms: float
+    # What ended it: the silence, or the end-of-turn model earlier (counted apart).
+    by: EndpointBy = EndpointBy.SILENCE
 
 
 @dataclass(frozen=True)
@@ -206,6 +215,7 @@ class Observe:
 Decision = (
     ForwardAudio
     | SttFlush
+    | CheckTurnEnd
     | SendTurn
     | SendDtmf
     | CancelResponse

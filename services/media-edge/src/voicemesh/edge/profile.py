@@ -11,7 +11,7 @@ from voicemesh.v1 import reasoning_pb2
 
 from .echo import EchoConfig
 from .interruptions import DEFAULT_BACKCHANNELS, InterruptionRules, words
-from .turns import TurnConfig
+from .turns import SmartTurnConfig, TurnConfig
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,17 @@ class CallSettings:
     turns: TurnConfig
     interruptions: InterruptionRules
     echo: EchoConfig
+
+
+def smart_turn(profile: reasoning_pb2.AgentProfile) -> SmartTurnConfig | None:
+    """The agent's end-of-turn model settings; None when off or not sent (an older reasoning)."""
+    if not profile.HasField("smart_turn") or not profile.smart_turn.enabled:
+        return None
+    base, sent = SmartTurnConfig(), profile.smart_turn
+    return SmartTurnConfig(
+        check_after_ms=sent.check_after_ms or base.check_after_ms,
+        min_probability=sent.min_probability or base.min_probability,
+    )
 
 
 def call_settings(profile: reasoning_pb2.AgentProfile) -> CallSettings:
@@ -31,6 +42,7 @@ def call_settings(profile: reasoning_pb2.AgentProfile) -> CallSettings:
         barge_in_min_words=(
             profile.barge_in_min_words if profile.HasField("barge_in_min_words") else base.barge_in_min_words
         ),
+        smart_turn=smart_turn(profile),
     )
     backchannels = DEFAULT_BACKCHANNELS
     if profile.HasField("backchannels"):

@@ -14,6 +14,7 @@ from voicemesh.v1 import edge_pb2_grpc, router_pb2_grpc
 
 from .channels import ChannelPool
 from .dialer import Dialer
+from .endpointing import EndpointMetrics, TurnEndModel
 from .ingress import WebSocketIngress
 from .native import NativeWebSocketTransport
 from .port import CallTransport, EndReason, MediaPort
@@ -70,10 +71,20 @@ class EdgeService(MeshService):
             ctx.metrics.prepare_transport(transport.transport_label)
         self._calls: dict[asyncio.Task[None], CallSession] = {}
         self._deps: EdgeDeps | None = None
+        self.endpoints = EndpointMetrics.create(ctx.metrics)
+        self.turn_model: TurnEndModel | None = None
         self._draining = False
 
     async def start(self) -> None:
         vad_model = await asyncio.to_thread(SileroModel.load)
+        if self.settings.smart_turn_enabled:
+            self.turn_model = await asyncio.to_thread(
+                TurnEndModel.load,
+                self.settings.smart_turn_model or None,
+                self.ctx.metrics,
+                self.endpoints,
+                max_wait_s=self.settings.smart_turn_max_wait_ms / 1000,
+            )
         router = router_pb2_grpc.SessionRouterStub(self.channels.get(self.settings.router_address))
         self._deps = EdgeDeps(
             metrics=self.ctx.metrics,
@@ -85,6 +96,8 @@ class EdgeService(MeshService):
             region=self.settings.region,
             media_timeout_s=self.settings.media_timeout_s,
             lease_renew_s=self.settings.router_renew_s,
+            turn_model=self.turn_model,
+            endpoints=self.endpoints,
         )
         for transport in self.transports:
             await transport.start(self._on_call)
@@ -136,3 +149,5 @@ class EdgeService(MeshService):
             await transport.stop()
         await self.ingress.stop()
         await self.channels.close()
+        if self.turn_model is not None:
+            self.turn_model.close()

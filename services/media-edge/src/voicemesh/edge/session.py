@@ -3,12 +3,14 @@
 It opens the call's role clients (stt, reasoning, tts) on the instances the router assigns,
 then runs five loops under one task set: caller events from the media port (VAD on each
 frame), stt, reasoning, tts, and paced playout. Each loop feeds events to the core and
-carries out the decisions it returns; no rule of the call lives here.
+carries out the decisions it returns; no rule of the call lives here. The end-of-turn
+model's checks run as a task of their own (at most one per call), off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -31,6 +33,7 @@ from voicemesh.v1 import events_pb2, reasoning_pb2, router_pb2, stt_pb2, tts_pb2
 from . import decisions as d
 from .channels import ChannelPool
 from .core import CallCore
+from .endpointing import CallerAudio, CheckResult, EndpointMetrics, TurnEndModel
 from .playout import PlayoutClock
 from .port import (
     CallObserver,
@@ -70,6 +73,10 @@ class EdgeDeps:
     media_timeout_s: float = 10.0
     # How often a live call renews its reservations with the router (below its lease).
     lease_renew_s: float = 30.0
+    # The end-of-turn model (None: not loaded, turns end on silence alone) and the counts of
+    # endpoints by what decided them.
+    turn_model: TurnEndModel | None = None
+    endpoints: EndpointMetrics | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,9 @@ class CallSession:
         self._roles: _Roles | None = None
         self._call_ctx: otel_context.Context | None = None
         self._addresses: dict[str, str] = {}
+        # The caller's last 8 s, for the end-of-turn model (kept only when it is on).
+        self._audio: CallerAudio | None = None
+        self._check: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -159,7 +169,7 @@ class CallSession:
             log.warning("call failed", extra={"session": self.session_id, "code": exc.code, "error": str(exc)})
             await self._show_error(exc.code, str(exc))
         finally:
-            await cancel_and_wait(*tasks)
+            await cancel_and_wait(*tasks, *([self._check] if self._check is not None else []))
             if self._roles is not None:
                 await self._roles.aclose()
             if assigned:
@@ -215,7 +225,12 @@ class CallSession:
             raise
         self._agent = profile.name
         settings = call_settings(profile)
-        self.core.configure(settings.turns, settings.interruptions, settings.echo)
+        turns = settings.turns
+        if turns.smart_turn is not None and deps.turn_model is None:
+            turns = dataclasses.replace(turns, smart_turn=None)  # no model here: silence alone
+        if turns.smart_turn is not None:
+            self._audio = CallerAudio()
+        self.core.configure(turns, settings.interruptions, settings.echo)
         stt = SttClient.open(
             deps.channels,
             deps.metrics,
@@ -317,6 +332,8 @@ class CallSession:
             self.deps.metrics.observe_stage(x.stage, x.seconds)
         elif isinstance(x, d.SttFlush):
             self._r.stt.flush(x.turn_id)
+        elif isinstance(x, d.CheckTurnEnd):
+            self._check_turn_end(x)
         elif isinstance(x, d.SendTurn):
             self._r.reasoning.turn(x.turn_id, x.text, x.confidence)
         elif isinstance(x, d.SendDtmf):
@@ -348,6 +365,8 @@ class CallSession:
         elif isinstance(x, d.SpeechStartedEvent):
             events.emit(sid, speech_started=events_pb2.SpeechStarted(audio_ms=x.audio_ms))
         elif isinstance(x, d.TurnEndedEvent):
+            if self.deps.endpoints is not None:
+                self.deps.endpoints.endpoint(x.by)
             events.emit(
                 sid,
                 turn_ended=events_pb2.TurnEnded(
@@ -391,6 +410,31 @@ class CallSession:
             await self.port.send_dtmf(action.digits)
         # a hangup is the EndCall that follows it: the port hangs up when the call closes
 
+    def _check_turn_end(self, x: d.CheckTurnEnd) -> None:
+        """Ask the end-of-turn model about the pause in progress, unless a check of this
+        call is still running (then the silence decides: counted as skipped)."""
+        model, audio = self.deps.turn_model, self._audio
+        if model is None or audio is None:
+            return
+        if self._check is not None and not self._check.done():
+            model.endpoints.check(CheckResult.SKIPPED)
+            return
+        pcm = audio.window(x.start_frame, x.at_frame)
+        self._check = asyncio.create_task(self._run_check(model, x, pcm), name="call-turn-check")
+
+    async def _run_check(self, model: TurnEndModel, x: d.CheckTurnEnd, pcm: bytes) -> None:
+        probability = await model.check(pcm)
+        if probability is None:
+            return
+        try:
+            now = self.deps.clock()
+            await self._act(self.core.on_turn_complete_hint(x.turn_id, x.last_voiced_frame, probability, now))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not go unseen, nor end the call silently
+            self.deps.metrics.error("turn_check_bug")
+            log.exception("call task crashed", extra={"session": self.session_id, "task": "turn_check"})
+
     # ---- the loops ---------------------------------------------------------------------
 
     async def _inbound_loop(self) -> None:
@@ -405,6 +449,8 @@ class CallSession:
                 voiced = self._activity.update(prob)
                 index = self._frames
                 self._frames += 1
+                if self._audio is not None:
+                    self._audio.push(event.pcm)
                 decisions = self.core.on_frame(index, voiced, clock(), rms_dbfs(event.pcm))
                 if decisions and isinstance(decisions[0], d.ForwardAudio):
                     self._r.stt.send_frame(event.pcm, 0.0 if decisions[0].muted else prob)

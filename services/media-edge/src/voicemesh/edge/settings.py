@@ -88,6 +88,15 @@ class EdgeSettings(MeshSettings):
     # docs/performance.md) it held 80 native and 40 Twilio calls without falling behind, so
     # 40 by default. Past it, calls are refused cleanly.
     capacity: int = Field(default=40, ge=1)
+    # The end-of-turn model (Smart Turn v3.2, fetched by `make env`): loaded at start-up when
+    # enabled; agents whose `turn.smart_turn` is on then end a turn early when the caller's
+    # utterance reads complete. Missing, the edge logs it once and ends turns on silence. The
+    # file: this path, else .tools/models/ of the repository (the same variable the model's
+    # library reads). A check that would wait behind other calls' checks longer than
+    # smart_turn_max_wait_ms is skipped (counted): that turn ends on silence.
+    smart_turn_enabled: bool = True
+    smart_turn_model: str = ""
+    smart_turn_max_wait_ms: int = Field(default=100, ge=0, le=1000)
     # SIP (UDP and TCP on the same port; 0 picks a free one). RTP binds on sip_host, on the
     # even ports from rtp_port_min to rtp_port_max (RTCP on the odd one above); SDP and
     # Contact name sip_public_host (the address callers reach, behind NAT), else sip_host.

@@ -12,6 +12,14 @@ I/O. States:
 
     LISTENING ──silence ≥ idle timeout (IdleTimeout: the agent gets an empty turn)──▶ THINKING
 
+Endpointing beyond silence (`TurnConfig.smart_turn`): `check_after_ms` into a pause while
+the caller holds the floor, the machine asks once (per pause) whether the utterance reads
+complete (`CheckTurnEnd`, naming the turn and the frame its speech ends at); the shell runs
+the end-of-turn model and answers with `on_turn_complete_hint`. A confident "complete" for
+the same pause ends the turn then (`EndOfTurn` decided by `EndpointBy.MODEL`); anything
+else (unsure, stale, never answered) leaves the silence rule to end it at
+`endpoint_silence_ms`, as without the model. The model can only shorten the wait.
+
 Barge-in in two steps when the agent needs words to be interrupted (`barge_in_min_words`
 > 0, the default): speech over the agent for `barge_in_min_speech_ms` is an `Overlap` (the
 shell pauses the agent's audio at once, the state stays AGENT_SPEAKING); the call core then
@@ -34,6 +42,22 @@ class TurnState(StrEnum):
     AGENT_SPEAKING = "agent_speaking"
 
 
+class EndpointBy(StrEnum):
+    """What ended a caller's turn."""
+
+    SILENCE = "silence"  # endpoint_silence_ms of non-speech
+    MODEL = "model"  # the end-of-turn model read the utterance complete, earlier
+
+
+@dataclass(frozen=True)
+class SmartTurnConfig:
+    """Ask the end-of-turn model once, this far into a pause; end the turn on its
+    "complete" at or above `min_probability`."""
+
+    check_after_ms: int = 200
+    min_probability: float = 0.8
+
+
 @dataclass(frozen=True)
 class TurnConfig:
     endpoint_silence_ms: int = 500
@@ -50,6 +74,8 @@ class TurnConfig:
     # Silence while listening after which the agent gets an empty turn ("are you there?").
     # 0 disables it.
     idle_timeout_ms: int = 0
+    # The end-of-turn model's early endpoint; None: silence alone ends a turn.
+    smart_turn: SmartTurnConfig | None = None
     frame_ms: int = 20
 
 
@@ -66,6 +92,19 @@ class EndOfTurn:
     last_voiced_ms: int
     # Index of the frame holding the last voiced audio (frames count from 0).
     last_voiced_frame: int
+    by: EndpointBy = EndpointBy.SILENCE
+
+
+@dataclass(frozen=True)
+class CheckTurnEnd:
+    """Ask the end-of-turn model whether `turn_id` reads complete: its audio from frame
+    `start_frame` to `at_frame` (the pause so far included); its speech ends at
+    `last_voiced_frame`. Answer with `on_turn_complete_hint(turn_id, last_voiced_frame, p)`."""
+
+    turn_id: str
+    start_frame: int
+    last_voiced_frame: int
+    at_frame: int
 
 
 @dataclass(frozen=True)
@@ -115,7 +154,15 @@ class StateChange:
 
 
 Decision = (
-    SpeechStarted | EndOfTurn | Resumed | BargeIn | Overlap | OverlapEnded | IdleTimeout | StateChange
+    SpeechStarted
+    | EndOfTurn
+    | CheckTurnEnd
+    | Resumed
+    | BargeIn
+    | Overlap
+    | OverlapEnded
+    | IdleTimeout
+    | StateChange
 )
 
 
@@ -134,6 +181,10 @@ class TurnTaker:
         # Speech over the agent awaiting a verdict: its turn id, and whether it has ended.
         self._overlap = ""
         self._overlap_ended = False
+        # Where the utterance of the turn began (a resumed turn goes on the same one), and
+        # whether the model was asked about the pause in progress.
+        self._utterance_start = 0
+        self._checked = False
 
     @property
     def turn_id(self) -> str:
@@ -169,6 +220,7 @@ class TurnTaker:
                 self._first_voiced_ms = now_ms
             self._voiced_run_ms += cfg.frame_ms
             self._silence_ms = 0
+            self._checked = False
         else:
             self._voiced_run_ms = 0
             self._silence_ms += cfg.frame_ms
@@ -177,6 +229,7 @@ class TurnTaker:
             self._idle_ms = 0 if voiced else self._idle_ms + cfg.frame_ms
             if self._voiced_run_ms >= cfg.min_speech_ms:
                 turn = self._new_turn()
+                self._utterance_start = self._first_voiced_ms // cfg.frame_ms
                 out.append(SpeechStarted(turn, self._first_voiced_ms))
                 self._to(TurnState.USER_SPEAKING, out)
             elif cfg.idle_timeout_ms and self._idle_ms >= cfg.idle_timeout_ms:
@@ -202,6 +255,7 @@ class TurnTaker:
                     out.append(OverlapEnded(self._overlap, self._last_voiced_ms, self._last_voiced_frame))
             elif cfg.allow_barge_in and self._voiced_run_ms >= cfg.barge_in_min_speech_ms:
                 turn = self._new_turn()
+                self._utterance_start = self._first_voiced_ms // cfg.frame_ms
                 if cfg.barge_in_min_words > 0:
                     self._overlap, self._overlap_ended = turn, False
                     self._last_voiced_ms, self._last_voiced_frame = now_ms, index
@@ -219,6 +273,34 @@ class TurnTaker:
             elif self._silence_ms >= cfg.endpoint_silence_ms:
                 out.append(EndOfTurn(self._turn_id, self._last_voiced_ms, self._last_voiced_frame))
                 self._to(TurnState.THINKING, out)
+            elif (
+                cfg.smart_turn is not None
+                and not self._checked
+                and self._silence_ms >= cfg.smart_turn.check_after_ms
+            ):
+                self._checked = True
+                out.append(CheckTurnEnd(self._turn_id, self._utterance_start, self._last_voiced_frame, index))
+        return out
+
+    def on_turn_complete_hint(
+        self, turn_id: str, last_voiced_frame: int, probability: float
+    ) -> list[Decision]:
+        """The end-of-turn model's answer to `CheckTurnEnd`: P(the utterance is complete).
+        It ends the turn now only if it is confident and still about the pause in progress
+        (same turn, no speech since, the silence rule not yet there)."""
+        out: list[Decision] = []
+        cfg = self.config
+        if (
+            cfg.smart_turn is None
+            or self.state is not TurnState.USER_SPEAKING
+            or turn_id != self._turn_id
+            or last_voiced_frame != self._last_voiced_frame
+            or self._silence_ms == 0
+            or probability < cfg.smart_turn.min_probability
+        ):
+            return out
+        out.append(EndOfTurn(self._turn_id, self._last_voiced_ms, self._last_voiced_frame, EndpointBy.MODEL))
+        self._to(TurnState.THINKING, out)
         return out
 
     def confirm_barge_in(self) -> list[Decision]:

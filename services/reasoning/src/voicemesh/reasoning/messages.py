@@ -24,6 +24,11 @@ def ready(agent: Agent) -> reasoning_pb2.SessionReady:
                 None if turn.backchannels is None else reasoning_pb2.Backchannels(words=turn.backchannels)
             ),
             echo_margin_db=turn.echo_margin_db,
+            smart_turn=reasoning_pb2.SmartTurn(
+                enabled=turn.smart_turn.enabled,
+                min_probability=turn.smart_turn.min_probability,
+                check_after_ms=turn.smart_turn.check_after_ms,
+            ),
         )
     )
 
