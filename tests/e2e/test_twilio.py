@@ -114,9 +114,11 @@ async def test_a_backchannel_over_the_agent_does_not_stop_it(mesh: LocalMesh, ba
     # the reply went on to its end: the caller heard all of it, over and after the backchannel
     heard = await transcribe(stt_address(mesh), result.turns[0].reply_pcm + result.turns[1].reply_pcm)
     assert wer(ASKED_DAY, heard) <= 0.34, heard
-    # and the backchannel never became a turn the agent answered
+    # and the backchannel never became a turn the agent answered: one answered turn (t1, or
+    # t2 when the end-of-turn model ended the turn at the pause after "Hi," and the caller
+    # went on: that reply was dropped unplayed, and the caller's words made the next turn)
     answered = [e.turn_latency.turn_id for e in events if event_name(e) == "turn_latency"]
-    assert answered == ["t1"], answered
+    assert len(answered) == 1, answered
     # it was heard as speech over the agent, paused it, and was judged a backchannel
     assert await asyncio.to_thread(judged, mesh, "backchannel") == before + 1
 

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from voicemesh.mesh import access
-from voicemesh.mesh.events import STREAM_NAME, JetStreamEvents, connect_nats, ensure_stream
+from voicemesh.mesh.events import STREAM_NAME, JetStreamEvents, connect_failure, connect_nats, ensure_stream
 from voicemesh.mesh.localservers import LocalServer, nats_server, nats_url, redis_url, valkey_server
 from voicemesh.mesh.metrics import ServiceMetrics
 from voicemesh.mesh.registry import InstanceInfo, InstanceRegistry, Keys, connect_redis
@@ -146,6 +146,17 @@ async def test_nats_without_credentials_is_refused(mesh: Mesh) -> None:
     with pytest.raises(ConnectionError, match=r"(?i)authorization") as err:
         await connect_nats(mesh.nats_as("stt", "not-the-password"), timeout_s=2)
     assert "not-the-password" not in str(err.value)
+
+
+def test_a_refusal_the_client_only_saw_as_a_reset_still_points_at_the_credentials() -> None:
+    # nats-server sends -ERR 'Authorization Violation' and closes: a client may read the
+    # reset first, and then only the reset is left to tell (it was "Connection reset by peer")
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    said = connect_failure(reset, [reset], "nats://stt:pw@127.0.0.1:4222")
+    assert "authorization" in said and "user and password" in said and "pw" not in said
+    refused = nats.errors.Error("nats: 'Authorization Violation'")
+    assert connect_failure(reset, [refused, reset], "nats://stt:pw@h:1") == str(refused)
+    assert connect_failure(reset, [reset], "nats://127.0.0.1:4222") == str(reset)  # no credential
 
 
 def test_the_config_files_are_their_owners_alone_and_valkeys_holds_no_password(mesh: Mesh) -> None:

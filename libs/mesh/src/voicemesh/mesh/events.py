@@ -25,6 +25,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -222,12 +223,26 @@ async def connect_nats(url: str, timeout_s: float = 3.0) -> Any:
             timeout_s,
         )
     except TimeoutError:
-        cause = f"{seen[-1]}" if seen else f"no answer in {timeout_s:.0f} s"
+        cause = connect_failure(seen[-1], seen, url) if seen else f"no answer in {timeout_s:.0f} s"
         raise ConnectionError(f"cannot reach NATS at {shown}: {cause}") from None
     except Exception as exc:  # nats raises several unrelated types for one cause
-        raise ConnectionError(f"cannot reach NATS at {shown}: {exc or type(exc).__name__}") from None
+        raise ConnectionError(f"cannot reach NATS at {shown}: {connect_failure(exc, seen, url)}") from None
     connected = True
     return nc
+
+
+def connect_failure(exc: Exception, seen: list[Exception], url: str) -> str:
+    """Why a NATS connect failed, as a person can act on it. The server refuses credentials
+    with -ERR 'Authorization Violation' and closes the socket; the client may meet the reset
+    before it has read the -ERR (then only the reset is left to say)."""
+    refused = [e for e in seen if "authorization" in str(e).lower()]
+    if refused:
+        return str(refused[-1])
+    cause = str(exc) or type(exc).__name__
+    if isinstance(exc, ConnectionResetError) or "reset by peer" in cause:
+        if urlsplit(url).username:
+            return f"{cause} (the server closes a connection whose authorization it refuses: check the user and password)"
+    return cause
 
 
 def stream_config(max_age_s: float = DEFAULT_MAX_AGE_S) -> Any:
