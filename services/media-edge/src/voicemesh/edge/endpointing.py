@@ -101,7 +101,8 @@ class CallerAudio:
         lo, hi = max(start_frame, first), min(end_frame, self._next - 1)
         if hi < lo:
             return b""
-        return b"".join(self._frames[i - first] for i in range(lo, hi + 1))
+        frames = list(self._frames)  # a deque indexes in O(n): slice a list of it once
+        return b"".join(frames[lo - first : hi - first + 1])
 
 
 class Predictor(Protocol):

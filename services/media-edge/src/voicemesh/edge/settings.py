@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
+from aiortc import RTCIceServer
 from pydantic import Field, ValidationInfo, field_validator
 
 from voicemesh.mesh.settings import MeshSettings
@@ -35,6 +36,13 @@ def parse_users(text: str) -> dict[str, str]:
             raise ValueError(f"entry {index + 1} must be user:password")
         users[user.strip()] = password
     return users
+
+
+def _ice_servers(info: ValidationInfo) -> list[RTCIceServer] | None:
+    """The ICE servers validated so far; None when their own variable was refused (its error
+    says enough)."""
+    text = info.data.get("webrtc_ice_servers")
+    return None if text is None else parse_ice_servers(text)
 
 
 class EdgeSettings(MeshSettings):
@@ -226,21 +234,17 @@ class EdgeSettings(MeshSettings):
     @field_validator("webrtc_ice_policy")
     @classmethod
     def _ice_policy(cls, v: IcePolicy, info: ValidationInfo) -> IcePolicy:
-        servers = info.data.get("webrtc_ice_servers")
-        if servers is not None:
-            problem = relay_problem(parse_ice_servers(servers), v)
-            if problem:
-                raise ValueError(problem)
+        servers = _ice_servers(info)
+        if servers is not None and (problem := relay_problem(servers, v)):
+            raise ValueError(problem)
         return v
 
     @field_validator("webrtc_turn_secret")
     @classmethod
     def _turn_secret(cls, v: str, info: ValidationInfo) -> str:
-        servers = info.data.get("webrtc_ice_servers")
-        if servers is not None:
-            problem = turn_auth_problem(parse_ice_servers(servers), bool(v))
-            if problem:
-                raise ValueError(problem)
+        servers = _ice_servers(info)
+        if servers is not None and (problem := turn_auth_problem(servers, bool(v))):
+            raise ValueError(problem)
         return v
 
     def ice(self) -> IceConfig:
