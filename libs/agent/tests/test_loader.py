@@ -87,16 +87,16 @@ def test_defaults_of_a_minimal_agent() -> None:
     assert agent.knowledge == [] and agent.tools == []
 
 
-def test_the_end_of_turn_model_is_on_by_default_and_configurable() -> None:
+def test_the_end_of_turn_model_is_off_by_default_and_configurable() -> None:
     turn = parse_agent(BASE, SRC).turn
     assert (turn.smart_turn.enabled, turn.smart_turn.min_probability, turn.smart_turn.check_after_ms) == (
-        True,
+        False,
         0.8,
         200,
     )
-    text = edit("id: x\n", "id: x\nturn:\n  smart_turn:\n    enabled: false\n    min_probability: 0.9\n")
+    text = edit("id: x\n", "id: x\nturn:\n  smart_turn:\n    enabled: true\n    min_probability: 0.9\n")
     turn = parse_agent(text, SRC).turn
-    assert (turn.smart_turn.enabled, turn.smart_turn.min_probability) == (False, 0.9)
+    assert (turn.smart_turn.enabled, turn.smart_turn.min_probability) == (True, 0.9)
     text = edit("id: x\n", "id: x\nturn:\n  smart_turn:\n    min_probability: 0.3\n")
     (message,) = errors_of(text)
     assert message.startswith(f"{SRC}:4: turn.smart_turn.min_probability: Input should be greater than or equal to 0.5")

@@ -221,7 +221,7 @@ async def test_a_whole_booking(harness: Harness) -> None:
         15000,
     )
     assert profile.HasField("smart_turn")
-    assert (profile.smart_turn.enabled, profile.smart_turn.check_after_ms) == (True, 200)
+    assert (profile.smart_turn.enabled, profile.smart_turn.check_after_ms) == (False, 200)
     assert profile.smart_turn.min_probability == pytest.approx(0.8)
 
     greeting = await read_response(call)

@@ -84,7 +84,8 @@ class SmartTurnSettings(_Model):
     above the turn ends then instead of after `endpoint_silence_ms`. It only ever shortens
     the wait (an edge without the model ends turns on silence alone)."""
 
-    enabled: bool = True
+    # Off unless an agent asks: with it on, callers who pause before "please" were cut off.
+    enabled: bool = False
     min_probability: float = Field(0.8, ge=0.5, le=1.0)
     check_after_ms: int = Field(200, ge=100, le=2_000)
 
