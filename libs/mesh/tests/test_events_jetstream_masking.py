@@ -41,7 +41,9 @@ async def publish_call(url: str, redact: bool) -> tuple[bytes, bytes]:
     """Emit a call's start and a transcript through a JetStreamEvents; the stored bytes of both."""
     sink = JetStreamEvents("stt", "stt-0", ServiceMetrics.create("stt"), redact=redact)
     await sink.connect(url)
-    session = uuid.uuid4().hex
+    # No digits in the id: a random hex id holds "555" or "0187" now and then, which the raw
+    # byte check below would take for a leak.
+    session = uuid.uuid4().hex.translate(str.maketrans("0123456789", "ghijklmnop"))
     try:
         sink.emit(
             session, call_started=events_pb2.CallStarted(transport="twilio-stream", caller="+14155550100")
