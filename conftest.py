@@ -1,7 +1,9 @@
-"""Fixtures shared by every package's tests: real Valkey and NATS servers on free ports."""
+"""Fixtures shared by every package's tests: real Valkey and NATS servers on free ports, and
+mesh mTLS certificates."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from voicemesh.mesh import localservers
+from voicemesh.mesh.certs import write_mesh_tls
 from voicemesh.mesh.localservers import LocalServer, nats_server, valkey_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -63,3 +66,11 @@ def jfk_wav() -> Path:
     if not path.exists():
         pytest.fail(f"test audio missing: {path} (the shared assets sit beside the repository)")
     return path
+
+
+@pytest.fixture(scope="session")
+def mesh_tls_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One mesh CA's credentials (ca.crt, tls.crt, tls.key) for every service, `cli`, and
+    `dummy` (the runner tests' service), each in its own directory."""
+    identities = ("session-router", "stt", "reasoning", "tts", "media-edge", "cli", "dummy")
+    return write_mesh_tls(tmp_path_factory.mktemp("mesh-tls"), identities, dt.datetime.now(dt.UTC))

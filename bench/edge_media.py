@@ -65,6 +65,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import json
 import math
 import os
@@ -98,8 +99,11 @@ from voicemesh.audio.wav import read_wav
 from voicemesh.cli.impair import Impairment, LaneStats, UdpImpairmentRelay
 from voicemesh.cli.sipcaller import SipCallFailed, SipDialog, SipUac
 from voicemesh.edge.twilio_signature import compute_signature
+from voicemesh.mesh.access import GRPC_IDENTITIES
+from voicemesh.mesh.certs import write_mesh_tls
 from voicemesh.mesh.grpcutil import check_health
 from voicemesh.mesh.localservers import LocalServer, die_with_parent, free_port, nats_server, valkey_server
+from voicemesh.mesh.mtls import MeshTls
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "e2e" / "fixtures"
@@ -999,7 +1003,10 @@ def start_all(procs: Processes, max_calls: int, sip_calls: int) -> EdgeAddress:
     valkey = procs.server(valkey_server(log_path=procs.logs / "valkey.log"))
     nats = procs.server(nats_server(procs.home / "nats", log_path=procs.logs / "nats.log"))
     port_file = procs.home / "peers.json"
-    procs.spawn("fakepeers", [sys.executable, str(FAKEPEERS), "--port-file", str(port_file)])
+    tls_root = procs.home / "tls"  # the mesh's mTLS, as in production
+    write_mesh_tls(tls_root, GRPC_IDENTITIES, dt.datetime.now(dt.UTC))
+    cmd = [sys.executable, str(FAKEPEERS), "--port-file", str(port_file), "--tls-root", str(tls_root)]
+    procs.spawn("fakepeers", cmd)
     deadline = time.monotonic() + 30
     while not port_file.exists():
         procs.check()
@@ -1027,6 +1034,7 @@ def start_all(procs: Processes, max_calls: int, sip_calls: int) -> EdgeAddress:
             "VOICEMESH_REDIS_URL": f"redis://127.0.0.1:{valkey.port}/0",
             "VOICEMESH_NATS_URL": f"nats://127.0.0.1:{nats.port}",
             "VOICEMESH_ROUTER_ADDRESS": peers["router"],
+            "VOICEMESH_MESH_TLS_DIR": str(tls_root / "media-edge"),
             "VOICEMESH_EDGE_TOKEN": edge.token,
             "VOICEMESH_TWILIO_AUTH_TOKEN": edge.twilio_token,
             "VOICEMESH_TWILIO_STREAM_URL": edge.twilio_url,
@@ -1046,7 +1054,9 @@ def start_all(procs: Processes, max_calls: int, sip_calls: int) -> EdgeAddress:
 
 async def wait_serving(procs: Processes, edge: EdgeAddress, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while await check_health(f"127.0.0.1:{edge.grpc_port}", timeout_s=0.5) != "SERVING":
+    cli = MeshTls.load(procs.home / "tls" / "cli", dt.datetime.now(dt.UTC))
+    address = f"127.0.0.1:{edge.grpc_port}"
+    while await check_health(address, timeout_s=0.5, tls=cli, peer="media-edge") != "SERVING":
         procs.check()
         if time.monotonic() > deadline:
             raise RuntimeError(f"the edge is not serving after {timeout_s:.0f} s")

@@ -11,9 +11,11 @@ One process serving, with grpc.aio, each on its own free port (as separate hosts
   PCM16, then the "end" mark. No synthesis.
 
 There are no models here: the benchmark measures the edge, not stt, reasoning or tts. Each
-servicer subclasses the generated interface, so the edge talks to it as to the real thing.
+servicer subclasses the generated interface, so the edge talks to it as to the real thing,
+over the mesh's mTLS when `--tls-root` names a `certs.write_mesh_tls` directory (each fake
+holds its service's certificate and checks its callers as the real one does).
 
-    .venv/bin/python bench/fakepeers.py --port-file /tmp/peers.json
+    .venv/bin/python bench/fakepeers.py --port-file /tmp/peers.json [--tls-root DIR]
 
 writes {"router": "127.0.0.1:PORT", "stt": ..., "reasoning": ..., "tts": ...} once every
 server listens, then serves until SIGTERM or SIGINT.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import math
 import os
@@ -36,6 +39,7 @@ import grpc
 
 from voicemesh.audio.frames import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from voicemesh.mesh.grpcutil import SERVER_OPTIONS
+from voicemesh.mesh.mtls import Authorizer, MeshTls
 from voicemesh.v1 import (
     audio_pb2,
     reasoning_pb2,
@@ -195,16 +199,26 @@ class FakeTts(tts_pb2_grpc.TextToSpeechServicer):
             )
 
 
-async def _listen(host: str) -> tuple[grpc.aio.Server, str]:
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    port = server.add_insecure_port(f"{host}:0")
+# The identity (certificate) each fake holds.
+IDENTITY = {"router": "session-router", "stt": "stt", "reasoning": "reasoning", "tts": "tts"}
+
+
+async def _listen(host: str, tls: MeshTls | None) -> tuple[grpc.aio.Server, str]:
+    if tls is None:
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        port = server.add_insecure_port(f"{host}:0")
+    else:
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[Authorizer(lambda _i, _m: None)])
+        port = server.add_secure_port(f"{host}:0", tls.server_credentials())
     return server, f"{host}:{port}"
 
 
-async def serve(host: str, port_file: Path) -> None:
+async def serve(host: str, port_file: Path, tls_root: Path | None) -> None:
     servers: dict[str, tuple[grpc.aio.Server, str]] = {}
+    now = dt.datetime.now(dt.UTC)
     for name in ("router", *ROLES):
-        servers[name] = await _listen(host)
+        tls = MeshTls.load(tls_root / IDENTITY[name], now) if tls_root else None
+        servers[name] = await _listen(host, tls)
     addresses = {name: addr for name, (_, addr) in servers.items()}
     router_pb2_grpc.add_SessionRouterServicer_to_server(
         FakeRouter({r: addresses[r] for r in ROLES}), servers["router"][0]
@@ -234,8 +248,11 @@ def main() -> int:
     )
     parser.add_argument("--port-file", type=Path, required=True, help="write the addresses here (JSON)")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--tls-root", type=Path, help="serve mTLS with the certificates under DIR/<identity>/"
+    )
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port_file))
+    asyncio.run(serve(args.host, args.port_file, args.tls_root))
     return 0
 
 

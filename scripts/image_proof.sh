@@ -196,6 +196,17 @@ start_servers() {
     && echo "valkey on $VALKEY_PORT, nats (JetStream) on $NATS_PORT"
 }
 
+# The mesh's mTLS: a fresh CA and a set per identity (voicemesh.mesh.certs), each service's
+# readable by the containers' user 10001 as a mounted Secret would be; `cli` is the host's.
+issue_certs() {
+  rm -rf "$WORK/tls" || return 1
+  "$PY" -c 'import datetime as dt, sys; from pathlib import Path
+from voicemesh.mesh.access import GRPC_IDENTITIES; from voicemesh.mesh.certs import write_mesh_tls
+write_mesh_tls(Path(sys.argv[1]), GRPC_IDENTITIES, dt.datetime.now(dt.UTC))' "$WORK/tls" || return 1
+  chmod 0755 "$WORK/tls" && for d in "$WORK"/tls/*; do [[ $d == */cli ]] || chown -R 10001 "$d"; done
+  echo "a fresh mesh CA and certificates in $WORK/tls"
+}
+
 # run_service KEY: start the container (host network, ports picked here) and record its port.
 declare -A PORT_OF
 run_service() {
@@ -203,7 +214,8 @@ run_service() {
   PORT_OF[$key]=$(free_port) || return 1
   env=(-e "VOICEMESH_REDIS_URL=redis://127.0.0.1:$VALKEY_PORT/0" -e "VOICEMESH_NATS_URL=nats://127.0.0.1:$NATS_PORT"
     -e VOICEMESH_BIND_HOST=127.0.0.1 -e "VOICEMESH_GRPC_PORT=${PORT_OF[$key]}"
-    -e "VOICEMESH_METRICS_PORT=$(free_port)" -e "VOICEMESH_INSTANCE_ID=$key-proof" -e VOICEMESH_LOG_FORMAT=json)
+    -e "VOICEMESH_METRICS_PORT=$(free_port)" -e "VOICEMESH_INSTANCE_ID=$key-proof" -e VOICEMESH_LOG_FORMAT=json
+    -v "$WORK/tls/$key:/etc/voicemesh/mesh-tls:ro" -e VOICEMESH_MESH_TLS_DIR=/etc/voicemesh/mesh-tls)
   if [[ $key == media-edge ]]; then
     WS_PORT=$(free_port) || return 1
     env+=(-e "VOICEMESH_WS_HOST=127.0.0.1" -e "VOICEMESH_WS_PORT=$WS_PORT" -e "VOICEMESH_EDGE_TOKEN=$TOKEN"
@@ -225,7 +237,8 @@ until_serving() {
   fi
   echo "python -m voicemesh.mesh.probe health 127.0.0.1:${PORT_OF[$key]} in the container: SERVING"
   "${PODMAN[@]}" healthcheck run "$name" && echo "the image's HEALTHCHECK: healthy" || return 1
-  "$PY" -m voicemesh.mesh.probe health "127.0.0.1:${PORT_OF[$key]}" && echo "probe from the host: SERVING"
+  VOICEMESH_MESH_TLS_DIR="$WORK/tls/cli" "$PY" -m voicemesh.mesh.probe health --peer "$key" \
+    "127.0.0.1:${PORT_OF[$key]}" && echo "probe from the host, as the operator over mTLS: SERVING"
 }
 
 # What the container may do: it runs as 10001 and cannot write outside /tmp.
@@ -292,6 +305,7 @@ main() {
   for key in "${keys[@]}"; do [[ $key == cli ]] || services+=("$key"); done
   if [[ ${#services[@]} -gt 0 ]]; then
     step "start valkey + nats" start_servers
+    step "mesh certificates" issue_certs
     for key in "${services[@]}"; do
       step "start $key" run_service "$key"
       step "$key until SERVING" until_serving "$key"

@@ -116,10 +116,12 @@ class Up:
         deadline = time.monotonic() + RESTART_TIMEOUT_S
         while True:
             assert self.proc.poll() is None, self.output()
-            now = next(s for s in self.state().services if s.instance_id == victim.instance_id)
+            state = self.state()
+            now = next(s for s in state.services if s.instance_id == victim.instance_id)
             if (
                 now.pid not in (0, victim.pid)
-                and await check_health(now.grpc_address, timeout_s=0.5) == "SERVING"
+                and await check_health(now.grpc_address, timeout_s=0.5, tls=state.tls(), peer=now.name)
+                == "SERVING"
             ):
                 assert now.grpc_address == victim.grpc_address and now.metrics_url == victim.metrics_url
                 return now

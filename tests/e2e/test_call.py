@@ -39,9 +39,9 @@ def wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(normalise(reference), normalise(hypothesis)))
 
 
-async def transcribe(stt_address: str, pcm: bytes) -> str:
-    """What the stt service hears in `pcm` (16 kHz PCM16), via its public gRPC API."""
-    async with channel(stt_address) as ch:
+async def transcribe(mesh: LocalMesh, pcm: bytes) -> str:
+    """What the mesh's stt service hears in `pcm` (16 kHz PCM16), via its public gRPC API."""
+    async with stt_channel(mesh) as ch:
         call = stt_pb2_grpc.SpeechToTextStub(ch).Recognize()
         await call.write(
             stt_pb2.RecognizeRequest(
@@ -66,8 +66,9 @@ async def transcribe(stt_address: str, pcm: bytes) -> str:
         return " ".join(finals)
 
 
-def stt_address(mesh: LocalMesh) -> str:
-    return f"127.0.0.1:{mesh.ports.grpc['stt']}"
+def stt_channel(mesh: LocalMesh) -> grpc.aio.Channel:
+    """A channel to the mesh's stt as the edge (the one identity stt serves)."""
+    return channel(f"127.0.0.1:{mesh.ports.grpc['stt']}", mesh.tls_as("media-edge"), "stt")
 
 
 async def test_a_jfk_call_is_heard_answered_and_the_answer_is_intelligible(
@@ -81,7 +82,7 @@ async def test_a_jfk_call_is_heard_answered_and_the_answer_is_intelligible(
     assert result.reply_text.startswith("Thank you. I heard")
     assert result.reply_audio_seconds > 2.0
     assert rms_dbfs(result.reply_audio) > -40.0  # speech, not silence
-    heard = await transcribe(stt_address(mesh), result.reply_audio)
+    heard = await transcribe(mesh, result.reply_audio)
     assert wer(result.reply_text, heard) <= 0.20, (result.reply_text, heard)
 
     lat = result.latency_ms
@@ -168,7 +169,7 @@ async def test_an_unknown_agent_is_named_in_the_error(mesh: LocalMesh) -> None:
 
 
 async def test_stt_service_rejects_a_wrong_format_and_keeps_serving(mesh: LocalMesh) -> None:
-    async with channel(stt_address(mesh)) as ch:
+    async with stt_channel(mesh) as ch:
         call = stt_pb2_grpc.SpeechToTextStub(ch).Recognize()
         await call.write(
             stt_pb2.RecognizeRequest(
@@ -182,7 +183,7 @@ async def test_stt_service_rejects_a_wrong_format_and_keeps_serving(mesh: LocalM
                 pass
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "format" in (info.value.details() or "")
-    assert "Alice" in await transcribe(stt_address(mesh), (FIXTURES / "caller_name.wav").read_bytes()[44:])
+    assert "Alice" in await transcribe(mesh, (FIXTURES / "caller_name.wav").read_bytes()[44:])
 
 
 async def test_agent_audio_is_paced_in_real_time(mesh: LocalMesh) -> None:

@@ -24,7 +24,7 @@ from voicemesh.mesh.localservers import free_port
 from voicemesh.v1 import edge_pb2
 
 from .conftest import FIXTURES
-from .test_call import stt_address, transcribe, wer
+from .test_call import transcribe, wer
 
 pytestmark = pytest.mark.e2e
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -88,7 +88,7 @@ async def test_a_sip_caller_is_greeted_answered_and_the_call_is_listed(
     said = [e.transcript.text for e in events if event_name(e) == "transcript" and e.transcript.final]
     assert len(said) == 1 and wer("Hi, I would like a table for four people, please.", said[0]) <= 0.5, said
     # what reached SIPp's media port: the greeting, then the answer to "a table for four"
-    heard = await transcribe(stt_address(mesh), to_16k(audio_of(packets)))
+    heard = await transcribe(mesh, to_16k(audio_of(packets)))
     assert wer(GREETING + " " + ASKED_DAY, heard) <= 0.34, heard
     (started,) = [e.call_started for e in events if event_name(e) == "call_started"]
     assert (started.transport, started.agent, started.caller) == ("sip-udp", "Bella Vista", "[CALLER]")
@@ -119,7 +119,7 @@ async def test_dtmf_over_sip_reaches_the_agent(mesh: LocalMesh, tmp_path: Path) 
     packets, row = await sip_call(mesh, tmp_path, "uac_dtmf_4.xml", b"", pause_ms=6_000)
     events = await fetch_events(mesh.nats_url, row.session_id)
     assert [e.dtmf_received.digits for e in events if event_name(e) == "dtmf_received"] == ["4"]
-    heard = await transcribe(stt_address(mesh), to_16k(audio_of(packets)))
+    heard = await transcribe(mesh, to_16k(audio_of(packets)))
     assert wer(GREETING + " " + ASKED_DAY, heard) <= 0.34, heard
 
 
@@ -172,7 +172,7 @@ async def test_voicemesh_dial_calls_a_phone_and_the_agent_talks_to_it(mesh: Loca
         await asyncio.sleep(0.5)
         edge = f"127.0.0.1:{mesh.ports.grpc['media-edge']}"
         request = edge_pb2.DialRequest(target=f"sip:phone@127.0.0.1:{phone_port}", agent="restaurant")
-        answered = await dial(edge, mesh.token, request)
+        answered = await dial(edge, mesh.token, request, mesh.tls)
         run = await asyncio.wait_for(phone, 60)
     assert run.ok, (run.output[-2000:], run.errors)
     events = await fetch_call_events(mesh.nats_url)
@@ -181,12 +181,12 @@ async def test_voicemesh_dial_calls_a_phone_and_the_agent_talks_to_it(mesh: Loca
     session_events = await fetch_events(mesh.nats_url, rows[0].session_id)
     said = [e.transcript.text for e in session_events if event_name(e) == "transcript" and e.transcript.final]
     assert len(said) == 1 and wer("Hi, I would like a table for four people, please.", said[0]) <= 0.5, said
-    heard = await transcribe(stt_address(mesh), to_16k(audio_of(rtp_of(pcap))))
+    heard = await transcribe(mesh, to_16k(audio_of(rtp_of(pcap))))
     assert wer(GREETING + " " + ASKED_DAY, heard) <= 0.34, heard
 
 
 async def test_dial_without_the_edge_token_is_refused(mesh: LocalMesh) -> None:
     edge = f"127.0.0.1:{mesh.ports.grpc['media-edge']}"
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await dial(edge, "not-the-token", edge_pb2.DialRequest(target="sip:x@127.0.0.1:9"))
+        await dial(edge, "not-the-token", edge_pb2.DialRequest(target="sip:x@127.0.0.1:9"), mesh.tls)
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED

@@ -24,7 +24,7 @@ from voicemesh.cli.twilio_client import StreamRefused, place_twilio_call, sign
 from voicemesh.mesh.events import event_name
 
 from .conftest import FIXTURES
-from .test_call import stt_address, transcribe, wer
+from .test_call import transcribe, wer
 
 ASKED_DAY = "What day would you like to come?"
 
@@ -57,7 +57,7 @@ async def test_a_twilio_call_is_answered_and_its_parties_are_on_the_session(mesh
     assert result.greeting_pcm and result.marks, "the greeting played and its marks came back"
     assert all(not m.cleared for m in result.marks)
     (turn,) = result.turns
-    heard = await transcribe(stt_address(mesh), turn.reply_pcm)
+    heard = await transcribe(mesh, turn.reply_pcm)
     # piper's voice varies from one synthesis to the next (VITS noise), and Whisper tiny on
     # 8 kHz audio sometimes hears "they would you like to come?": judge the sentence.
     assert wer(ASKED_DAY, heard) <= 0.34, heard
@@ -112,7 +112,7 @@ async def test_a_backchannel_over_the_agent_does_not_stop_it(mesh: LocalMesh, ba
     finished = [e.playout_finished for e in events if event_name(e) == "playout_finished"]
     assert finished and not any(p.interrupted for p in finished)
     # the reply went on to its end: the caller heard all of it, over and after the backchannel
-    heard = await transcribe(stt_address(mesh), result.turns[0].reply_pcm + result.turns[1].reply_pcm)
+    heard = await transcribe(mesh, result.turns[0].reply_pcm + result.turns[1].reply_pcm)
     assert wer(ASKED_DAY, heard) <= 0.34, heard
     # and the backchannel never became a turn the agent answered: one answered turn (t1, or
     # t2 when the end-of-turn model ended the turn at the pause after "Hi," and the caller
@@ -135,7 +135,7 @@ async def test_a_transfer_on_a_twilio_call_ends_the_stream_and_the_callback_dial
     assert result.ended_by is EndedBy.SERVER and result.close_code == 1000
     assert result.action is not None and result.action.status == 200
     assert "<Dial><Sip>sip:host@bellavista.example</Sip></Dial>" in result.action.body
-    heard = await transcribe(stt_address(mesh), result.turns[0].reply_pcm)
+    heard = await transcribe(mesh, result.turns[0].reply_pcm)
     assert wer("Of course. Please hold while I put you through to a member of our team.", heard) <= 0.3, heard
     session = await session_of(mesh, result.sids.call_sid)
     events = await fetch_events(mesh.nats_url, session)
@@ -160,7 +160,7 @@ async def test_dtmf_reaches_the_agent(mesh: LocalMesh) -> None:
     result = await place_twilio_call(
         mesh.twilio_url, mesh.twilio_auth_token, [SILENCE_200MS], dtmf={0: "4"}
     )
-    heard = await transcribe(stt_address(mesh), result.turns[0].reply_pcm)
+    heard = await transcribe(mesh, result.turns[0].reply_pcm)
     assert wer(ASKED_DAY, heard) <= 0.34, heard
     session = await session_of(mesh, result.sids.call_sid)
     events = await fetch_events(mesh.nats_url, session)

@@ -27,7 +27,6 @@ from turn import TurnServer
 from webrtc_caller import WhipRefused, hang_up, issue_token, page_configuration, place, softphone_config
 
 from voicemesh.cli.localmesh import LocalMesh, ServiceProcess
-from voicemesh.mesh.grpcutil import check_health
 from voicemesh.mesh.localservers import free_port
 
 from .test_webrtc import loud_after, until, wav_pcm
@@ -63,6 +62,7 @@ class ExtraEdge:
             }
         )
         self.process = ServiceProcess("media-edge", "voicemesh.edge", full, mesh.home / "logs" / f"media-edge-{name}.log")
+        self.mesh = mesh
 
     @property
     def base(self) -> str:
@@ -73,7 +73,7 @@ class ExtraEdge:
 
     async def wait_serving(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
-        while await check_health(self.process.grpc_address, timeout_s=0.5) != "SERVING":
+        while await self.mesh.check_health(self.process) != "SERVING":
             if self.process.exited() is not None:
                 raise AssertionError(f"{self.process.instance_id} did not start: {self.process.last_error()}")
             if time.monotonic() > deadline:

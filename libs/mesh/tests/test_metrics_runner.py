@@ -5,7 +5,9 @@ the instance is told to stop, while it still waits for its live sessions."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from voicemesh.mesh.grpcutil import check_health
 from voicemesh.mesh.localservers import free_port
+from voicemesh.mesh.mtls import MeshTls
 from voicemesh.mesh.service import MeshContext, MeshService, serve
 from voicemesh.mesh.settings import MeshSettings
 
@@ -47,7 +50,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_capacity_region_zone_and_draining_on_the_metrics_endpoint(
-    redis_url: str, nats_url: str
+    redis_url: str, nats_url: str, mesh_tls_dirs: dict[str, Path]
 ) -> None:
     cfg = MeshSettings(
         instance_id="dummy-m1",
@@ -59,7 +62,9 @@ async def test_capacity_region_zone_and_draining_on_the_metrics_endpoint(
         redis_url=redis_url,
         nats_url=nats_url,
         drain_timeout_s=10.0,
+        mesh_tls_dir=str(mesh_tls_dirs["dummy"]),
     )
+    operator = MeshTls.load(mesh_tls_dirs["cli"], dt.datetime.now(dt.UTC))
     services: list[OneCallService] = []
 
     def factory(ctx: MeshContext) -> MeshService:
@@ -70,7 +75,7 @@ async def test_capacity_region_zone_and_draining_on_the_metrics_endpoint(
     runner = asyncio.create_task(serve("dummy", cfg, factory, stop))
     address = f"127.0.0.1:{cfg.grpc_port}"
     async with asyncio.timeout(10):
-        while await check_health(address) != "SERVING":
+        while await check_health(address, tls=operator, peer="dummy") != "SERVING":
             await asyncio.sleep(0.02)
 
     svc = (("service", "dummy"),)

@@ -4,6 +4,7 @@ real gRPC health service, and a real child process that drains on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from grpc_health.v1._async import HealthServicer
 
 from voicemesh.mesh.grpcutil import check_health
 from voicemesh.mesh.localservers import free_port
+from voicemesh.mesh.mtls import MeshTls
 from voicemesh.mesh.probe import main
 
 PROBE = [sys.executable, "-m", "voicemesh.mesh.probe"]
@@ -32,10 +34,10 @@ class Done:
     stderr: str
 
 
-async def probe(*args: str) -> Done:
+async def probe(*args: str, env: dict[str, str] | None = None) -> Done:
     """The probe as a child process, awaited so this event loop keeps serving meanwhile."""
     proc = await asyncio.create_subprocess_exec(
-        *PROBE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *PROBE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
     )
     _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode is not None
@@ -150,10 +152,17 @@ class ServiceChild:
     proc: subprocess.Popen[str]
     address: str
     sessions: Path
+    env: dict[str, str]  # the service's environment, which its container's probes share
+    tls: MeshTls  # the operator's credentials
+
+    async def health(self, service: str = "") -> str:
+        return await check_health(self.address, service, tls=self.tls, peer="dummy")
 
 
 @pytest.fixture
-async def service_child(redis_url: str, nats_url: str, tmp_path: Path) -> AsyncIterator[ServiceChild]:
+async def service_child(
+    redis_url: str, nats_url: str, tmp_path: Path, mesh_tls_dirs: dict[str, Path]
+) -> AsyncIterator[ServiceChild]:
     sessions = tmp_path / "sessions"
     sessions.write_text("1")
     grpc_port, metrics_port = free_port(), free_port()
@@ -166,14 +175,16 @@ async def service_child(redis_url: str, nats_url: str, tmp_path: Path) -> AsyncI
         "VOICEMESH_REDIS_URL": redis_url,
         "VOICEMESH_NATS_URL": nats_url,
         "VOICEMESH_DRAIN_TIMEOUT_S": "30",
+        "VOICEMESH_MESH_TLS_DIR": str(mesh_tls_dirs["dummy"]),
     }
     proc = await asyncio.to_thread(
         subprocess.Popen, [sys.executable, "-c", SERVICE_CHILD], env=env, stderr=subprocess.DEVNULL, text=True
     )
-    child = ServiceChild(proc, f"127.0.0.1:{grpc_port}", sessions)
+    cli = MeshTls.load(mesh_tls_dirs["cli"], dt.datetime.now(dt.UTC))
+    child = ServiceChild(proc, f"127.0.0.1:{grpc_port}", sessions, env, cli)
     try:
         async with asyncio.timeout(30):
-            while await check_health(child.address) != "SERVING":
+            while await child.health() != "SERVING":
                 await asyncio.sleep(0.05)
         yield child
     finally:
@@ -187,12 +198,21 @@ async def test_drain_waits_for_live_sessions_and_leaves_the_process_running(
 ) -> None:
     child = service_child
     hook = asyncio.create_task(
-        probe("drain", "--pid", str(child.proc.pid), "--timeout", "30", "--address", child.address)
+        probe(
+            "drain",
+            "--pid",
+            str(child.proc.pid),
+            "--timeout",
+            "30",
+            "--address",
+            child.address,
+            env=child.env,
+        )
     )
     async with asyncio.timeout(10):
-        while await check_health(child.address) != "NOT_SERVING":  # readiness: no new calls
+        while await child.health() != "NOT_SERVING":  # readiness: no new calls
             await asyncio.sleep(0.05)
-    assert await check_health(child.address, "voicemesh.liveness") == "SERVING"  # not restarted
+    assert await child.health("voicemesh.liveness") == "SERVING"  # not restarted
     await asyncio.sleep(0.5)
     assert not hook.done()  # one call is still live: the hook holds SIGTERM back
     child.sessions.write_text("0")
@@ -207,7 +227,9 @@ async def test_drain_waits_for_live_sessions_and_leaves_the_process_running(
 async def test_drain_gives_up_after_its_timeout_and_says_so(service_child: ServiceChild) -> None:
     child = service_child
     started = time.monotonic()
-    done = await probe("drain", "--pid", str(child.proc.pid), "--timeout", "0.5", "--address", child.address)
+    done = await probe(
+        "drain", "--pid", str(child.proc.pid), "--timeout", "0.5", "--address", child.address, env=child.env
+    )
     assert time.monotonic() - started >= 0.5
     assert done.code == 0  # the hook never fails the pod; SIGTERM and the grace period follow
     assert (

@@ -4,16 +4,19 @@ graceful drain, and one clear line when a dependency is missing."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from voicemesh.mesh.grpcutil import check_health
+from voicemesh.mesh.grpcutil import check_health as health_of
 from voicemesh.mesh.localservers import free_port
+from voicemesh.mesh.mtls import MeshTls
 from voicemesh.mesh.registry import InstanceRegistry
 from voicemesh.mesh.service import MeshContext, MeshService, StartupError, serve
 from voicemesh.mesh.settings import MeshSettings
@@ -41,20 +44,37 @@ class SlowStartService(MeshService):
         return self.live
 
 
-def settings(redis_url: str, nats_url: str, **kw: object) -> MeshSettings:
+@pytest.fixture
+def tls_dir(mesh_tls_dirs: dict[str, Path]) -> str:
+    return str(mesh_tls_dirs["dummy"])
+
+
+@pytest.fixture
+def operator(mesh_tls_dirs: dict[str, Path]) -> MeshTls:
+    return MeshTls.load(mesh_tls_dirs["cli"], dt.datetime.now(dt.UTC))
+
+
+def settings(redis_url: str, nats_url: str, tls_dir: str, **kw: object) -> MeshSettings:
     return MeshSettings(
         instance_id="dummy-1",
         grpc_port=free_port(),
         redis_url=redis_url,
         nats_url=nats_url,
         drain_timeout_s=5.0,
+        mesh_tls_dir=tls_dir,
         **kw,  # type: ignore[arg-type]
     )
 
 
-async def test_serving_only_after_start_then_registered_then_drained(redis_url: str, nats_url: str) -> None:
-    cfg = settings(redis_url, nats_url)
+async def test_serving_only_after_start_then_registered_then_drained(
+    redis_url: str, nats_url: str, tls_dir: str, operator: MeshTls
+) -> None:
+    cfg = settings(redis_url, nats_url, tls_dir)
     stop = asyncio.Event()
+
+    async def check_health(address: str) -> str:
+        return await health_of(address, tls=operator, peer="dummy")
+
     services: list[SlowStartService] = []
 
     def factory(ctx: MeshContext) -> MeshService:
@@ -89,19 +109,19 @@ async def test_serving_only_after_start_then_registered_then_drained(redis_url: 
     await client.aclose()
 
 
-async def test_unreachable_redis_is_one_clear_startup_error(nats_url: str) -> None:
-    cfg = settings(f"redis://127.0.0.1:{free_port()}/0", nats_url)
+async def test_unreachable_redis_is_one_clear_startup_error(nats_url: str, tls_dir: str) -> None:
+    cfg = settings(f"redis://127.0.0.1:{free_port()}/0", nats_url, tls_dir)
     with pytest.raises(StartupError, match=r"cannot reach Redis/Valkey at redis://127\.0\.0\.1"):
         await serve("dummy", cfg, SlowStartService, asyncio.Event())
 
 
-async def test_unreachable_nats_is_one_clear_startup_error(redis_url: str) -> None:
-    cfg = settings(redis_url, f"nats://127.0.0.1:{free_port()}")
+async def test_unreachable_nats_is_one_clear_startup_error(redis_url: str, tls_dir: str) -> None:
+    cfg = settings(redis_url, f"nats://127.0.0.1:{free_port()}", tls_dir)
     with pytest.raises(StartupError, match=r"cannot reach NATS at nats://127\.0\.0\.1"):
         await serve("dummy", cfg, SlowStartService, asyncio.Event())
 
 
-def test_a_service_process_prints_one_line_and_no_traceback(nats_url: str) -> None:
+def test_a_service_process_prints_one_line_and_no_traceback(nats_url: str, tls_dir: str) -> None:
     port = free_port()
     code = textwrap.dedent(
         """
@@ -114,6 +134,7 @@ def test_a_service_process_prints_one_line_and_no_traceback(nats_url: str) -> No
         "VOICEMESH_REDIS_URL": f"redis://127.0.0.1:{port}/0",
         "VOICEMESH_NATS_URL": nats_url,
         "VOICEMESH_GRPC_PORT": str(free_port()),
+        "VOICEMESH_MESH_TLS_DIR": tls_dir,
         "PATH": "/usr/bin:/bin",
     }
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)

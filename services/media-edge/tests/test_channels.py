@@ -12,24 +12,24 @@ pytestmark = pytest.mark.unit
 
 async def test_a_channel_is_shared_while_in_use_and_kept_when_idle() -> None:
     pool = ChannelPool(max_idle=2)
-    a = pool.acquire("127.0.0.1:1001")
-    assert pool.acquire("127.0.0.1:1001") is a and pool.users("127.0.0.1:1001") == 2
+    a = pool.acquire("127.0.0.1:1001", "stt")
+    assert pool.acquire("127.0.0.1:1001", "stt") is a and pool.users("127.0.0.1:1001") == 2
     await pool.release("127.0.0.1:1001")
     await pool.release("127.0.0.1:1001")
-    assert pool.acquire("127.0.0.1:1001") is a  # the next call reuses it
+    assert pool.acquire("127.0.0.1:1001", "stt") is a  # the next call reuses it
     await pool.release("127.0.0.1:1001")
     await pool.close()
 
 
 async def test_idle_channels_past_the_bound_are_closed_oldest_first() -> None:
     pool = ChannelPool(max_idle=2)
-    busy = pool.acquire("127.0.0.1:2000")  # a live call's channel
+    busy = pool.acquire("127.0.0.1:2000", "stt")  # a live call's channel
     dead = [f"127.0.0.1:{3000 + i}" for i in range(5)]  # instances replaced one after another
     for address in dead:
-        pool.acquire(address)
+        pool.acquire(address, "stt")
         await pool.release(address)
     assert pool.addresses == ["127.0.0.1:2000", *dead[-2:]]
-    assert pool.acquire("127.0.0.1:2000") is busy  # never closed under its call
+    assert pool.acquire("127.0.0.1:2000", "stt") is busy  # never closed under its call
     await pool.release("127.0.0.1:2000")
     await pool.release("127.0.0.1:2000")
     assert len(pool.addresses) == 2  # now idle too, and within the bound

@@ -9,6 +9,7 @@ import sys
 import grpc
 
 from voicemesh.mesh.grpcutil import channel
+from voicemesh.mesh.mtls import MeshTls
 from voicemesh.v1 import edge_pb2, edge_pb2_grpc
 
 from .state import StateError, read_state
@@ -16,8 +17,10 @@ from .state import StateError, read_state
 PROG = "voicemesh dial"
 
 
-async def dial(address: str, token: str, request: edge_pb2.DialRequest) -> edge_pb2.DialResponse:
-    async with channel(address) as ch:
+async def dial(
+    address: str, token: str, request: edge_pb2.DialRequest, tls: MeshTls | None = None
+) -> edge_pb2.DialResponse:
+    async with channel(address, tls, "media-edge") as ch:
         stub = edge_pb2_grpc.MediaEdgeStub(ch)
         wait = (request.answer_timeout_s or 30) + 10
         response: edge_pb2.DialResponse = await stub.Dial(
@@ -31,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         state = read_state()
         address = args.edge or state.service("media-edge").grpc_address
         token = args.token or state.edge_token
+        tls = state.tls()
     except StateError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         target=args.target, agent=args.agent or "", caller=args.caller or "", answer_timeout_s=args.timeout
     )
     try:
-        response = asyncio.run(dial(address, token, request))
+        response = asyncio.run(dial(address, token, request, tls))
     except grpc.aio.AioRpcError as exc:
         print(f"{PROG}: error: {exc.details() or exc.code().name}", file=sys.stderr)
         return 1

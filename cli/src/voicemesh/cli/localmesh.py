@@ -14,22 +14,35 @@ state.json holds the `cli` reader's (for `voicemesh status`, `calls`, `events`),
 session stream is created by the supervisor's `mesh` user with its retention
 (VOICEMESH_EVENTS_MAX_AGE_S) before any service starts. The home, its logs, state and the
 servers' config files are their owner's alone.
+
+The services talk gRPC over mTLS with certificates issued here at each start by a new CA
+whose key is never stored (`voicemesh.mesh.certs`): `<home>/tls/<identity>/` per service,
+and `tls/cli` for the supervisor and the CLI's own calls (state.json names it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voicemesh.mesh.access import CLI_USER, MESH_USER, generate_passwords, nats_authorization, valkey_acl
+from voicemesh.mesh.access import (
+    CLI_USER,
+    GRPC_IDENTITIES,
+    MESH_USER,
+    generate_passwords,
+    nats_authorization,
+    valkey_acl,
+)
+from voicemesh.mesh.certs import write_mesh_tls
 from voicemesh.mesh.events import DEFAULT_MAX_AGE_S, connect_nats, ensure_stream
 from voicemesh.mesh.grpcutil import check_health
 from voicemesh.mesh.localservers import (
@@ -44,6 +57,7 @@ from voicemesh.mesh.localservers import (
     redis_url,
     valkey_server,
 )
+from voicemesh.mesh.mtls import MeshTls
 from voicemesh.mesh.urls import with_credentials
 
 from .state import MeshState, ServiceEndpoint, private_dir
@@ -243,6 +257,9 @@ class LocalMesh:
         self.replicas = check_replicas(replicas or {})
         self.servers: list[LocalServer] = []
         self.services: list[ServiceProcess] = []
+        # Each identity's mTLS directory, and the supervisor's own (`cli`) credentials.
+        self.tls_dirs: dict[str, Path] = {}
+        self.tls: MeshTls | None = None
 
     @property
     def edge_url(self) -> str:
@@ -284,6 +301,7 @@ class LocalMesh:
             twilio_url=self.twilio_url,
             twilio_auth_token=self.twilio_auth_token,
             sip_uri=self.sip_uri,
+            mesh_tls_dir=str(self.tls_dirs.get(CLI_USER, "")),
             services=[
                 ServiceEndpoint(
                     name=s.name,
@@ -331,6 +349,8 @@ class LocalMesh:
                 "VOICEMESH_REGISTRY_TTL_S": "5.0",
             }
         )
+        if name in self.tls_dirs:  # issued by `start` (without, the service refuses to start)
+            env["VOICEMESH_MESH_TLS_DIR"] = str(self.tls_dirs[name])
         if name == "media-edge":
             env["VOICEMESH_WS_PORT"] = str(self.ports.ws)
             env["VOICEMESH_EDGE_TOKEN"] = self.token
@@ -362,6 +382,7 @@ class LocalMesh:
         if busy:
             raise MeshError("ports already in use: " + ", ".join(busy) + " (is a mesh already running?)")
         self.start_servers()
+        self.issue_certificates()
         logs = self.home / "logs"
         for inst in self.instances():
             env = self._env(inst.service, inst.grpc_port, inst.metrics_port, inst.instance_id)
@@ -411,6 +432,20 @@ class LocalMesh:
             self.stop()
             raise MeshError(str(exc)) from None
 
+    def issue_certificates(self) -> None:
+        """A fresh CA and a certificate per service and for the CLI (`start` does this)."""
+        now = dt.datetime.now(dt.UTC)
+        self.tls_dirs = write_mesh_tls(private_dir(self.home / "tls"), GRPC_IDENTITIES, now)
+        self.tls = MeshTls.load(self.tls_dirs[CLI_USER], now)
+
+    def tls_as(self, identity: str) -> MeshTls:
+        """The credentials of one of this mesh's identities (tests act as the edge with it)."""
+        return MeshTls.load(self.tls_dirs[identity], dt.datetime.now(dt.UTC))
+
+    def check_health(self, svc: ServiceProcess, timeout_s: float = 0.5) -> Awaitable[str]:
+        """The health of one of this mesh's instances, asked as the CLI."""
+        return check_health(svc.grpc_address, timeout_s=timeout_s, tls=self.tls, peer=svc.name)
+
     async def _make_stream(self) -> None:
         """The session stream, with its retention, made by the one user allowed to."""
         nc = await connect_nats(self.nats_url_for(MESH_USER))
@@ -430,7 +465,7 @@ class LocalMesh:
                 if code is not None:
                     reason = svc.last_error() or Exit(code).describe()
                     raise MeshError(f"{svc.name} did not start: {reason} (log: {svc.log_path})")
-                status = await check_health(svc.grpc_address, timeout_s=0.5)
+                status = await self.check_health(svc)
                 if status == "SERVING":
                     label = svc.name if self.replicas.get(svc.name, 1) == 1 else instance_id
                     self.log(f"{label:<11} {svc.grpc_address} serving")

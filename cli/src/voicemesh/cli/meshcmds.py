@@ -13,10 +13,11 @@ from pathlib import Path
 
 from voicemesh.mesh.grpcutil import check_health
 from voicemesh.mesh.localservers import pid_alive
+from voicemesh.mesh.mtls import MeshTls
 from voicemesh.mesh.urls import redact_url
 
 from .localmesh import SINGLE_INSTANCE, LocalMesh, MeshError, MeshPorts, parse_replicas
-from .state import StateError, clear_state, default_home, read_state, write_state
+from .state import ServiceEndpoint, StateError, clear_state, default_home, read_state, write_state
 from .supervise import Exit, GiveUp, RestartPolicy, Supervisor
 
 # How often the supervisor looks at its children, and at restarted ones' health.
@@ -135,7 +136,7 @@ def supervise(mesh: LocalMesh, home: Path, stop: threading.Event, policy: Restar
                 svc = next(s for s in mesh.services if s.instance_id == instance_id)
                 if svc.proc is None:
                     continue
-                if asyncio.run(check_health(svc.grpc_address, timeout_s=0.5)) == "SERVING":
+                if asyncio.run(mesh.check_health(svc)) == "SERVING":
                     _say(f"{instance_id} is serving again, {time.monotonic() - died_at:.1f} s after it died")
                     del recovering[instance_id]
     return 0
@@ -162,18 +163,20 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _health_table(addresses: list[tuple[str, str]]) -> list[str]:
-    return list(await asyncio.gather(*(check_health(addr, timeout_s=1.0) for _, addr in addresses)))
+async def _health_table(services: list[ServiceEndpoint], tls: MeshTls | None) -> list[str]:
+    checks = (check_health(s.grpc_address, timeout_s=1.0, tls=tls, peer=s.name) for s in services)
+    return list(await asyncio.gather(*checks))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     try:
         state = read_state(args.home)
+        tls = state.tls()
     except StateError as exc:
         print(f"voicemesh status: {exc}", file=sys.stderr)
         return 1
     rows = [(s.instance_id or s.name, s.grpc_address) for s in state.services]
-    health = asyncio.run(_health_table(rows))
+    health = asyncio.run(_health_table(state.services, tls))
     width = max(len(n) for n, _ in rows)
     for (name, addr), status, svc in zip(rows, health, state.services, strict=True):
         print(f"{name:<{width}}  {addr:<16}  {status:<12}  {svc.metrics_url}")

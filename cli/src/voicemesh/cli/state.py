@@ -8,10 +8,13 @@ show them with `voicemesh.mesh.urls.redact_url`, never as they are.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from voicemesh.mesh.mtls import MeshTls
 
 STATE_FILE = "state.json"
 
@@ -44,6 +47,17 @@ class MeshState:
     twilio_auth_token: str = ""
     # The SIP address of the default agent (UDP and TCP).
     sip_uri: str = ""
+    # The operator's (`cli`) mTLS credentials for the services' gRPC ports; "": in the clear.
+    mesh_tls_dir: str = ""
+
+    def tls(self) -> MeshTls | None:
+        """The operator's mTLS identity, checked (StateError when it cannot be used)."""
+        if not self.mesh_tls_dir:
+            return None
+        try:
+            return MeshTls.load(Path(self.mesh_tls_dir), dt.datetime.now(dt.UTC))
+        except ValueError as exc:
+            raise StateError(str(exc)) from None
 
     def service(self, name: str) -> ServiceEndpoint:
         """The service's first instance."""

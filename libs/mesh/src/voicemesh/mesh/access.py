@@ -1,6 +1,8 @@
-"""Who may do what on the mesh's Valkey and NATS: one user per service, each with only the
-rights it uses. Pure: it builds the servers' user lists (a Valkey ACL, a nats-server
-`authorization` block) from generated passwords; `localservers` writes them to files.
+"""Who may do what on the mesh's Valkey, NATS and gRPC: one user per service, each with only
+the rights it uses. Pure: it builds the servers' user lists (a Valkey ACL, a nats-server
+`authorization` block) from generated passwords; `localservers` writes them to files. On
+gRPC the user is the identity in the caller's mTLS certificate (`mtls`), and GRPC_CALLERS
+says which identities may call each internal service.
 
 What each one does with the data stores (the reason for each right):
 
@@ -16,6 +18,10 @@ What each one does with the data stores (the reason for each right):
                     consumers: create, info, delete, flow control), publishes nothing.
     mesh            the local mesh's supervisor: NATS only, creates the session stream
                     with its retention (`events.ensure_stream`) before the services start.
+
+    gRPC            only media-edge calls stt, reasoning, tts and the router; only the
+                    operator (`cli`: `voicemesh dial`) calls the edge's own service; any
+                    certified identity may ask any instance's health. Nothing else is open.
 
 No user may run FLUSHALL, CONFIG, KEYS, SCAN or anything in Valkey's @dangerous; the
 `default` user is off. A user's NATS inbox is `_INBOX.<user>`, so no one can read another's
@@ -47,6 +53,21 @@ ROUTER_COMMANDS = f"{REGISTRANT_COMMANDS} +evalsha +script|load"
 READER_COMMANDS = f"+@connection +@read {_NO_REACH}"
 
 _JS_API = "$JS.API"
+
+# The identities that get a certificate for the internal gRPC plane.
+GRPC_IDENTITIES = (*SERVICE_USERS, CLI_USER)
+HEALTH_SERVICE = "grpc.health.v1.Health"
+# In GRPC_CALLERS: any identity the mesh's CA certified.
+ANY_IDENTITY = "*"
+# Who may call each gRPC service (its full proto name); a service not listed is closed.
+GRPC_CALLERS: Mapping[str, frozenset[str]] = {
+    "voicemesh.v1.SpeechToText": frozenset({"media-edge"}),
+    "voicemesh.v1.Reasoning": frozenset({"media-edge"}),
+    "voicemesh.v1.TextToSpeech": frozenset({"media-edge"}),
+    "voicemesh.v1.SessionRouter": frozenset({"media-edge"}),
+    "voicemesh.v1.MediaEdge": frozenset({CLI_USER}),
+    HEALTH_SERVICE: frozenset({ANY_IDENTITY}),
+}
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .certs import server_name
+
+if TYPE_CHECKING:
+    from .mtls import MeshTls
 
 # Keepalive so a dead peer is noticed mid-call; 4 MiB messages are plenty for 20 ms frames.
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
@@ -22,14 +29,23 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel to a mesh peer (mTLS comes with the cluster deployment)."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+def channel(address: str, tls: MeshTls | None = None, peer: str = "") -> grpc.aio.Channel:
+    """A channel to a mesh peer: with `tls`, mTLS as this process's identity, and the
+    server must hold `peer`'s certificate (the service it is meant to be); without, plaintext
+    (VOICEMESH_MESH_TLS=off, and health-only ports)."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    if not peer:
+        raise ValueError("an mTLS channel needs the identity of the peer it dials")
+    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", server_name(peer))]
+    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options)
 
 
-async def check_health(address: str, service: str = "", timeout_s: float = 1.0) -> str:
+async def check_health(
+    address: str, service: str = "", timeout_s: float = 1.0, tls: MeshTls | None = None, peer: str = ""
+) -> str:
     """The peer's health status name ("SERVING", "NOT_SERVING", ...) or "UNREACHABLE"."""
-    async with channel(address) as ch:
+    async with channel(address, tls, peer) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         try:
             resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)

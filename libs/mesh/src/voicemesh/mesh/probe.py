@@ -10,21 +10,29 @@
         returns and Kubernetes sends SIGTERM, which finds nothing left to wait for. The hook
         never kills the process, so it is never killed with it.
 
-The image HEALTHCHECK runs `health`; Kubernetes uses its native `grpc:` probe on the same
-port (readiness on "", liveness on `voicemesh.liveness`) and `drain` as the preStop hook.
+The image HEALTHCHECK runs `health`; Kubernetes uses its native `grpc:` probe (readiness on
+"", liveness on `voicemesh.liveness`) on the plaintext health-only port
+(VOICEMESH_HEALTH_PORT), since the kubelet cannot do mTLS, and `drain` as the preStop hook.
+
+Both speak mTLS to the gRPC port as the service itself, with the credentials its environment
+names (VOICEMESH_MESH_TLS_DIR), unless VOICEMESH_MESH_TLS=off; `drain` asks the plaintext
+health port instead when there is one, and so does `health --plaintext`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .grpcutil import check_health
 from .localservers import pid_alive
+from .mtls import MeshTls
 from .service import DRAIN_SIGNAL, DRAINED
 
 PROG = "voicemesh-probe"
@@ -50,9 +58,27 @@ def parse_address(value: str) -> str:
     return value
 
 
-def health(address: str, service: str = "", timeout_s: float = 1.0) -> int:
+def own_tls() -> MeshTls | None:
+    """The service's own mTLS identity, as its environment names it (None: in the clear).
+    Raises ValueError when the credentials cannot be used."""
+    directory = os.environ.get("VOICEMESH_MESH_TLS_DIR", "")
+    if os.environ.get("VOICEMESH_MESH_TLS", "on") == "off" or not directory:
+        return None
+    return MeshTls.load(Path(directory), dt.datetime.now(dt.UTC))
+
+
+def _check(address: str, service: str, timeout_s: float, tls: MeshTls | None, peer: str = "") -> str:
+    """Health over mTLS as `tls`, from a server holding `peer`'s certificate (default: the
+    same identity: a service's probe asks the service itself)."""
+    peer = peer or (tls.identity if tls else "")
+    return asyncio.run(check_health(address, service, timeout_s, tls, peer))
+
+
+def health(
+    address: str, service: str = "", timeout_s: float = 1.0, tls: MeshTls | None = None, peer: str = ""
+) -> int:
     """Exit status of `health`: 0 when `address` reports SERVING for `service`."""
-    status = asyncio.run(check_health(address, service, timeout_s))
+    status = _check(address, service, timeout_s, tls, peer)
     if status == SERVING:
         return 0
     what = f"service {service!r} at {address}" if service else address
@@ -63,13 +89,20 @@ def health(address: str, service: str = "", timeout_s: float = 1.0) -> int:
     return 1
 
 
-def default_address() -> str | None:
-    """The service's own gRPC port, from the same environment the service reads."""
-    port = os.environ.get("VOICEMESH_GRPC_PORT", "")
+def _port(variable: str) -> str | None:
+    port = os.environ.get(variable, "")
     return f"127.0.0.1:{port}" if port.isdigit() and int(port) else None
 
 
-def drain(pid: int = 1, timeout_s: float = 60.0, address: str | None = None) -> int:
+def default_address() -> str | None:
+    """The service's own health service, from the same environment the service reads: its
+    plaintext health port if it has one, else its gRPC port."""
+    return _port("VOICEMESH_HEALTH_PORT") or _port("VOICEMESH_GRPC_PORT")
+
+
+def drain(
+    pid: int = 1, timeout_s: float = 60.0, address: str | None = None, tls: MeshTls | None = None
+) -> int:
     """Exit status of `drain`: DRAIN_SIGNAL to `pid`, then wait for its sessions to end.
 
     Returns once the service at `address` reports DRAINED, when it has exited, or after
@@ -93,7 +126,7 @@ def drain(pid: int = 1, timeout_s: float = 60.0, address: str | None = None) -> 
         return 0
     deadline = time.monotonic() + timeout_s
     while pid_alive(pid):
-        if asyncio.run(check_health(address, DRAINED, 1.0)) == SERVING:
+        if _check(address, DRAINED, 1.0, tls) == SERVING:
             return 0
         if time.monotonic() >= deadline:
             print(f"{PROG}: {timeout_s:g} s passed and pid {pid} still has live sessions", file=sys.stderr)
@@ -111,6 +144,10 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("address", type=parse_address, metavar="HOST:PORT")
     h.add_argument("--service", default="", help='gRPC service name to check (default "": the whole server)')
     h.add_argument("--timeout", type=_seconds, default=1.0, metavar="S", help="seconds to wait (default 1)")
+    h.add_argument("--plaintext", action="store_true", help="ask a plaintext health port (no mTLS)")
+    h.add_argument(
+        "--peer", default="", metavar="IDENTITY", help="the service expected there (default: this one's own)"
+    )
     d = sub.add_parser("drain", help="ask the service to drain and wait until its live sessions end")
     d.add_argument("--pid", type=int, default=1, help="process to drain (default 1, the container's service)")
     d.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="seconds to wait (default 60)")
@@ -119,16 +156,25 @@ def _parser() -> argparse.ArgumentParser:
         type=parse_address,
         default=default_address(),
         metavar="HOST:PORT",
-        help="the service's gRPC health service (default: 127.0.0.1:$VOICEMESH_GRPC_PORT)",
+        help=(
+            "the service's gRPC health service (default: 127.0.0.1:$VOICEMESH_HEALTH_PORT, "
+            "else 127.0.0.1:$VOICEMESH_GRPC_PORT)"
+        ),
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    plaintext = args.plaintext if args.command == "health" else args.address == _port("VOICEMESH_HEALTH_PORT")
+    try:
+        tls = None if plaintext else own_tls()
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
     if args.command == "health":
-        return health(args.address, args.service, args.timeout)
-    return drain(args.pid, args.timeout, args.address)
+        return health(args.address, args.service, args.timeout, tls, args.peer)
+    return drain(args.pid, args.timeout, args.address, tls)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """The process runner every voicemesh service shares.
 
-Start-up, in order: metrics endpoint (capacity, region and zone already set), Redis/Valkey,
-NATS JetStream, gRPC server with the health service (NOT_SERVING), the service's own
-`start()` (models load here), registry entry, then SERVING. Shutdown (SIGTERM/SIGINT):
-`voicemesh_draining` 1, NOT_SERVING, draining in the registry, wait for live sessions (up to
-`drain_timeout_s`), leave the registry, `server.stop(grace)`. SIGUSR1 (DRAIN_SIGNAL, sent by
+Start-up, in order: the mTLS credentials (`mtls`; refused unless they are this service's,
+issued by the mesh CA and in date), metrics endpoint (capacity, region and zone already
+set), Redis/Valkey, NATS JetStream, gRPC server (mTLS, each caller checked by
+`mtls.Authorizer`) with the health service (NOT_SERVING) and, if VOICEMESH_HEALTH_PORT is
+set, a plaintext health-only port, the service's own `start()` (models load here),
+registry entry, then SERVING. Shutdown (SIGTERM/SIGINT): `voicemesh_draining` 1,
+NOT_SERVING, draining in the registry, wait for live sessions (up to `drain_timeout_s`),
+leave the registry, `server.stop(grace)`. SIGUSR1 (DRAIN_SIGNAL, sent by
 `python -m voicemesh.mesh.probe drain`, the Kubernetes preStop hook) begins the same drain
 without stopping, so the hook can wait for the calls before Kubernetes sends SIGTERM.
 The health service's "" (and each service name) is readiness; LIVENESS stays SERVING while
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 import sys
@@ -24,6 +28,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, NoReturn, TypeVar
 
 import grpc
@@ -38,6 +43,7 @@ from .events import EventSink, JetStreamEvents
 from .grpcutil import SERVER_OPTIONS
 from .logs import configure_logging
 from .metrics import ServiceMetrics
+from .mtls import Authorizer, MeshTls
 from .registry import InstanceInfo, InstanceRegistry, connect_redis
 from .settings import MeshSettings, SettingsError, load_settings
 from .tracing import make_tracer_provider
@@ -65,6 +71,8 @@ class MeshContext:
     events: EventSink
     tracer: Tracer
     redis: Redis
+    # This process's mTLS identity for the channels it opens (None: VOICEMESH_MESH_TLS=off).
+    tls: MeshTls | None = None
 
 
 class MeshService(ABC):
@@ -113,6 +121,7 @@ async def serve(
     sessions, while live ones go on. `stop` (SIGTERM) drains too if that has not begun, waits
     for live sessions until `drain_timeout_s` after the drain began, then stops.
     """
+    tls = load_mesh_tls(name, settings)
     metrics = ServiceMetrics.create(name)
     metrics.describe_instance(settings.region, settings.zone, settings.capacity)
     metrics_server = None
@@ -128,6 +137,7 @@ async def serve(
     redis: Redis | None = None
     events: JetStreamEvents | None = None
     server: grpc.aio.Server | None = None
+    health_server: grpc.aio.Server | None = None
     service: MeshService | None = None
     registry: InstanceRegistry | None = None
     info: InstanceInfo | None = None
@@ -145,13 +155,18 @@ async def serve(
             raise StartupError(str(exc)) from None
         provider = make_tracer_provider(name, settings.instance_id, settings.otel_exporter)
         tracer = provider.get_tracer(f"voicemesh.{name}")
-        ctx = MeshContext(settings, metrics, events, tracer, redis)
+        ctx = MeshContext(settings, metrics, events, tracer, redis, tls)
         try:
             service = factory(ctx)
         except (ValueError, OSError) as exc:
             raise StartupError(str(exc)) from None
 
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        def denied(identity: str, method: str) -> None:
+            metrics.error("grpc_denied")
+            log.warning("grpc call refused", extra={"identity": identity, "method": method})
+
+        interceptors = [Authorizer(denied)] if tls is not None else []
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         names = ("", *service.health_names)
@@ -163,10 +178,22 @@ async def serve(
         await health.set(DRAINED, health_pb2.HealthCheckResponse.NOT_SERVING)
         service.add_to_server(server)
         try:
-            port = server.add_insecure_port(settings.grpc_bind)
+            if tls is not None:
+                port = server.add_secure_port(settings.grpc_bind, tls.server_credentials())
+            else:
+                port = server.add_insecure_port(settings.grpc_bind)
         except RuntimeError:
             raise StartupError(f"cannot listen on {settings.grpc_bind} (port in use?)") from None
         await server.start()
+        if settings.health_port:
+            health_server = grpc.aio.server(options=SERVER_OPTIONS)
+            health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+            bind = f"{settings.bind_host}:{settings.health_port}"
+            try:
+                health_server.add_insecure_port(bind)
+            except RuntimeError:
+                raise StartupError(f"cannot serve health on {bind} (port in use?)") from None
+            await health_server.start()
 
         started = time.monotonic()
         try:
@@ -220,6 +247,8 @@ async def serve(
                 await registry.deregister(info)
         if server is not None:
             await server.stop(grace=1.0)
+        if health_server is not None:
+            await health_server.stop(grace=None)
         if service is not None:
             await service.close()
         if events is not None:
@@ -232,6 +261,28 @@ async def serve(
             metrics_server.server_close()
         if info is not None:  # it served; a failed start says why in its one error line
             log.info("stopped")
+
+
+def load_mesh_tls(name: str, settings: MeshSettings) -> MeshTls | None:
+    """This service's mTLS credentials, checked; None (with a warning) when switched off."""
+    if settings.mesh_tls == "off":
+        log.warning("internal gRPC runs in the clear: VOICEMESH_MESH_TLS=off")
+        return None
+    if not settings.mesh_tls_dir:
+        raise StartupError(
+            "mesh TLS is on but VOICEMESH_MESH_TLS_DIR is not set: name a directory with this "
+            "service's ca.crt, tls.crt and tls.key, or set VOICEMESH_MESH_TLS=off to run the "
+            "internal plane in the clear"
+        )
+    try:
+        tls = MeshTls.load(Path(settings.mesh_tls_dir), dt.datetime.now(dt.UTC))
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    if tls.identity != name:
+        raise StartupError(
+            f"mesh TLS: the certificate in {settings.mesh_tls_dir} is {tls.identity!r}'s, not {name!r}'s"
+        )
+    return tls
 
 
 async def _first_of(*events: asyncio.Event | None) -> None:

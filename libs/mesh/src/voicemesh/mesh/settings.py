@@ -38,6 +38,13 @@ class MeshSettings(BaseSettings):
     bind_host: str = "127.0.0.1"
     advertise_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
+    # mTLS between services (`mtls`): "on" needs `mesh_tls_dir` with this service's ca.crt,
+    # tls.crt and tls.key; "off" runs the internal plane in the clear (a warning at start).
+    mesh_tls: Literal["on", "off"] = "on"
+    mesh_tls_dir: str = ""
+    # A plaintext port that answers the gRPC health service only (for probes that cannot do
+    # mTLS, such as the kubelet's `grpc:` probe); 0: none.
+    health_port: int = Field(default=0, ge=0, le=65535)
     # 0 disables the /metrics endpoint.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     redis_url: str = "redis://127.0.0.1:6379/0"

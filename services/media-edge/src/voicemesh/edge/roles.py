@@ -76,7 +76,7 @@ class _RoleClient(Generic[Req, Resp]):
         raise NotImplementedError
 
     def _open(self, address: str) -> Duplex[Req, Resp]:
-        call = self._call(self._pool.acquire(address))
+        call = self._call(self._pool.acquire(address, self.role))
         return Duplex[Req, Resp](call, self.role, self._metrics, max_queued=self.max_queued)
 
     async def reopen(self, address: str) -> None:

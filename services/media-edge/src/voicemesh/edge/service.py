@@ -38,7 +38,7 @@ class EdgeService(MeshService):
     def __init__(self, ctx: MeshContext, settings: EdgeSettings) -> None:
         self.ctx = ctx
         self.settings = settings
-        self.channels = ChannelPool()
+        self.channels = ChannelPool(tls=ctx.tls)
         self.ingress = WebSocketIngress(settings.ws_host, settings.ws_port, ctx.metrics)
         self.transports: list[CallTransport] = [
             NativeWebSocketTransport(self.ingress, settings.edge_token, ctx.metrics),
@@ -85,7 +85,9 @@ class EdgeService(MeshService):
                 self.endpoints,
                 max_wait_s=self.settings.smart_turn_max_wait_ms / 1000,
             )
-        router = router_pb2_grpc.SessionRouterStub(self.channels.get(self.settings.router_address))
+        router = router_pb2_grpc.SessionRouterStub(
+            self.channels.get(self.settings.router_address, "session-router")
+        )
         self._deps = EdgeDeps(
             metrics=self.ctx.metrics,
             events=self.ctx.events,
