@@ -8,6 +8,8 @@ test_chart*.py modules read rendered objects with.
 
 from __future__ import annotations
 
+import copy
+import os
 import shutil
 import subprocess
 import threading
@@ -39,6 +41,8 @@ def ci_values_files() -> list[Path]:
 FULLNAME = f"{RELEASE}-voicemesh"
 SERVICES = ("media-edge", "stt", "reasoning", "tts", "session-router")
 GRPC_PORTS = {"session-router": 50051, "stt": 50052, "reasoning": 50053, "tts": 50054, "media-edge": 50055}
+# The plaintext health-only ports the kubelet probes (VOICEMESH_HEALTH_PORT).
+HEALTH_PORTS = {key: port + 10 for key, port in GRPC_PORTS.items()}
 CI = {p.name: p for p in ci_values_files()}
 
 
@@ -69,6 +73,30 @@ def component_of(doc: dict[str, Any]) -> str | None:
     return doc["metadata"].get("labels", {}).get("app.kubernetes.io/component")
 
 
+def dev_secrets(render: Render) -> list[dict[str, Any]]:
+    """The dev Secrets the chart made (createDevSecret), not the mesh's certificates."""
+    return [
+        d
+        for d in render.of_kind("Secret")
+        if d["metadata"].get("annotations", {}).get("voicemesh.io/dev-secret")
+    ]
+
+
+def without_mesh_certificates(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`docs` with the random parts of the mesh certificates the chart makes (each render
+    issues a new set) blanked: the Secrets' data and the pods' checksum of it."""
+    out = []
+    for doc in docs:
+        doc = copy.deepcopy(doc)
+        if "voicemesh.io/mesh-tls" in doc["metadata"].get("labels", {}):
+            doc["data"] = dict.fromkeys(doc["data"], "")
+        annotations = doc.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {})
+        if "checksum/mesh-tls" in annotations:
+            annotations["checksum/mesh-tls"] = ""
+        out.append(doc)
+    return out
+
+
 @dataclass(frozen=True)
 class Render:
     """One `helm template` run: its exit status, output and the parsed objects."""
@@ -93,6 +121,33 @@ class Render:
 
     def names(self, kind: str) -> set[str]:
         return {d["metadata"]["name"] for d in self.of_kind(kind)}
+
+    def failed(self) -> str:
+        """What helm said when it refused to render (asserting that it did)."""
+        assert self.returncode != 0, f"helm template rendered ({' '.join(self.args)})"
+        return self.stderr
+
+
+def install_notes(
+    helm: Path, chart: Path, tmp_path: Path, values: Sequence[Path] = (), sets: Iterable[str] = ()
+) -> str:
+    """The NOTES of `helm install` in a client-only dry run, which helm v4 renders without a
+    cluster (v3 wants one for it)."""
+    args = [str(helm), "install", RELEASE, str(chart), "--dry-run=client", "--namespace", NAMESPACE]
+    for v in values:
+        args += ["-f", str(v)]
+    for s in sets:
+        args += ["--set", s]
+    proc = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=os.environ | {"KUBECONFIG": str(tmp_path / "none"), "HELM_CONFIG_HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("NOTES:", 1)[1]
 
 
 class Renderer:

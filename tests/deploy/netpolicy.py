@@ -6,7 +6,9 @@ universe of peers: every pod the release renders (Deployments, StatefulSets, the
 Pod) plus a few stand-ins around it (Prometheus, kube-dns, a neighbouring pod, an address on
 the internet) and whatever peers a test adds. A flow (source, destination, port, protocol)
 is allowed when the destination's ingress side and the source's egress side both let it
-through; a side that no policy selects lets everything through, as in Kubernetes.
+through; a side that no policy selects lets everything through, as in Kubernetes. So is
+traffic from a pod's own node (the kubelet's probes), which NetworkPolicies never block: a
+peer with `node=True` stands for it.
 
 Only numeric ports are understood: a named port in a policy fails the check instead of
 being guessed.
@@ -36,6 +38,8 @@ class Peer:
     labels: tuple[tuple[str, str], ...] = ()
     ip: str = "10.1.2.3"
     ports: tuple[tuple[int, str], ...] = ()
+    # The pods' own node (the kubelet): its traffic to them is always allowed.
+    node: bool = False
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -111,6 +115,8 @@ def side_allows(
     `subject` (Ingress) or from `subject` to `other` (Egress), on `port`/`protocol`."""
     if subject.namespace != NAMESPACE:
         return True  # not a pod these policies can select
+    if direction == "Ingress" and other.node:
+        return True  # from the pod's own node: always allowed
     selecting = [
         p
         for p in policies

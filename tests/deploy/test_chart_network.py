@@ -12,6 +12,7 @@ import pytest
 from .conftest import (
     FULLNAME,
     GRPC_PORTS,
+    HEALTH_PORTS,
     KUBE_VERSIONS,
     NAMESPACE,
     SERVICES,
@@ -160,6 +161,31 @@ def test_network_policies_allow_exactly_the_contract_flows(defaults: Render) -> 
     expected = _contract_flows(SERVICES, callers=("internet", "neighbour", "prometheus", "kube-dns"))
     assert allowed - expected == set(), "flows beyond the contract"
     assert expected - allowed == set(), "contract flows blocked"
+
+
+KUBELET = Peer("kubelet", None, ip="172.18.0.2", node=True)
+
+
+def test_only_the_kubelet_reaches_the_plaintext_health_ports(defaults: Render) -> None:
+    """The health port answers without mTLS: no pod and no address may reach it, only the
+    node's kubelet, whose probes NetworkPolicies never block."""
+    allowed = allowed_flows(defaults, (KUBELET,))
+    into_health = {(src, dst) for src, dst, port, _ in allowed if port == HEALTH_PORTS.get(dst)}
+    assert into_health == {("kubelet", key) for key in SERVICES}
+    # and the node aside, the flows are still exactly the contract's
+    assert {f for f in allowed if f[0] != "kubelet"} == allowed_flows(defaults)
+
+
+@pytest.mark.parametrize("values", ["sip-hostnetwork-values.yaml", "production-values.yaml"])
+def test_no_health_port_opens_in_other_shapes(
+    ci_renders: dict[tuple[str, str, str], Render], values: str
+) -> None:
+    render = ci_renders[("helm4", values, KUBE_VERSIONS[-1])].ok()
+    node_ip = Peer("node-network", None, ip="10.0.0.7")  # a node address, as a peer (not the pod's own node)
+    opened = {
+        (src, dst) for src, dst, port, _ in allowed_flows(render, (node_ip,)) if port == HEALTH_PORTS.get(dst)
+    }
+    assert opened == set()
 
 
 def test_stt_accepts_only_the_edge_and_prometheus(defaults: Render) -> None:

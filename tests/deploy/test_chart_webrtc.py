@@ -27,13 +27,14 @@ from .conftest import (
     FULLNAME,
     KUBE_VERSIONS,
     NAMESPACE,
-    RELEASE,
     SERVICES,
     TOKEN_SET,
     Render,
     Renderer,
     container_of,
+    dev_secrets,
     env_of,
+    install_notes,
 )
 from .netpolicy import Peer, allowed_flows
 
@@ -122,7 +123,7 @@ def test_relay_through_turn_reaches_the_edge_by_reference(relay: Render) -> None
         "secretKeyRef": {"name": "voicemesh-call-tokens", "key": "call-token-secret"}
     }
     assert values["VOICEMESH_WEBRTC_TURN_SECRET"] is None and values["VOICEMESH_CALL_TOKEN_SECRET"] is None
-    assert relay.of_kind("Secret") == []
+    assert dev_secrets(relay) == []
 
 
 def test_the_page_lists_the_agents_reasoning_serves(relay: Render) -> None:
@@ -189,7 +190,7 @@ def test_dev_call_token_secret_follows_the_edge_tokens_pattern(renderer: Rendere
     # random when no fixed value is given, long enough for the edge; the schema asks as much
     # of a fixed one
     made = renderer.template(sets=(*TOKEN_SET, "mediaEdge.webrtc.callTokens.createDevSecret=true")).ok()
-    (random_secret,) = made.of_kind("Secret")
+    (random_secret,) = dev_secrets(made)
     assert len(base64.b64decode(random_secret["data"]["secret"])) >= MIN_SECRET
     schema = json.loads((chart_dir / "values.schema.json").read_text())
     calls = schema["properties"]["mediaEdge"]["properties"]["webrtc"]["properties"]["callTokens"]
@@ -202,7 +203,7 @@ def test_dev_call_token_secret_follows_the_edge_tokens_pattern(renderer: Rendere
         render = renderer.template(
             sets=(*TOKEN_SET, "mediaEdge.webrtc.callTokens.createDevSecret=true", *sets)
         )
-        assert render.ok().of_kind("Secret") == []
+        assert dev_secrets(render.ok()) == []
 
 
 def test_a_changed_dev_secret_restarts_the_edge(renderer: Renderer) -> None:
@@ -304,20 +305,7 @@ def test_turn_egress_without_a_peer_is_any_address_on_the_turn_ports(renderer: R
 
 
 def _notes(helm: Path, chart: Path, tmp_path: Path, values: Path, *sets: str) -> str:
-    args = [str(helm), "install", RELEASE, str(chart), "--dry-run=client", "--namespace", NAMESPACE]
-    args += ["-f", str(values)]
-    for s in sets:
-        args += ["--set", s]
-    proc = subprocess.run(
-        args,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=os.environ | {"KUBECONFIG": str(tmp_path / "none"), "HELM_CONFIG_HOME": str(tmp_path)},
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.split("NOTES:", 1)[1]
+    return install_notes(helm, chart, tmp_path, [values], sets)
 
 
 @pytest.fixture

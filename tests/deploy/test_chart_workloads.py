@@ -17,12 +17,14 @@ from .conftest import (
     CI,
     FULLNAME,
     GRPC_PORTS,
+    HEALTH_PORTS,
     SERVICES,
     TOKEN_SET,
     Render,
     Renderer,
     component_of,
     container_of,
+    dev_secrets,
     env_of,
     selector_of,
 )
@@ -93,15 +95,22 @@ def test_disabling_a_service_removes_its_objects(renderer: Renderer) -> None:
     assert {container_of(d)["name"] for d in render.of_kind("Deployment")} == set(SERVICES) - {"tts"}
 
 
-def test_probes_are_grpc_on_the_service_port(defaults: Render) -> None:
+def test_probes_are_grpc_on_the_plaintext_health_port(defaults: Render) -> None:
+    """The kubelet cannot do mTLS: it asks each service's health-only port, which the
+    service opens from VOICEMESH_HEALTH_PORT (and the preStop drain asks too)."""
     for key in SERVICES:
         container = container_of(defaults.get("Deployment", f"{FULLNAME}-{key}"))
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports["grpc"] == GRPC_PORTS[key] and ports["metrics"] == 9464
+        health = HEALTH_PORTS[key]
+        assert ports["grpc"] == GRPC_PORTS[key] and ports["metrics"] == 9464 and ports["health"] == health
+        assert env_of(container)["VOICEMESH_HEALTH_PORT"]["value"] == str(health)
         for probe in ("startupProbe", "readinessProbe"):  # "": NOT_SERVING while it drains
-            assert container[probe]["grpc"] == {"port": GRPC_PORTS[key]}, (key, probe)
+            assert container[probe]["grpc"] == {"port": health}, (key, probe)
         # Liveness asks the name that stays SERVING while draining: no restart mid-drain.
-        assert container["livenessProbe"]["grpc"] == {"port": GRPC_PORTS[key], "service": LIVENESS}
+        assert container["livenessProbe"]["grpc"] == {"port": health, "service": LIVENESS}
+        # Only the kubelet asks it: the Service leaves it out.
+        service_ports = {p["port"] for p in defaults.get("Service", f"{FULLNAME}-{key}")["spec"]["ports"]}
+        assert health not in service_ports
         startup = container["startupProbe"]
         budget = startup["periodSeconds"] * startup["failureThreshold"]
         # stt and tts load their models before they report SERVING.
@@ -217,7 +226,10 @@ def test_secrets_come_by_reference(production: Render) -> None:
 
 def test_dev_secret_and_valkey_password(renderer: Renderer) -> None:
     dev = renderer.template(values=[CI["dev-values.yaml"]], sets=()).ok()
-    assert dev.names("Secret") == {f"{FULLNAME}-edge-token", f"{FULLNAME}-call-tokens"}
+    assert {s["metadata"]["name"] for s in dev_secrets(dev)} == {
+        f"{FULLNAME}-edge-token",
+        f"{FULLNAME}-call-tokens",
+    }
     secret = dev.get("Secret", f"{FULLNAME}-edge-token")
     assert base64.b64decode(secret["data"]["token"]).decode() == "voicemesh-dev-token-not-a-secret"
     edge = env_of(container_of(dev.get("Deployment", f"{FULLNAME}-media-edge")))
@@ -225,7 +237,7 @@ def test_dev_secret_and_valkey_password(renderer: Renderer) -> None:
         "name": secret["metadata"]["name"],
         "key": "token",
     }
-    random_token = renderer.template(sets=("auth.createDevSecret=true",)).ok().of_kind("Secret")[0]
+    (random_token,) = dev_secrets(renderer.template(sets=("auth.createDevSecret=true",)).ok())
     assert len(base64.b64decode(random_token["data"]["token"])) == 32
 
     render = renderer.template(sets=(*TOKEN_SET, "valkey.auth.existingSecret=valkey-pw")).ok()

@@ -277,6 +277,7 @@ Checks no schema can express; each fails rendering with a message naming the val
 */}}
 {{- define "voicemesh.validate" -}}
 {{- $edge := index .Values.services "media-edge" -}}
+{{- include "voicemesh.validateMeshTls" . -}}
 {{- if and $edge.enabled (not .Values.auth.edgeToken.existingSecret) (not .Values.auth.createDevSecret) -}}
 {{- fail "auth.edgeToken.existingSecret is required: name an existing Secret holding the media-edge token (key auth.edgeToken.key, at least 16 characters), e.g. kubectl create secret generic voicemesh-edge-token --from-literal=token=$(openssl rand -hex 24); or, on a dev/kind cluster only, set auth.createDevSecret=true" -}}
 {{- end -}}
