@@ -1,8 +1,17 @@
 """Session events: one `SessionEvent` per thing that happened to a call, published to NATS
 JetStream on `voicemesh.session.<session_id>.<event>` (event = the payload field's name).
 
-`emit()` never blocks the call path: events go through a bounded queue to a publisher task;
-when the queue is full the event is dropped and counted.
+`emit()` never blocks the call path: events go through a bounded backlog to a publisher task;
+when the backlog is full the event is dropped and counted (`voicemesh_dropped_total{what="event"}`).
+
+NATS down: the publisher keeps the event it could not publish and tries it again, with
+capped backoff (`backlog.retry_delay`), until JetStream acks it, then goes on in
+order; meanwhile events wait in the backlog (`voicemesh_queue_depth{queue="events"}`), so
+none is lost within the bound. It logs once when publishing starts failing and once when it
+recovers (how many events waited, how many were dropped). Each event carries a
+`Nats-Msg-Id` fixed when it was submitted (session, sink, sequence): a publish JetStream
+stored but whose ack was lost is not stored again when retried within the stream's
+duplicate window (DUPLICATE_WINDOW_S).
 
 `emit()` masks personal data first (`masking.EventMasker`: caller, callee and transfer
 target become `[PHONE]` or `[CALLER]`-style tokens, numbers, e-mails and cards in
@@ -22,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +43,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from voicemesh.v1 import events_pb2
 
 from .aio import cancel_and_wait
+from .backlog import EventBacklog, Pending, retry_delay
 from .masking import EventMasker
 from .metrics import ServiceMetrics
 from .urls import nats_inbox_prefix, redact_url
@@ -40,6 +51,11 @@ from .urls import nats_inbox_prefix, redact_url
 STREAM_NAME = "VOICEMESH_SESSIONS"
 SUBJECT_PREFIX = "voicemesh.session"
 DEFAULT_MAX_AGE_S = 3600.0
+# JetStream keeps the ids of messages stored this long (never longer than the max age) and
+# drops a message whose id it has seen: a retried publish is stored once.
+DUPLICATE_WINDOW_S = 600.0
+MSG_ID_HEADER = "Nats-Msg-Id"
+PUBLISH_TIMEOUT_S = 2.0
 log = logging.getLogger(__name__)
 
 
@@ -124,8 +140,19 @@ class RecordingEvents(EventSink):
         return [event_name(e) for e in self.events if session_id is None or e.session_id == session_id]
 
 
+def _permanent(exc: Exception) -> bool:
+    """A publish error that retrying cannot cure (JetStream refused this message itself)."""
+    from nats.errors import BadHeaderError, BadSubjectError, MaxPayloadError
+    from nats.js.errors import APIError
+
+    if isinstance(exc, (MaxPayloadError, BadSubjectError, BadHeaderError)):
+        return True
+    return isinstance(exc, APIError) and exc.code is not None and 400 <= int(exc.code) < 500
+
+
 class JetStreamEvents(EventSink):
-    """Publishes to JetStream with acks from a background task fed by a bounded queue."""
+    """Publishes to JetStream with acks from a background task fed by a bounded backlog of
+    `queue_size` events (the one being published counts); see the module docstring."""
 
     def __init__(
         self,
@@ -139,9 +166,22 @@ class JetStreamEvents(EventSink):
     ) -> None:
         super().__init__(service, instance_id, redact=redact, masker=masker)
         self._metrics = metrics
-        self._queue: asyncio.Queue[events_pb2.SessionEvent] = asyncio.Queue(queue_size)
+        # The sink id is unique per process: one restarted with the same instance id (pid 1
+        # in a container) must not reuse its predecessor's message ids.
+        self._backlog = EventBacklog(queue_size, f"{service}:{instance_id}:{uuid.uuid4().hex[:12]}")
+        self._has_work = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._manage_stream = False
+        self._max_age_s = DEFAULT_MAX_AGE_S
+        self._failing_since = 0.0  # monotonic time the current outage began (for its log)
         self._nc: object | None = None
         self._task: asyncio.Task[None] | None = None
+        metrics.watch_queue("events", self.backlog)
+
+    def backlog(self) -> int:
+        """Events submitted and not yet acked by JetStream."""
+        return len(self._backlog)
 
     async def connect(
         self,
@@ -162,34 +202,95 @@ class JetStreamEvents(EventSink):
                 await nc.close()
                 raise ConnectionError(f"NATS at {redact_url(url)} has no usable JetStream: {exc}") from None
         self._nc = nc
-        self._task = asyncio.create_task(self._publish_loop(js), name="events-publisher")
+        self._manage_stream = create_stream
+        self._max_age_s = max_age_s
+        self._task = asyncio.create_task(self._publish_loop(nc, js), name="events-publisher")
 
     def submit(self, event: events_pb2.SessionEvent) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if not self._backlog.offer(event):
             self._metrics.dropped("event")
+            return
+        self._empty.clear()
+        self._has_work.set()
 
-    async def _publish_loop(self, js: object) -> None:
+    async def _publish_loop(self, nc: Any, js: Any) -> None:
+        """Publish the backlog's head until acked, then the next: in order, none skipped
+        except one JetStream refuses for itself (counted as dropped)."""
+        backlog = self._backlog
         while True:
-            event = await self._queue.get()
-            subject = subject_for(event.session_id, event_name(event))
+            head = backlog.head()
+            if head is None:
+                self._empty.set()
+                self._has_work.clear()
+                await self._has_work.wait()
+                continue
             try:
-                await js.publish(subject, event.SerializeToString(), timeout=2.0)  # type: ignore[attr-defined]
+                if not nc.is_connected:  # reconnecting: a publish now would only pile up
+                    raise ConnectionError("not connected to NATS (reconnecting)")
+                await self._publish(js, head)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._metrics.error("event_publish")
-                log.warning("event publish failed", extra={"event": event_name(event), "error": str(exc)})
-            finally:
-                self._queue.task_done()
+                if _permanent(exc):
+                    backlog.refused()
+                    self._metrics.dropped("event")
+                    log.error(
+                        "event refused by JetStream",
+                        extra={"event": event_name(head.event), "error": str(exc)},
+                    )
+                    continue
+                if backlog.failed():
+                    self._failing_since = time.monotonic()
+                    log.warning(
+                        "event publishing failing; keeping events until NATS is back",
+                        extra={"error": str(exc) or type(exc).__name__, "backlog": len(backlog)},
+                    )
+                await asyncio.sleep(retry_delay(backlog.failures))
+                await self._restore_stream(js, exc)
+                continue
+            outage = backlog.acked()
+            if outage is not None:
+                log.info(
+                    "event publishing recovered",
+                    extra={
+                        "waited": outage.waited,
+                        "dropped": outage.dropped,
+                        "outage_s": round(time.monotonic() - self._failing_since, 1),
+                    },
+                )
+
+    async def _publish(self, js: Any, item: Pending) -> None:
+        """One publish, acked by JetStream (a seam for tests that lose an ack)."""
+        event = item.event
+        await js.publish(
+            subject_for(event.session_id, event_name(event)),
+            event.SerializeToString(),
+            timeout=PUBLISH_TIMEOUT_S,
+            headers={MSG_ID_HEADER: item.msg_id},
+        )
+
+    async def _restore_stream(self, js: Any, exc: Exception) -> None:
+        """No stream answers (a NATS that came back without its store): make it again, if
+        this sink manages the stream."""
+        from nats.js.errors import NoStreamResponseError
+
+        if self._manage_stream and isinstance(exc, NoStreamResponseError):
+            with contextlib.suppress(Exception):
+                await ensure_stream(js, self._max_age_s)
 
     async def close(self, drain_timeout_s: float = 2.0) -> None:
-        """Publish what is queued (up to the timeout), then disconnect."""
+        """Publish what is waiting (up to the timeout), then disconnect. Events still
+        unpublished then are counted as dropped."""
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), drain_timeout_s)
+                await asyncio.wait_for(self._empty.wait(), drain_timeout_s)
         await cancel_and_wait(self._task)
+        self._task = None
+        if lost := self._backlog.clear():
+            self._metrics.dropped("event", lost)
+            log.warning("events not published at close", extra={"count": lost})
+            self._empty.set()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()  # type: ignore[attr-defined]
@@ -246,17 +347,23 @@ def connect_failure(exc: Exception, seen: list[Exception], url: str) -> str:
 
 
 def stream_config(max_age_s: float = DEFAULT_MAX_AGE_S) -> Any:
-    """The session stream: every event subject, each message kept `max_age_s`."""
+    """The session stream: every event subject, each message kept `max_age_s`, message ids
+    remembered DUPLICATE_WINDOW_S (at most the max age: JetStream allows no more)."""
     from nats.js.api import StreamConfig
 
     if max_age_s <= 0:
         raise ValueError(f"the events' max age must be > 0 s, got {max_age_s}")
-    return StreamConfig(name=STREAM_NAME, subjects=[f"{SUBJECT_PREFIX}.>"], max_age=max_age_s)
+    return StreamConfig(
+        name=STREAM_NAME,
+        subjects=[f"{SUBJECT_PREFIX}.>"],
+        max_age=max_age_s,
+        duplicate_window=min(DUPLICATE_WINDOW_S, max_age_s),
+    )
 
 
 async def ensure_stream(js: Any, max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
     """Create the session stream, or give an existing one this retention (events older
-    than `max_age_s` are dropped at once)."""
+    than `max_age_s` are dropped at once) and duplicate window."""
     from nats.js.errors import NotFoundError
 
     config = stream_config(max_age_s)
@@ -265,5 +372,10 @@ async def ensure_stream(js: Any, max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
     except NotFoundError:
         await js.add_stream(config)
         return
-    if info.config.max_age != config.max_age or list(info.config.subjects or []) != config.subjects:
+    window = float(info.config.duplicate_window or 0)
+    if (
+        info.config.max_age != config.max_age
+        or list(info.config.subjects or []) != config.subjects
+        or abs(window - config.duplicate_window) > 1e-3
+    ):
         await js.update_stream(config)

@@ -154,7 +154,7 @@ class ServiceMetrics:
             draining=gauge("voicemesh_draining", "1 once the instance has begun to drain, else 0."),
             queue_depth=gauge(
                 "voicemesh_queue_depth",
-                "Work waiting or running: stt decode (decodes), tts synthesis (clauses).",
+                "Work waiting or running: stt decode (decodes), tts synthesis (clauses), events (unacked by NATS).",
                 "queue",
             ),
             requests_in_flight=gauge(

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import WatchError
 
 from .urls import redact_url as redact_url  # its home is .urls; cluster_cmd imports it from here
@@ -204,9 +204,7 @@ class InstanceRegistry:
                 continue
             async with self.redis.pipeline(transaction=False) as pipe:
                 for iid in ids:
-                    pipe.hmget(
-                        k.instance(svc, iid), "address", "region", "capacity", "draining", "zone"
-                    )
+                    pipe.hmget(k.instance(svc, iid), "address", "region", "capacity", "draining", "zone")
                     pipe.exists(k.alive(svc, iid))
                     pipe.zcount(k.load(svc, iid), f"({now_ms}", "+inf")
                 replies = await pipe.execute()
@@ -258,6 +256,26 @@ def redis_from_url(url: str, timeout_s: float = 3.0) -> aioredis.Redis:
         socket_connect_timeout=timeout_s,
         socket_timeout=timeout_s,
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), retries=3),
+    )
+
+
+def bounded_client(redis: aioredis.Redis, timeout_s: float) -> aioredis.Redis:
+    """A client on a pool of its own to the server `redis` talks to (same address,
+    credentials, TLS, database and decoding) where one connect or reply waits at most
+    `timeout_s` and a failed one is tried once more: a command on a stopped or stalled server
+    fails in about 2 x timeout_s instead of after `redis_from_url`'s seconds. For the call
+    path (the router's Assign); the caller closes it."""
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    pool = redis.connection_pool
+    kwargs = {
+        **pool.connection_kwargs,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), retries=1),
+    }
+    return aioredis.Redis(
+        connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     )
 
 

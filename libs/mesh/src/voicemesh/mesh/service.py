@@ -81,6 +81,9 @@ class MeshService(ABC):
     name: ClassVar[str]
     # gRPC service names reported by the health service besides "" (the whole server).
     health_names: ClassVar[tuple[str, ...]] = ()
+    # True for a service that cannot take a new session without the registry (the router):
+    # its readiness follows its heartbeat (see `_heartbeat`).
+    needs_registry: ClassVar[bool] = False
 
     @abstractmethod
     async def start(self) -> None:
@@ -212,8 +215,15 @@ async def serve(
             capacity=settings.capacity,
         )
         await registry.register(info)
+        readiness = (
+            _RegistryReadiness(
+                health, names, lambda: stop.is_set() or bool(drain_request and drain_request.is_set())
+            )
+            if service.needs_registry
+            else None
+        )
         heartbeat = asyncio.create_task(
-            _heartbeat(registry, info, settings.heartbeat_interval_s, metrics), name="heartbeat"
+            _heartbeat(registry, info, settings.heartbeat_interval_s, metrics, readiness), name="heartbeat"
         )
         for hn in names:
             await health.set(hn, health_pb2.HealthCheckResponse.SERVING)
@@ -295,18 +305,70 @@ async def _first_of(*events: asyncio.Event | None) -> None:
             w.cancel()
 
 
+@dataclass(frozen=True)
+class _RegistryReadiness:
+    """The readiness of a service that needs the registry for every new session: set by its
+    heartbeat, never SERVING once a drain has begun (`draining()`)."""
+
+    health: HealthServicer
+    names: tuple[str, ...]
+    draining: Callable[[], bool]
+
+    async def set(self, reachable: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if reachable
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for hn in self.names:
+            if self.draining():
+                return  # the drain's NOT_SERVING stands
+            await self.health.set(hn, status)
+        if reachable and self.draining():  # a drain began while this was being set
+            for hn in self.names:
+                await self.health.set(hn, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
 async def _heartbeat(
-    registry: InstanceRegistry, info: InstanceInfo, interval_s: float, metrics: ServiceMetrics
+    registry: InstanceRegistry,
+    info: InstanceInfo,
+    interval_s: float,
+    metrics: ServiceMetrics,
+    readiness: _RegistryReadiness | None = None,
 ) -> None:
+    """Keep the instance alive in the registry: a beat every `interval_s`, each given at most
+    the interval (and at least 1 s), so a stalled Valkey fails it rather than hangs it.
+
+    A failed beat is counted (`voicemesh_errors_total{kind="heartbeat"}`) and tried again at
+    the next interval (a beat re-creates a record the registry lost); it is logged when the
+    failures begin and when a beat gets through again. The instance stays SERVING: stt, tts
+    and reasoning serve their live calls (and any call the router still places) without
+    Valkey, and NOT_SERVING would only have an orchestrator pull them from their Service,
+    breaking those calls. Only a service that cannot take any new session without the
+    registry (`MeshService.needs_registry`: the router) has `readiness`, NOT_SERVING while
+    beats fail and SERVING again once one gets through.
+    """
+    failing = False
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await registry.heartbeat(info)
+            async with asyncio.timeout(max(interval_s, 1.0)):
+                await registry.heartbeat(info)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             metrics.error("heartbeat")
-            log.warning("heartbeat failed", extra={"error": str(exc)})
+            if not failing:
+                failing = True
+                log.warning("heartbeat failed; retrying", extra={"error": str(exc) or type(exc).__name__})
+                if readiness is not None:
+                    await readiness.set(False)
+            continue
+        if failing:
+            failing = False
+            log.info("heartbeat recovered")
+            if readiness is not None:
+                await readiness.set(True)
 
 
 def run_main(name: str, settings_cls: type[S], factory: Callable[[S], Factory]) -> NoReturn:

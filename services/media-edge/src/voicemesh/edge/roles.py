@@ -236,14 +236,35 @@ def to_action(action: reasoning_pb2.Action) -> CallAction | None:
     return None
 
 
-async def assign(router: Any, session_id: str, region: str, metadata: list[tuple[str, str]]) -> dict[str, str]:
-    """service -> address of the instances the router reserved for this call."""
+ASSIGN_TIMEOUT_S = 2.0
+
+
+def router_failure(code: grpc.StatusCode, details: str) -> RoleFailed:
+    """What the caller is told when the router does not place the call: `no_capacity` only
+    when the router says no instance has room (RESOURCE_EXHAUSTED); anything else
+    (the registry unreachable, the router down or silent) is `unavailable` with the reason."""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return RoleFailed("no_capacity", f"no instance can take the call: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return RoleFailed("unavailable", f"the session router did not answer in {ASSIGN_TIMEOUT_S:g} s")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return RoleFailed(
+            "unavailable", f"the session router cannot place the call: {details or 'unreachable'}"
+        )
+    return RoleFailed("unavailable", f"the session router failed the call ({code.name}): {details}")
+
+
+async def assign(
+    router: Any, session_id: str, region: str, metadata: list[tuple[str, str]]
+) -> dict[str, str]:
+    """service -> address of the instances the router reserved for this call. Raises
+    RoleFailed (`router_failure`) when it reserved none."""
     try:
         resp = await router.Assign(
             router_pb2.AssignRequest(session_id=session_id, region=region, services=list(ASKED_ROLES)),
-            timeout=2.0,
+            timeout=ASSIGN_TIMEOUT_S,
             metadata=metadata,
         )
     except grpc.aio.AioRpcError as exc:
-        raise RoleFailed("no_capacity", f"no instance can take the call: {exc.details()}") from None
+        raise router_failure(exc.code(), exc.details() or "") from None
     return {a.service: a.address for a in resp.assignments}

@@ -54,7 +54,11 @@ log = logging.getLogger(__name__)
 PLAYOUT_QUEUE_FRAMES = 1500  # 30 s of agent audio
 _END_MARK = "end:"
 _CLAUSE_MARK = "clause:"  # clause:<response id>:<index>
-_FAILURES = {"no_capacity": EndReason.NO_CAPACITY, "unknown_agent": EndReason.UNKNOWN_AGENT}
+_FAILURES = {
+    "no_capacity": EndReason.NO_CAPACITY,
+    "unavailable": EndReason.UNAVAILABLE,  # the router could not place the call (roles.router_failure)
+    "unknown_agent": EndReason.UNKNOWN_AGENT,
+}
 
 
 @dataclass

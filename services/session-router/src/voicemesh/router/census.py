@@ -42,7 +42,8 @@ def count_instances(instances: Iterable[InstanceState]) -> Census:
 
 class RegistryCensus:
     """Refreshes the census every `refresh_s` until cancelled. A registry that cannot be read
-    is counted as an error (`registry_census`) and leaves the last census in place."""
+    is counted as an error (`registry_census`, each time) and leaves the last census in
+    place; it is logged when the failures begin and when a refresh works again."""
 
     def __init__(self, registry: InstanceRegistry, metrics: ServiceMetrics, refresh_s: float) -> None:
         if refresh_s <= 0:
@@ -56,6 +57,7 @@ class RegistryCensus:
         self._metrics.set_registry_instances(count_instances(await self._registry.instances()))
 
     async def run(self) -> None:
+        failing = False
         while True:
             try:
                 await self.refresh()
@@ -63,5 +65,11 @@ class RegistryCensus:
                 raise
             except Exception as exc:  # Redis/Valkey down or slow: try again next time
                 self._metrics.error("registry_census")
-                log.warning("registry census failed", extra={"error": str(exc) or type(exc).__name__})
+                if not failing:
+                    log.warning("registry census failed", extra={"error": str(exc) or type(exc).__name__})
+                failing = True
+            else:
+                if failing:
+                    log.info("registry census recovered")
+                failing = False
             await asyncio.sleep(self._refresh_s)

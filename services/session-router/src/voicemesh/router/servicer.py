@@ -8,6 +8,10 @@ region (or the caller named none), `spilled` when it is in another; a refusal co
 for. A repeated Assign that only renews the session's leases decides nothing and counts nothing;
 one that replaces a reservation on a dead instance counts every role of its answer again (the
 script does not say which roles it re-placed).
+
+A registry that cannot be reached (stopped, stalled) fails Assign and Release within the
+store's timeout with UNAVAILABLE, the message naming the registry as unreachable, so the edge
+tells the caller the true reason rather than `no_capacity`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,7 @@ from collections.abc import Callable
 import grpc
 import redis.asyncio as aioredis
 from opentelemetry import trace
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from voicemesh.mesh.events import EventSink, subject_for
 from voicemesh.mesh.metrics import RouterResult, ServiceMetrics
@@ -29,7 +31,14 @@ from voicemesh.mesh.registry import PLACED_ROLES, Keys, check_service_name
 from voicemesh.mesh.tracing import incoming_context
 from voicemesh.v1 import events_pb2, router_pb2, router_pb2_grpc
 
-from .store import DEFAULT_LEASE_S, Assignment, NoCapacity, SessionStore
+from .store import (
+    DEFAULT_LEASE_S,
+    DEFAULT_TIMEOUT_S,
+    Assignment,
+    NoCapacity,
+    RegistryUnreachable,
+    SessionStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +78,8 @@ def placement(caller_region: str, instance_region: str) -> RouterResult:
 
 
 class RouterServicer(router_pb2_grpc.SessionRouterServicer):
-    """Assign/Release over gRPC. `clock` gives unix seconds (lease deadlines)."""
+    """Assign/Release over gRPC. `clock` gives unix seconds (lease deadlines); `timeout_s`
+    bounds each call's wait for Valkey/Redis."""
 
     def __init__(
         self,
@@ -80,9 +90,10 @@ class RouterServicer(router_pb2_grpc.SessionRouterServicer):
         *,
         keys: Keys | None = None,
         lease_s: float = DEFAULT_LEASE_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = SessionStore(redis, keys=keys, lease_s=lease_s)
+        self.store = SessionStore(redis, keys=keys, lease_s=lease_s, timeout_s=timeout_s)
         self._metrics = metrics
         metrics.declare_router_decisions(PLACED_ROLES)
         self._events = events
@@ -118,10 +129,10 @@ class RouterServicer(router_pb2_grpc.SessionRouterServicer):
                 self._metrics.error("no_capacity")
                 log.warning("no capacity", extra={"session_id": sid, "service": exc.service})
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except RegistryUnreachable as exc:
                 self._decided_error(services)
                 self._metrics.error("redis_unavailable")
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis/Valkey unavailable: {exc}")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             except RedisError as exc:
                 self._decided_error(services)
                 self._metrics.error("redis_error")
@@ -163,9 +174,9 @@ class RouterServicer(router_pb2_grpc.SessionRouterServicer):
             span.set_attribute("voicemesh.session_id", sid)
             try:
                 freed = await self.store.release(sid)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except RegistryUnreachable as exc:  # the edge goes on; the lease frees the slots
                 self._metrics.error("redis_unavailable")
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis/Valkey unavailable: {exc}")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             except RedisError as exc:
                 self._metrics.error("redis_error")
                 log.error("release script failed", extra={"session_id": sid, "error": str(exc)})

@@ -3,15 +3,24 @@
 The scripts are loaded with SCRIPT LOAD and run with EVALSHA; a server that lost them
 (restart, SCRIPT FLUSH, failover) answers NOSCRIPT and they are loaded again and retried
 (redis-py's AsyncScript does exactly that).
+
+Every script call answers within `timeout_s` or raises `RegistryUnreachable`: a stopped or
+stalled Valkey fails the call fast with that reason, never as a caller's deadline running
+out. (A call that timed out after the script ran leaves its reservation to the lease.)
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from voicemesh.mesh.registry import Keys
 
@@ -19,6 +28,8 @@ from voicemesh.mesh.registry import Keys
 # every call's reservations every VOICEMESH_ROUTER_RENEW_S (30 s), so this is how long a
 # crashed edge's calls hold their slots.
 DEFAULT_LEASE_S = 120.0
+# The most an Assign or Release waits for Valkey/Redis (connect, one retry and the reply).
+DEFAULT_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,14 @@ class NoCapacity(Exception):
         super().__init__(f"no capacity for service {service!r}: {detail}")
 
 
+class RegistryUnreachable(Exception):
+    """Valkey/Redis refused, dropped or did not answer the call in time."""
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__(f"the session registry (Valkey/Redis) is unreachable: {cause}")
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -67,12 +86,16 @@ class SessionStore:
         *,
         keys: Keys | None = None,
         lease_s: float = DEFAULT_LEASE_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         if lease_s <= 0:
             raise ValueError(f"lease_s must be > 0, got {lease_s}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.redis = redis
         self.keys = keys if keys is not None else Keys()
         self.lease_ms = max(1, round(lease_s * 1000))
+        self.timeout_s = timeout_s
         self._assign = redis.register_script(_source("assign.lua"))
         self._release = redis.register_script(_source("release.lua"))
 
@@ -84,9 +107,10 @@ class SessionStore:
     async def assign(self, session_id: str, region: str, services: Sequence[str], now: float) -> Assignment:
         """Reserve one slot per service (distinct names) for the session, all or none.
         `now` is the wall clock in unix seconds. Raises NoCapacity naming the first service
-        without room."""
+        without room, RegistryUnreachable when Valkey/Redis does not answer."""
         now_ms = round(now * 1000)
-        reply = await self._assign(
+        reply = await self._run(
+            self._assign,
             keys=[self.keys.session(session_id)],
             args=[
                 self.keys.prefix,
@@ -105,6 +129,18 @@ class SessionStore:
         return Assignment(reservations, int(reply[1]))
 
     async def release(self, session_id: str) -> int:
-        """Free the session's slots; returns how many were freed (0 for an unknown session)."""
-        freed = await self._release(keys=[self.keys.session(session_id)], args=[self.keys.prefix, session_id])
+        """Free the session's slots; returns how many were freed (0 for an unknown session).
+        Raises RegistryUnreachable when Valkey/Redis does not answer."""
+        freed = await self._run(
+            self._release, keys=[self.keys.session(session_id)], args=[self.keys.prefix, session_id]
+        )
         return int(freed)
+
+    async def _run(self, script: AsyncScript, *, keys: list[str], args: list[Any]) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await script(keys=keys, args=args)
+        except TimeoutError:
+            raise RegistryUnreachable(f"no answer in {self.timeout_s:g} s") from None
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise RegistryUnreachable(str(exc) or type(exc).__name__) from None
