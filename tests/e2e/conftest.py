@@ -22,14 +22,16 @@ BOOKING_TOKEN = "e2e-booking-token-7d1"
 LEASE_S = 3.0  # the router's reservation lease in the e2e mesh
 
 
-def write_concierge(agents: Path) -> None:
-    template = (E2E / "agents" / "concierge.yaml.in").read_text(encoding="utf-8")
-    text = (
-        template.replace("@LLM_URL@", f"http://127.0.0.1:{LLM_PORT}/main")
-        .replace("@TOOL_URL@", f"http://127.0.0.1:{TOOL_PORT}")
-        .replace("@KNOWLEDGE@", str(E2E / "agents" / "concierge-knowledge.md"))
-    )
-    (agents / "concierge.yaml").write_text(text, encoding="utf-8")
+def write_templates(agents: Path) -> None:
+    """Each `agents/<id>.yaml.in` (the LLM agents) as `<id>.yaml`, its URLs filled in."""
+    for path in sorted((E2E / "agents").glob("*.yaml.in")):
+        text = (
+            path.read_text(encoding="utf-8")
+            .replace("@LLM_URL@", f"http://127.0.0.1:{LLM_PORT}/main")
+            .replace("@TOOL_URL@", f"http://127.0.0.1:{TOOL_PORT}")
+            .replace("@KNOWLEDGE@", str(E2E / "agents" / "concierge-knowledge.md"))
+        )
+        (agents / path.name.removesuffix(".in")).write_text(text, encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +41,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
     shutil.copytree(REPO / "agents", agents)
     for test_agent in (E2E / "agents").glob("*.yaml"):
         shutil.copy(test_agent, agents / test_agent.name)
-    write_concierge(agents)
+    write_templates(agents)
     # spans go to each service's log (stdout), where test_trace reads them back
     local = LocalMesh(
         home,

@@ -102,6 +102,47 @@ def test_the_end_of_turn_model_is_off_by_default_and_configurable() -> None:
     assert message.startswith(f"{SRC}:4: turn.smart_turn.min_probability: Input should be greater than or equal to 0.5")
 
 
+def test_the_late_reply_filler_is_off_unless_configured_and_checked() -> None:
+    assert parse_agent(BASE, SRC).turn.filler is None
+    text = edit(
+        "id: x\n",
+        'id: x\nturn:\n  filler:\n    after_ms: 800\n    phrases: ["Let me check.", "One moment."]\n',
+    )
+    filler = parse_agent(text, SRC).turn.filler
+    assert filler is not None and (filler.after_ms, filler.phrases) == (800, ["Let me check.", "One moment."])
+    text = edit("id: x\n", 'id: x\nturn:\n  filler:\n    phrases: ["Let me check."]\n')
+    filler = parse_agent(text, SRC).turn.filler
+    assert filler is not None and filler.after_ms == 1000
+    for body, expected in (
+        ("    phrases: []\n", "turn.filler.phrases: List should have at least 1 item"),
+        (
+            '    phrases: ["One moment.", "one moment."]\n',
+            "turn.filler.phrases: filler 'one moment.' is listed twice",
+        ),
+        (
+            f'    phrases: ["{"very " * 20}long"]\n',
+            "turn.filler.phrases: filler 'very very very very very very '... is 104 characters",
+        ),
+        (
+            '    after_ms: 50\n    phrases: ["Hm."]\n',
+            "turn.filler.after_ms: Input should be greater than or equal to 200",
+        ),
+        ("    after_ms: 800\n", "turn.filler.phrases: required, but missing"),
+    ):
+        (message,) = errors_of(edit("id: x\n", "id: x\nturn:\n  filler:\n" + body))
+        assert message.split(":", 2)[2].strip().startswith(expected), message
+
+
+def test_docs_describe_every_filler_field() -> None:
+    from voicemesh.agent.schema import FillerSettings
+
+    doc = (REPO / "docs" / "agents.md").read_text(encoding="utf-8")
+    section = doc[doc.index("### `turn.filler`") :].split("\n## ", 1)[0]
+    assert "| `filler` |" in doc
+    for field in FillerSettings.model_fields:
+        assert f"| `{field}` |" in section, f"turn.filler.{field} is not in docs/agents.md"
+
+
 def test_yes_no_and_on_stay_words_and_times_stay_text() -> None:
     """YAML 1.1 would turn `yes:`/`no:`/`on:` into booleans and 19:30 into 1170."""
     text = edit('    prompt: "What time?"', '    prompt: "What time?"\n    min: 12:00\n    max: 22:30')

@@ -223,6 +223,7 @@ async def test_a_whole_booking(harness: Harness) -> None:
     assert profile.HasField("smart_turn")
     assert (profile.smart_turn.enabled, profile.smart_turn.check_after_ms) == (False, 200)
     assert profile.smart_turn.min_probability == pytest.approx(0.8)
+    assert not profile.HasField("filler")  # off unless the agent file asks for it
 
     greeting = await read_response(call)
     assert greeting.in_reply_to == ""

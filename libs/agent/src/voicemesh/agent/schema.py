@@ -90,6 +90,34 @@ class SmartTurnSettings(_Model):
     check_after_ms: int = Field(200, ge=100, le=2_000)
 
 
+FILLER_MAX_CHARS = 80
+
+
+def _check_fillers(phrases: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for phrase in phrases:
+        if len(phrase) > FILLER_MAX_CHARS:
+            raise ValueError(
+                f"filler {phrase[:30]!r}... is {len(phrase)} characters: keep a filler short "
+                f'(at most {FILLER_MAX_CHARS}), like "Let me check that."'
+            )
+        if phrase.casefold() in seen:
+            raise ValueError(f"filler {phrase!r} is listed twice")
+        seen.add(phrase.casefold())
+    return phrases
+
+
+class FillerSettings(_Model):
+    """A short phrase ("Let me check that.") the edge plays when no reply audio is ready
+    `after_ms` after the caller's turn ended; the reply follows it without overlap. The
+    phrases are synthesized once per edge process, in the agent's voice, and rotate (never
+    the same one twice in a row). The filler is not part of the conversation: reasoning
+    never hears it as something the agent said."""
+
+    after_ms: int = Field(1_000, ge=200, le=10_000)
+    phrases: Annotated[list[Text], AfterValidator(_check_fillers)] = Field(min_length=1, max_length=10)
+
+
 class TurnSettings(_Model):
     """Turn-taking at the edge: when the caller's turn ends, barge-in, the idle nudge (an
     empty turn after `idle_timeout_ms` of silence; see `Fallback` for what repeated silence does)."""
@@ -108,6 +136,8 @@ class TurnSettings(_Model):
     echo_margin_db: float = Field(25.0, ge=0.0, le=60.0)
     # End a turn early when the edge's end-of-turn model reads the utterance complete.
     smart_turn: SmartTurnSettings = SmartTurnSettings()
+    # Said when the reply is late (no reply audio `after_ms` after the turn ended); unset: off.
+    filler: FillerSettings | None = None
 
 
 class Slot(_Model):

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17voicemesh/v1/edge.proto\x12\x0cvoicemesh.v1\"\xa0\x01\n\x0b\x43lientStart\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\x39\n\x08metadata\x18\x03 \x03(\x0b\x32\'.voicemesh.v1.ClientStart.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1c\n\nClientStop\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1c\n\nClientDtmf\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\"\x97\x01\n\rClientMessage\x12*\n\x05start\x18\x01 \x01(\x0b\x32\x19.voicemesh.v1.ClientStartH\x00\x12(\n\x04stop\x18\x02 \x01(\x0b\x32\x18.voicemesh.v1.ClientStopH\x00\x12(\n\x04\x64tmf\x18\x03 \x01(\x0b\x32\x18.voicemesh.v1.ClientDtmfH\x00\x42\x06\n\x04kind\"F\n\tCallReady\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\r\"\x1d\n\x0cStateChanged\x12\r\n\x05state\x18\x01 \x01(\t\"@\n\x10TranscriptUpdate\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"Q\n\x0cResponseText\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\"\xb9\x01\n\nTurnTiming\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x1b\n\x13last_voiced_message\x18\x02 \x01(\x04\x12\x13\n\x0b\x65ndpoint_ms\x18\x03 \x01(\r\x12\x14\n\x0cstt_final_ms\x18\x04 \x01(\r\x12\x16\n\x0e\x66irst_token_ms\x18\x05 \x01(\r\x12\x1a\n\x12tts_first_audio_ms\x18\x06 \x01(\r\x12\x1e\n\x16\x65\x64ge_voice_to_voice_ms\x18\x07 \x01(\r\"0\n\x0bPlayoutMark\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"*\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1e\n\x0c\x43\x61llTransfer\x12\x0e\n\x06target\x18\x01 \x01(\t\"\x1c\n\nSendDigits\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\"\x19\n\x07\x43\x61llEnd\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xd5\x03\n\rServerMessage\x12(\n\x05ready\x18\x01 \x01(\x0b\x32\x17.voicemesh.v1.CallReadyH\x00\x12+\n\x05state\x18\x02 \x01(\x0b\x32\x1a.voicemesh.v1.StateChangedH\x00\x12\x34\n\ntranscript\x18\x03 \x01(\x0b\x32\x1e.voicemesh.v1.TranscriptUpdateH\x00\x12.\n\x08response\x18\x04 \x01(\x0b\x32\x1a.voicemesh.v1.ResponseTextH\x00\x12*\n\x06timing\x18\x05 \x01(\x0b\x32\x18.voicemesh.v1.TurnTimingH\x00\x12)\n\x04mark\x18\x06 \x01(\x0b\x32\x19.voicemesh.v1.PlayoutMarkH\x00\x12(\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x17.voicemesh.v1.CallErrorH\x00\x12$\n\x03\x65nd\x18\x08 \x01(\x0b\x32\x15.voicemesh.v1.CallEndH\x00\x12.\n\x08transfer\x18\t \x01(\x0b\x32\x1a.voicemesh.v1.CallTransferH\x00\x12(\n\x04\x64tmf\x18\n \x01(\x0b\x32\x18.voicemesh.v1.SendDigitsH\x00\x42\x06\n\x04kind\"V\n\x0b\x44ialRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x03 \x01(\t\x12\x18\n\x10\x61nswer_timeout_s\x18\x04 \x01(\r\"\x1f\n\x0c\x44ialResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t2J\n\tMediaEdge\x12=\n\x04\x44ial\x12\x19.voicemesh.v1.DialRequest\x1a\x1a.voicemesh.v1.DialResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17voicemesh/v1/edge.proto\x12\x0cvoicemesh.v1\"\xa0\x01\n\x0b\x43lientStart\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\x39\n\x08metadata\x18\x03 \x03(\x0b\x32\'.voicemesh.v1.ClientStart.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1c\n\nClientStop\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1c\n\nClientDtmf\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\"\x97\x01\n\rClientMessage\x12*\n\x05start\x18\x01 \x01(\x0b\x32\x19.voicemesh.v1.ClientStartH\x00\x12(\n\x04stop\x18\x02 \x01(\x0b\x32\x18.voicemesh.v1.ClientStopH\x00\x12(\n\x04\x64tmf\x18\x03 \x01(\x0b\x32\x18.voicemesh.v1.ClientDtmfH\x00\x42\x06\n\x04kind\"F\n\tCallReady\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\r\"\x1d\n\x0cStateChanged\x12\r\n\x05state\x18\x01 \x01(\t\"@\n\x10TranscriptUpdate\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"Q\n\x0cResponseText\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\"\xcc\x01\n\nTurnTiming\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x1b\n\x13last_voiced_message\x18\x02 \x01(\x04\x12\x13\n\x0b\x65ndpoint_ms\x18\x03 \x01(\r\x12\x14\n\x0cstt_final_ms\x18\x04 \x01(\r\x12\x16\n\x0e\x66irst_token_ms\x18\x05 \x01(\r\x12\x1a\n\x12tts_first_audio_ms\x18\x06 \x01(\r\x12\x1e\n\x16\x65\x64ge_voice_to_voice_ms\x18\x07 \x01(\r\x12\x11\n\tfiller_ms\x18\x08 \x01(\r\"0\n\x0bPlayoutMark\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"<\n\rFillerPlayout\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"*\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1e\n\x0c\x43\x61llTransfer\x12\x0e\n\x06target\x18\x01 \x01(\t\"\x1c\n\nSendDigits\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\"\x19\n\x07\x43\x61llEnd\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x84\x04\n\rServerMessage\x12(\n\x05ready\x18\x01 \x01(\x0b\x32\x17.voicemesh.v1.CallReadyH\x00\x12+\n\x05state\x18\x02 \x01(\x0b\x32\x1a.voicemesh.v1.StateChangedH\x00\x12\x34\n\ntranscript\x18\x03 \x01(\x0b\x32\x1e.voicemesh.v1.TranscriptUpdateH\x00\x12.\n\x08response\x18\x04 \x01(\x0b\x32\x1a.voicemesh.v1.ResponseTextH\x00\x12*\n\x06timing\x18\x05 \x01(\x0b\x32\x18.voicemesh.v1.TurnTimingH\x00\x12)\n\x04mark\x18\x06 \x01(\x0b\x32\x19.voicemesh.v1.PlayoutMarkH\x00\x12(\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x17.voicemesh.v1.CallErrorH\x00\x12$\n\x03\x65nd\x18\x08 \x01(\x0b\x32\x15.voicemesh.v1.CallEndH\x00\x12.\n\x08transfer\x18\t \x01(\x0b\x32\x1a.voicemesh.v1.CallTransferH\x00\x12(\n\x04\x64tmf\x18\n \x01(\x0b\x32\x18.voicemesh.v1.SendDigitsH\x00\x12-\n\x06\x66iller\x18\x0b \x01(\x0b\x32\x1b.voicemesh.v1.FillerPlayoutH\x00\x42\x06\n\x04kind\"V\n\x0b\x44ialRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x03 \x01(\t\x12\x18\n\x10\x61nswer_timeout_s\x18\x04 \x01(\r\"\x1f\n\x0c\x44ialResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t2J\n\tMediaEdge\x12=\n\x04\x44ial\x12\x19.voicemesh.v1.DialRequest\x1a\x1a.voicemesh.v1.DialResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,23 +52,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESPONSETEXT']._serialized_start=587
   _globals['_RESPONSETEXT']._serialized_end=668
   _globals['_TURNTIMING']._serialized_start=671
-  _globals['_TURNTIMING']._serialized_end=856
-  _globals['_PLAYOUTMARK']._serialized_start=858
-  _globals['_PLAYOUTMARK']._serialized_end=906
-  _globals['_CALLERROR']._serialized_start=908
-  _globals['_CALLERROR']._serialized_end=950
-  _globals['_CALLTRANSFER']._serialized_start=952
-  _globals['_CALLTRANSFER']._serialized_end=982
-  _globals['_SENDDIGITS']._serialized_start=984
-  _globals['_SENDDIGITS']._serialized_end=1012
-  _globals['_CALLEND']._serialized_start=1014
-  _globals['_CALLEND']._serialized_end=1039
-  _globals['_SERVERMESSAGE']._serialized_start=1042
-  _globals['_SERVERMESSAGE']._serialized_end=1511
-  _globals['_DIALREQUEST']._serialized_start=1513
-  _globals['_DIALREQUEST']._serialized_end=1599
-  _globals['_DIALRESPONSE']._serialized_start=1601
-  _globals['_DIALRESPONSE']._serialized_end=1632
-  _globals['_MEDIAEDGE']._serialized_start=1634
-  _globals['_MEDIAEDGE']._serialized_end=1708
+  _globals['_TURNTIMING']._serialized_end=875
+  _globals['_PLAYOUTMARK']._serialized_start=877
+  _globals['_PLAYOUTMARK']._serialized_end=925
+  _globals['_FILLERPLAYOUT']._serialized_start=927
+  _globals['_FILLERPLAYOUT']._serialized_end=987
+  _globals['_CALLERROR']._serialized_start=989
+  _globals['_CALLERROR']._serialized_end=1031
+  _globals['_CALLTRANSFER']._serialized_start=1033
+  _globals['_CALLTRANSFER']._serialized_end=1063
+  _globals['_SENDDIGITS']._serialized_start=1065
+  _globals['_SENDDIGITS']._serialized_end=1093
+  _globals['_CALLEND']._serialized_start=1095
+  _globals['_CALLEND']._serialized_end=1120
+  _globals['_SERVERMESSAGE']._serialized_start=1123
+  _globals['_SERVERMESSAGE']._serialized_end=1639
+  _globals['_DIALREQUEST']._serialized_start=1641
+  _globals['_DIALREQUEST']._serialized_end=1727
+  _globals['_DIALRESPONSE']._serialized_start=1729
+  _globals['_DIALRESPONSE']._serialized_end=1760
+  _globals['_MEDIAEDGE']._serialized_start=1762
+  _globals['_MEDIAEDGE']._serialized_end=1836
 # @@protoc_insertion_point(module_scope)

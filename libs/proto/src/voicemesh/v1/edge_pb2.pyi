@@ -84,7 +84,7 @@ class ResponseText(_message.Message):
     def __init__(self, response_id: _Optional[str] = ..., turn_id: _Optional[str] = ..., text: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class TurnTiming(_message.Message):
-    __slots__ = ("turn_id", "last_voiced_message", "endpoint_ms", "stt_final_ms", "first_token_ms", "tts_first_audio_ms", "edge_voice_to_voice_ms")
+    __slots__ = ("turn_id", "last_voiced_message", "endpoint_ms", "stt_final_ms", "first_token_ms", "tts_first_audio_ms", "edge_voice_to_voice_ms", "filler_ms")
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_VOICED_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class TurnTiming(_message.Message):
     FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
     TTS_FIRST_AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
     EDGE_VOICE_TO_VOICE_MS_FIELD_NUMBER: _ClassVar[int]
+    FILLER_MS_FIELD_NUMBER: _ClassVar[int]
     turn_id: str
     last_voiced_message: int
     endpoint_ms: int
@@ -99,7 +100,8 @@ class TurnTiming(_message.Message):
     first_token_ms: int
     tts_first_audio_ms: int
     edge_voice_to_voice_ms: int
-    def __init__(self, turn_id: _Optional[str] = ..., last_voiced_message: _Optional[int] = ..., endpoint_ms: _Optional[int] = ..., stt_final_ms: _Optional[int] = ..., first_token_ms: _Optional[int] = ..., tts_first_audio_ms: _Optional[int] = ..., edge_voice_to_voice_ms: _Optional[int] = ...) -> None: ...
+    filler_ms: int
+    def __init__(self, turn_id: _Optional[str] = ..., last_voiced_message: _Optional[int] = ..., endpoint_ms: _Optional[int] = ..., stt_final_ms: _Optional[int] = ..., first_token_ms: _Optional[int] = ..., tts_first_audio_ms: _Optional[int] = ..., edge_voice_to_voice_ms: _Optional[int] = ..., filler_ms: _Optional[int] = ...) -> None: ...
 
 class PlayoutMark(_message.Message):
     __slots__ = ("response_id", "name")
@@ -108,6 +110,16 @@ class PlayoutMark(_message.Message):
     response_id: str
     name: str
     def __init__(self, response_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class FillerPlayout(_message.Message):
+    __slots__ = ("turn_id", "text", "name")
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    turn_id: str
+    text: str
+    name: str
+    def __init__(self, turn_id: _Optional[str] = ..., text: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class CallError(_message.Message):
     __slots__ = ("code", "message")
@@ -136,7 +148,7 @@ class CallEnd(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("ready", "state", "transcript", "response", "timing", "mark", "error", "end", "transfer", "dtmf")
+    __slots__ = ("ready", "state", "transcript", "response", "timing", "mark", "error", "end", "transfer", "dtmf", "filler")
     READY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +159,7 @@ class ServerMessage(_message.Message):
     END_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
     DTMF_FIELD_NUMBER: _ClassVar[int]
+    FILLER_FIELD_NUMBER: _ClassVar[int]
     ready: CallReady
     state: StateChanged
     transcript: TranscriptUpdate
@@ -157,7 +170,8 @@ class ServerMessage(_message.Message):
     end: CallEnd
     transfer: CallTransfer
     dtmf: SendDigits
-    def __init__(self, ready: _Optional[_Union[CallReady, _Mapping]] = ..., state: _Optional[_Union[StateChanged, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptUpdate, _Mapping]] = ..., response: _Optional[_Union[ResponseText, _Mapping]] = ..., timing: _Optional[_Union[TurnTiming, _Mapping]] = ..., mark: _Optional[_Union[PlayoutMark, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., end: _Optional[_Union[CallEnd, _Mapping]] = ..., transfer: _Optional[_Union[CallTransfer, _Mapping]] = ..., dtmf: _Optional[_Union[SendDigits, _Mapping]] = ...) -> None: ...
+    filler: FillerPlayout
+    def __init__(self, ready: _Optional[_Union[CallReady, _Mapping]] = ..., state: _Optional[_Union[StateChanged, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptUpdate, _Mapping]] = ..., response: _Optional[_Union[ResponseText, _Mapping]] = ..., timing: _Optional[_Union[TurnTiming, _Mapping]] = ..., mark: _Optional[_Union[PlayoutMark, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., end: _Optional[_Union[CallEnd, _Mapping]] = ..., transfer: _Optional[_Union[CallTransfer, _Mapping]] = ..., dtmf: _Optional[_Union[SendDigits, _Mapping]] = ..., filler: _Optional[_Union[FillerPlayout, _Mapping]] = ...) -> None: ...
 
 class DialRequest(_message.Message):
     __slots__ = ("target", "agent", "caller", "answer_timeout_s")

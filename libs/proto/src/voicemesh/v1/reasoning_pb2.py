@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cvoicemesh/v1/reasoning.proto\x12\x0cvoicemesh.v1\"\x9e\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12:\n\x08metadata\x18\x03 \x03(\x0b\x32(.voicemesh.v1.SessionStart.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x08UserTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x02\"J\n\x0e\x43\x61ncelResponse\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x12\n\nheard_text\x18\x02 \x01(\t\x12\x0f\n\x07turn_id\x18\x03 \x01(\t\"-\n\nCallerDtmf\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\"\xc8\x01\n\x0f\x43onverseRequest\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.voicemesh.v1.SessionStartH\x00\x12&\n\x04turn\x18\x02 \x01(\x0b\x32\x16.voicemesh.v1.UserTurnH\x00\x12.\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1c.voicemesh.v1.CancelResponseH\x00\x12(\n\x04\x64tmf\x18\x04 \x01(\x0b\x32\x18.voicemesh.v1.CallerDtmfH\x00\x42\x06\n\x04kind\"\xf2\x02\n\x0c\x41gentProfile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x1b\n\x13\x65ndpoint_silence_ms\x18\x04 \x01(\r\x12\x16\n\x0e\x61llow_barge_in\x18\x05 \x01(\x08\x12\x17\n\x0fidle_timeout_ms\x18\x06 \x01(\r\x12\x1e\n\x16\x62\x61rge_in_min_speech_ms\x18\x07 \x01(\r\x12\x1f\n\x12\x62\x61rge_in_min_words\x18\x08 \x01(\rH\x00\x88\x01\x01\x12\x30\n\x0c\x62\x61\x63kchannels\x18\t \x01(\x0b\x32\x1a.voicemesh.v1.Backchannels\x12\x1b\n\x0e\x65\x63ho_margin_db\x18\n \x01(\x02H\x01\x88\x01\x01\x12+\n\nsmart_turn\x18\x0b \x01(\x0b\x32\x17.voicemesh.v1.SmartTurnB\x15\n\x13_barge_in_min_wordsB\x11\n\x0f_echo_margin_db\"\x1d\n\x0c\x42\x61\x63kchannels\x12\r\n\x05words\x18\x01 \x03(\t\"M\n\tSmartTurn\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x17\n\x0fmin_probability\x18\x02 \x01(\x02\x12\x16\n\x0e\x63heck_after_ms\x18\x03 \x01(\r\"9\n\x0cSessionReady\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1a.voicemesh.v1.AgentProfile\"G\n\rResponseDelta\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"X\n\x0bResponseEnd\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x03 \x01(\t\x12\x11\n\tpreempted\x18\x04 \x01(\x08\"\x18\n\x06Hangup\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1a\n\x08Transfer\x12\x0e\n\x06target\x18\x01 \x01(\t\"\x1a\n\x08SendDtmf\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\"\xa1\x01\n\x06\x41\x63tion\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12&\n\x06hangup\x18\x02 \x01(\x0b\x32\x14.voicemesh.v1.HangupH\x00\x12*\n\x08transfer\x18\x03 \x01(\x0b\x32\x16.voicemesh.v1.TransferH\x00\x12&\n\x04\x64tmf\x18\x04 \x01(\x0b\x32\x16.voicemesh.v1.SendDtmfH\x00\x42\x06\n\x04kind\"t\n\rToolCallEvent\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x13\n\x0bresult_json\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\r\"\xf9\x01\n\x10\x43onverseResponse\x12+\n\x05ready\x18\x01 \x01(\x0b\x32\x1a.voicemesh.v1.SessionReadyH\x00\x12,\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1b.voicemesh.v1.ResponseDeltaH\x00\x12(\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x19.voicemesh.v1.ResponseEndH\x00\x12&\n\x06\x61\x63tion\x18\x04 \x01(\x0b\x32\x14.voicemesh.v1.ActionH\x00\x12\x30\n\ttool_call\x18\x05 \x01(\x0b\x32\x1b.voicemesh.v1.ToolCallEventH\x00\x42\x06\n\x04kind2Z\n\tReasoning\x12M\n\x08\x43onverse\x12\x1d.voicemesh.v1.ConverseRequest\x1a\x1e.voicemesh.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cvoicemesh/v1/reasoning.proto\x12\x0cvoicemesh.v1\"\x9e\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12:\n\x08metadata\x18\x03 \x03(\x0b\x32(.voicemesh.v1.SessionStart.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x08UserTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x02\"J\n\x0e\x43\x61ncelResponse\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x12\n\nheard_text\x18\x02 \x01(\t\x12\x0f\n\x07turn_id\x18\x03 \x01(\t\"-\n\nCallerDtmf\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\"\xc8\x01\n\x0f\x43onverseRequest\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.voicemesh.v1.SessionStartH\x00\x12&\n\x04turn\x18\x02 \x01(\x0b\x32\x16.voicemesh.v1.UserTurnH\x00\x12.\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1c.voicemesh.v1.CancelResponseH\x00\x12(\n\x04\x64tmf\x18\x04 \x01(\x0b\x32\x18.voicemesh.v1.CallerDtmfH\x00\x42\x06\n\x04kind\"\x98\x03\n\x0c\x41gentProfile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x1b\n\x13\x65ndpoint_silence_ms\x18\x04 \x01(\r\x12\x16\n\x0e\x61llow_barge_in\x18\x05 \x01(\x08\x12\x17\n\x0fidle_timeout_ms\x18\x06 \x01(\r\x12\x1e\n\x16\x62\x61rge_in_min_speech_ms\x18\x07 \x01(\r\x12\x1f\n\x12\x62\x61rge_in_min_words\x18\x08 \x01(\rH\x00\x88\x01\x01\x12\x30\n\x0c\x62\x61\x63kchannels\x18\t \x01(\x0b\x32\x1a.voicemesh.v1.Backchannels\x12\x1b\n\x0e\x65\x63ho_margin_db\x18\n \x01(\x02H\x01\x88\x01\x01\x12+\n\nsmart_turn\x18\x0b \x01(\x0b\x32\x17.voicemesh.v1.SmartTurn\x12$\n\x06\x66iller\x18\x0c \x01(\x0b\x32\x14.voicemesh.v1.FillerB\x15\n\x13_barge_in_min_wordsB\x11\n\x0f_echo_margin_db\"\x1d\n\x0c\x42\x61\x63kchannels\x12\r\n\x05words\x18\x01 \x03(\t\"M\n\tSmartTurn\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x17\n\x0fmin_probability\x18\x02 \x01(\x02\x12\x16\n\x0e\x63heck_after_ms\x18\x03 \x01(\r\"+\n\x06\x46iller\x12\x10\n\x08\x61\x66ter_ms\x18\x01 \x01(\r\x12\x0f\n\x07phrases\x18\x02 \x03(\t\"9\n\x0cSessionReady\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1a.voicemesh.v1.AgentProfile\"G\n\rResponseDelta\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"X\n\x0bResponseEnd\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x03 \x01(\t\x12\x11\n\tpreempted\x18\x04 \x01(\x08\"\x18\n\x06Hangup\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1a\n\x08Transfer\x12\x0e\n\x06target\x18\x01 \x01(\t\"\x1a\n\x08SendDtmf\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\"\xa1\x01\n\x06\x41\x63tion\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12&\n\x06hangup\x18\x02 \x01(\x0b\x32\x14.voicemesh.v1.HangupH\x00\x12*\n\x08transfer\x18\x03 \x01(\x0b\x32\x16.voicemesh.v1.TransferH\x00\x12&\n\x04\x64tmf\x18\x04 \x01(\x0b\x32\x16.voicemesh.v1.SendDtmfH\x00\x42\x06\n\x04kind\"t\n\rToolCallEvent\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x13\n\x0bresult_json\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\r\"\xf9\x01\n\x10\x43onverseResponse\x12+\n\x05ready\x18\x01 \x01(\x0b\x32\x1a.voicemesh.v1.SessionReadyH\x00\x12,\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1b.voicemesh.v1.ResponseDeltaH\x00\x12(\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x19.voicemesh.v1.ResponseEndH\x00\x12&\n\x06\x61\x63tion\x18\x04 \x01(\x0b\x32\x14.voicemesh.v1.ActionH\x00\x12\x30\n\ttool_call\x18\x05 \x01(\x0b\x32\x1b.voicemesh.v1.ToolCallEventH\x00\x42\x06\n\x04kind2Z\n\tReasoning\x12M\n\x08\x43onverse\x12\x1d.voicemesh.v1.ConverseRequest\x1a\x1e.voicemesh.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,29 +46,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSEREQUEST']._serialized_start=394
   _globals['_CONVERSEREQUEST']._serialized_end=594
   _globals['_AGENTPROFILE']._serialized_start=597
-  _globals['_AGENTPROFILE']._serialized_end=967
-  _globals['_BACKCHANNELS']._serialized_start=969
-  _globals['_BACKCHANNELS']._serialized_end=998
-  _globals['_SMARTTURN']._serialized_start=1000
-  _globals['_SMARTTURN']._serialized_end=1077
-  _globals['_SESSIONREADY']._serialized_start=1079
-  _globals['_SESSIONREADY']._serialized_end=1136
-  _globals['_RESPONSEDELTA']._serialized_start=1138
-  _globals['_RESPONSEDELTA']._serialized_end=1209
-  _globals['_RESPONSEEND']._serialized_start=1211
-  _globals['_RESPONSEEND']._serialized_end=1299
-  _globals['_HANGUP']._serialized_start=1301
-  _globals['_HANGUP']._serialized_end=1325
-  _globals['_TRANSFER']._serialized_start=1327
-  _globals['_TRANSFER']._serialized_end=1353
-  _globals['_SENDDTMF']._serialized_start=1355
-  _globals['_SENDDTMF']._serialized_end=1381
-  _globals['_ACTION']._serialized_start=1384
-  _globals['_ACTION']._serialized_end=1545
-  _globals['_TOOLCALLEVENT']._serialized_start=1547
-  _globals['_TOOLCALLEVENT']._serialized_end=1663
-  _globals['_CONVERSERESPONSE']._serialized_start=1666
-  _globals['_CONVERSERESPONSE']._serialized_end=1915
-  _globals['_REASONING']._serialized_start=1917
-  _globals['_REASONING']._serialized_end=2007
+  _globals['_AGENTPROFILE']._serialized_end=1005
+  _globals['_BACKCHANNELS']._serialized_start=1007
+  _globals['_BACKCHANNELS']._serialized_end=1036
+  _globals['_SMARTTURN']._serialized_start=1038
+  _globals['_SMARTTURN']._serialized_end=1115
+  _globals['_FILLER']._serialized_start=1117
+  _globals['_FILLER']._serialized_end=1160
+  _globals['_SESSIONREADY']._serialized_start=1162
+  _globals['_SESSIONREADY']._serialized_end=1219
+  _globals['_RESPONSEDELTA']._serialized_start=1221
+  _globals['_RESPONSEDELTA']._serialized_end=1292
+  _globals['_RESPONSEEND']._serialized_start=1294
+  _globals['_RESPONSEEND']._serialized_end=1382
+  _globals['_HANGUP']._serialized_start=1384
+  _globals['_HANGUP']._serialized_end=1408
+  _globals['_TRANSFER']._serialized_start=1410
+  _globals['_TRANSFER']._serialized_end=1436
+  _globals['_SENDDTMF']._serialized_start=1438
+  _globals['_SENDDTMF']._serialized_end=1464
+  _globals['_ACTION']._serialized_start=1467
+  _globals['_ACTION']._serialized_end=1628
+  _globals['_TOOLCALLEVENT']._serialized_start=1630
+  _globals['_TOOLCALLEVENT']._serialized_end=1746
+  _globals['_CONVERSERESPONSE']._serialized_start=1749
+  _globals['_CONVERSERESPONSE']._serialized_end=1998
+  _globals['_REASONING']._serialized_start=2000
+  _globals['_REASONING']._serialized_end=2090
 # @@protoc_insertion_point(module_scope)

@@ -64,7 +64,7 @@ class ConverseRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelResponse, _Mapping]] = ..., dtmf: _Optional[_Union[CallerDtmf, _Mapping]] = ...) -> None: ...
 
 class AgentProfile(_message.Message):
-    __slots__ = ("name", "voice", "language", "endpoint_silence_ms", "allow_barge_in", "idle_timeout_ms", "barge_in_min_speech_ms", "barge_in_min_words", "backchannels", "echo_margin_db", "smart_turn")
+    __slots__ = ("name", "voice", "language", "endpoint_silence_ms", "allow_barge_in", "idle_timeout_ms", "barge_in_min_speech_ms", "barge_in_min_words", "backchannels", "echo_margin_db", "smart_turn", "filler")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class AgentProfile(_message.Message):
     BACKCHANNELS_FIELD_NUMBER: _ClassVar[int]
     ECHO_MARGIN_DB_FIELD_NUMBER: _ClassVar[int]
     SMART_TURN_FIELD_NUMBER: _ClassVar[int]
+    FILLER_FIELD_NUMBER: _ClassVar[int]
     name: str
     voice: str
     language: str
@@ -87,7 +88,8 @@ class AgentProfile(_message.Message):
     backchannels: Backchannels
     echo_margin_db: float
     smart_turn: SmartTurn
-    def __init__(self, name: _Optional[str] = ..., voice: _Optional[str] = ..., language: _Optional[str] = ..., endpoint_silence_ms: _Optional[int] = ..., allow_barge_in: _Optional[bool] = ..., idle_timeout_ms: _Optional[int] = ..., barge_in_min_speech_ms: _Optional[int] = ..., barge_in_min_words: _Optional[int] = ..., backchannels: _Optional[_Union[Backchannels, _Mapping]] = ..., echo_margin_db: _Optional[float] = ..., smart_turn: _Optional[_Union[SmartTurn, _Mapping]] = ...) -> None: ...
+    filler: Filler
+    def __init__(self, name: _Optional[str] = ..., voice: _Optional[str] = ..., language: _Optional[str] = ..., endpoint_silence_ms: _Optional[int] = ..., allow_barge_in: _Optional[bool] = ..., idle_timeout_ms: _Optional[int] = ..., barge_in_min_speech_ms: _Optional[int] = ..., barge_in_min_words: _Optional[int] = ..., backchannels: _Optional[_Union[Backchannels, _Mapping]] = ..., echo_margin_db: _Optional[float] = ..., smart_turn: _Optional[_Union[SmartTurn, _Mapping]] = ..., filler: _Optional[_Union[Filler, _Mapping]] = ...) -> None: ...
 
 class Backchannels(_message.Message):
     __slots__ = ("words",)
@@ -104,6 +106,14 @@ class SmartTurn(_message.Message):
     min_probability: float
     check_after_ms: int
     def __init__(self, enabled: _Optional[bool] = ..., min_probability: _Optional[float] = ..., check_after_ms: _Optional[int] = ...) -> None: ...
+
+class Filler(_message.Message):
+    __slots__ = ("after_ms", "phrases")
+    AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    PHRASES_FIELD_NUMBER: _ClassVar[int]
+    after_ms: int
+    phrases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, after_ms: _Optional[int] = ..., phrases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SessionReady(_message.Message):
     __slots__ = ("agent",)

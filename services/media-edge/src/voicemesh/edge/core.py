@@ -21,6 +21,13 @@ Rules (each tested on a virtual clock in tests/test_core.py):
   reply): it is played as an empty response, so the agent is never stuck thinking;
 - an agent action (hang up, transfer, send DTMF) is carried out once the response it follows
   has been played, or at once if that response is already over;
+- a late reply gets a filler (`FillerRules`): when no reply audio is ready `after_ms` after
+  a caller's turn ended (and the turn has gone to reasoning), one ready phrase plays
+  (`PlayFiller`; none ready: skipped and counted, never waited for); the agent speaks while
+  it plays, so speech over it is judged as over any reply, and a barge-in stops it and
+  drops the reply it stood in for as a resumed turn does; the reply queues behind it;
+  the filler is no part of the conversation (reasoning never hears of it) and the turn's
+  timing stays the reply's (`filler_ms` beside it) (tests/test_fillers.py);
 - DTMF goes to reasoning as an input of its own; hold pauses listening;
 - a peer failure or the caller hanging up ends the call.
 """
@@ -41,15 +48,18 @@ from .decisions import (
     DtmfEvent,
     EndCall,
     EndSynthesis,
+    FillerCounted,
     HangupCall,
     InterruptionJudged,
     Observe,
     PausePlayout,
+    PlayFiller,
     PlayoutFinishedEvent,
     ResumePlayout,
     SendDigits,
     SendDtmf,
     SendTurn,
+    ShowFiller,
     ShowPlayout,
     ShowResponse,
     ShowState,
@@ -63,6 +73,7 @@ from .decisions import (
     TurnLatencyEvent,
 )
 from .echo import EchoConfig, EchoGate
+from .fillers import Filler, FillerConfig, FillerResult, FillerRules
 from .interruptions import InterruptionRules, Verdict
 from .ledger import FRAME_MS, Response, Turn, turn_timing
 from .port import EndReason
@@ -76,6 +87,7 @@ from .turns import (
     SpeechStarted,
     StateChange,
     TurnConfig,
+    TurnState,
     TurnTaker,
 )
 from .turns import Decision as TurnDecision
@@ -93,10 +105,14 @@ class CallCore:
         turn_config: TurnConfig | None = None,
         interruptions: InterruptionRules | None = None,
         echo: EchoConfig | None = None,
+        filler: FillerConfig | None = None,
     ) -> None:
         self.turns = TurnTaker(turn_config or TurnConfig())
         self.interruptions = interruptions or InterruptionRules()
         self.echo = EchoGate(echo)
+        self.fillers = FillerRules(filler)
+        self.filler: Filler | None = None  # the latest filler decided
+        self._fillers = 0
         self._frame = 0  # index of the latest caller frame
         self.turn_log: dict[str, Turn] = {}
         self.responses: dict[str, Response] = {}
@@ -111,12 +127,15 @@ class CallCore:
         config: TurnConfig,
         interruptions: InterruptionRules | None = None,
         echo: EchoConfig | None = None,
+        filler: FillerConfig | None = None,
     ) -> None:
+        """The agent's settings; `filler` None: no fillers."""
         self.turns.configure(config)
         if interruptions is not None:
             self.interruptions = interruptions
         if echo is not None:
             self.echo = EchoGate(echo)
+        self.fillers.configure(filler)
 
     @property
     def state(self) -> str:
@@ -143,6 +162,8 @@ class CallCore:
         out: list[Decision] = [FORWARD_MUTED if muted else FORWARD]
         for d in self.turns.on_frame(index, voiced):
             self._turn_decision(d, now, out)
+        if self.fillers.due(index):
+            self._filler_due(out)
         return out
 
     def on_dtmf(self, digits: str, now: float) -> list[Decision]:
@@ -201,9 +222,10 @@ class CallCore:
         """Speech over the agent against what the agent was saying (for its echo)."""
         playing = (r for r in reversed(self.responses.values()) if r.started_playout and not r.cancelled)
         agent = next(playing, None)
-        return self.interruptions.judge(
-            caller_text, agent.text if agent else "", self.turns.config.barge_in_min_words
-        )
+        said = agent.text if agent else ""
+        if not said and self._filler_playing():
+            said = self.filler.text if self.filler else ""
+        return self.interruptions.judge(caller_text, said, self.turns.config.barge_in_min_words)
 
     def _overlap_final(self, turn: Turn, text: str, now: float) -> list[Decision]:
         """The final of speech over the agent: confirm it as the caller's turn, or let the
@@ -224,6 +246,7 @@ class CallCore:
         self.turns.dismiss_overlap()
         del self.turn_log[turn.turn_id]
         out.append(ResumePlayout())
+        self._after_filler(now, out)
         return out
 
     def on_final(self, flush_id: str, text: str, confidence: float, now: float) -> list[Decision]:
@@ -308,6 +331,9 @@ class CallCore:
     # ---- tts and playout ----------------------------------------------------------------
 
     def accepts_audio(self, response_id: str) -> bool:
+        f = self.filler
+        if f is not None and f.filler_id == response_id:
+            return not f.done and self.ended is None
         resp = self.responses.get(response_id)
         return resp is not None and not resp.cancelled and not resp.finished and self.ended is None
 
@@ -325,7 +351,9 @@ class CallCore:
             resp.clauses.append((offset_ms, text))
 
     def on_playout_started(self, response_id: str, now: float) -> list[Decision]:
-        """The first frame of a response went to the caller."""
+        """The first frame of a response (or of a filler) went to the caller."""
+        if self.filler is not None and self.filler.filler_id == response_id:
+            return self._filler_started(now)
         resp = self.responses.get(response_id)
         if resp is None or resp.started_playout:
             return []
@@ -368,7 +396,9 @@ class CallCore:
         self.echo.played(self._frame, level_dbfs)
 
     def on_playout_done(self, response_id: str, now: float) -> list[Decision]:
-        """Every frame of the response has been played at the far end."""
+        """Every frame of the response (or of a filler) has been played at the far end."""
+        if self.filler is not None and self.filler.filler_id == response_id:
+            return self._filler_finished(now)
         resp = self.responses.get(response_id)
         if resp is None or resp.cancelled or resp.finished:
             return []
@@ -387,6 +417,84 @@ class CallCore:
             out.extend(self._carry_out(resp.action))
         return out
 
+    # ---- fillers ------------------------------------------------------------------------
+
+    def on_filler_ready(self, text: str) -> None:
+        """The edge holds the audio of this filler phrase, in the call's voice."""
+        self.fillers.ready(text)
+
+    def _filler_due(self, out: list[Decision]) -> None:
+        """The armed turn's wait is over: a filler, if the turn still waits for its reply."""
+        turn = self.turn_log.get(self.fillers.due(self._frame))
+        current = turn is not None and not turn.superseded and turn.turn_id == self.turns.turn_id
+        thinking = self.turns.state is TurnState.THINKING
+        if (
+            turn is not None
+            and current
+            and (turn.turn_id == self.turns.overlap_turn or (thinking and not turn.sent))
+        ):
+            return  # not gone to reasoning yet (speech over the agent being judged, a late final)
+        self.fillers.disarm()
+        if turn is None or not current or not thinking or not turn.sent or self.held:
+            return  # the caller went on, the turn held nothing, or the reply is playing
+        resp = self.responses.get(turn.response_id) if turn.response_id else None
+        if resp is not None and (resp.first_audio_at or resp.finished or resp.cancelled):
+            return  # its audio is here: it plays at once
+        text = self.fillers.pick()
+        if text is None:
+            out.append(FillerCounted(FillerResult.SKIPPED))
+            return
+        self._fillers += 1
+        self.filler = Filler(f"filler-{self._fillers}", turn.turn_id, text)
+        out.append(PlayFiller(self.filler.filler_id, turn.turn_id, text))
+
+    def _filler_playing(self) -> bool:
+        return self.filler is not None and self.filler.started and not self.filler.done
+
+    def _reply_started(self, turn_id: str) -> bool:
+        turn = self.turn_log.get(turn_id)
+        resp = self.responses.get(turn.response_id) if turn is not None and turn.response_id else None
+        return resp is not None and resp.started_playout
+
+    def _filler_started(self, now: float) -> list[Decision]:
+        f = self.filler
+        if f is None or f.started or f.done:
+            return []
+        f.started = True
+        turn = self.turn_log.get(f.turn_id)
+        if turn is not None:
+            turn.filler_at = now
+        out: list[Decision] = [FillerCounted(FillerResult.PLAYED), ShowFiller(f.turn_id, f.text, "start")]
+        for d in self.turns.on_reply_started():
+            self._turn_decision(d, now, out)
+        return out
+
+    def _filler_finished(self, now: float) -> list[Decision]:
+        f = self.filler
+        if f is None or f.done:
+            return []
+        out: list[Decision] = []
+        self._stop_filler(out)
+        self._after_filler(now, out)
+        return out
+
+    def _stop_filler(self, out: list[Decision]) -> None:
+        f = self.filler
+        if f is None or f.done:
+            return
+        f.done = True
+        if f.started:
+            out.append(ShowFiller(f.turn_id, f.text, "end"))
+
+    def _after_filler(self, now: float, out: list[Decision]) -> None:
+        """The filler is over: with its reply not begun (and no speech over it awaiting a
+        verdict), the agent is thinking again."""
+        f = self.filler
+        if f is None or not f.done or not f.started or self.paused or self._reply_started(f.turn_id):
+            return
+        for d in self.turns.on_filler_finished():
+            self._turn_decision(d, now, out)
+
     # ---- internals ----------------------------------------------------------------------
 
     def _turn_decision(self, d: TurnDecision, now: float, out: list[Decision]) -> None:
@@ -401,6 +509,7 @@ class CallCore:
             turn.last_voiced_at = self._last_voiced_at
             turn.endpoint_at = now
             endpoint_s = now - turn.last_voiced_at
+            self.fillers.arm(d.turn_id, self._frame)
             out.append(SttFlush(d.turn_id))
             out.append(Observe("endpoint", endpoint_s))
             out.append(TurnEndedEvent(d.turn_id, d.last_voiced_ms, endpoint_s * 1000, d.by))
@@ -414,26 +523,41 @@ class CallCore:
             turn.last_voiced_frame = d.last_voiced_frame
             turn.last_voiced_at = self._last_voiced_at
             turn.endpoint_at = now
+            self.fillers.arm(d.turn_id, self._frame)  # if the speech turns out a real turn
             out.append(SttFlush(d.turn_id))
         elif isinstance(d, IdleTimeout):
             self.turn_log[d.turn_id] = Turn(d.turn_id, sent=True)
             out.append(SendTurn(d.turn_id, ""))
         elif isinstance(d, Resumed):
-            old = self.turn_log.get(d.turn_id)
-            if old is not None:
-                old.superseded = True
-                if old.text:
-                    self._carry_text = old.text
-                resp = self.responses.get(old.response_id) if old.response_id else None
-                if resp is not None:
-                    self._cancel(resp, out, now)
-                elif old.sent:  # asked, no word back yet: reasoning drops it by the turn
-                    out.append(CancelResponse("", "", turn_id=old.turn_id))
+            if self.filler is not None and self.filler.turn_id == d.turn_id:
+                self._stop_filler(out)  # decided, not yet heard
+            self._supersede(d.turn_id, out, now)
         elif isinstance(d, BargeIn):
+            f = self.filler
+            if f is not None and not f.done:
+                # cut in on the filler: its reply is dropped as for a resumed turn
+                self._stop_filler(out)
+                if not self._reply_started(f.turn_id):
+                    self._supersede(f.turn_id, out, now)
             for resp in list(self.responses.values()):
                 if resp.started_playout and not resp.finished and not resp.cancelled:
                     self._cancel(resp, out, now)
             out.append(ClearPlayout())
+
+    def _supersede(self, turn_id: str, out: list[Decision], now: float) -> None:
+        """The caller went on before the reply to `turn_id` was heard: drop that reply; its
+        words join the next turn."""
+        old = self.turn_log.get(turn_id)
+        if old is None:
+            return
+        old.superseded = True
+        if old.text:
+            self._carry_text = old.text
+        resp = self.responses.get(old.response_id) if old.response_id else None
+        if resp is not None:
+            self._cancel(resp, out, now)
+        elif old.sent:  # asked, no word back yet: reasoning drops it by the turn
+            out.append(CancelResponse("", "", turn_id=old.turn_id))
 
     def _cancel(self, resp: Response, out: list[Decision], now: float) -> None:
         if resp.cancelled or resp.finished:

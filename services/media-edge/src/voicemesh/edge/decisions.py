@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .fillers import FillerResult
 from .interruptions import Verdict
 from .port import EndReason, TurnTiming
 from .turns import CheckTurnEnd, EndpointBy
@@ -79,6 +80,16 @@ class Synthesize:
 @dataclass(frozen=True)
 class EndSynthesis:
     response_id: str
+
+
+@dataclass(frozen=True)
+class PlayFiller:
+    """The reply to `turn_id` is late: queue the filler `text` (from the edge's cache) under
+    `filler_id`, ahead of any reply audio still to come."""
+
+    filler_id: str
+    turn_id: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,13 @@ class ShowPlayout:
 
 
 @dataclass(frozen=True)
+class ShowFiller:
+    turn_id: str
+    text: str
+    name: str  # "start" | "end"
+
+
+@dataclass(frozen=True)
 class ShowTiming:
     timing: TurnTiming
 
@@ -200,6 +218,13 @@ class InterruptionJudged:
 
 
 @dataclass(frozen=True)
+class FillerCounted:
+    """A filler played, or was due and skipped (counted by result)."""
+
+    result: FillerResult
+
+
+@dataclass(frozen=True)
 class DtmfEvent:
     digits: str
 
@@ -221,6 +246,7 @@ Decision = (
     | CancelResponse
     | Synthesize
     | EndSynthesis
+    | PlayFiller
     | ClearPlayout
     | PausePlayout
     | ResumePlayout
@@ -230,6 +256,7 @@ Decision = (
     | ShowTranscript
     | ShowResponse
     | ShowPlayout
+    | ShowFiller
     | ShowTiming
     | SpeechStartedEvent
     | TurnEndedEvent
@@ -237,5 +264,6 @@ Decision = (
     | PlayoutFinishedEvent
     | DtmfEvent
     | InterruptionJudged
+    | FillerCounted
     | Observe
 )

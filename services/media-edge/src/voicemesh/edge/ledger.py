@@ -23,6 +23,8 @@ class Turn:
     response_id: str = ""
     # Sent to reasoning (a final with words, a DTMF input, an idle nudge).
     sent: bool = False
+    # When a filler's first frame went out for this turn's late reply (0: none played).
+    filler_at: float = 0.0
 
 
 @dataclass
@@ -52,7 +54,8 @@ def turn_timing(turn: Turn, resp: Response, first_frame_sent_at: float) -> TurnT
     """Every stage of one turn, in ms, once its reply's first frame has been sent: the
     stages laid end to end from the last voiced audio (a stage that was done before the one
     ahead of it ended, as a final transcript ready before the endpoint, lasts 0 ms, never
-    less), and the whole to the first frame sent."""
+    less), and the whole to the first frame sent (the reply's: a filler played before it is
+    timed on its own, `filler_ms`)."""
     ends, at = [], turn.last_voiced_at
     for moment in (turn.endpoint_at, turn.final_at, resp.first_token_at, resp.first_audio_at):
         ends.append(max(at, moment))
@@ -67,4 +70,5 @@ def turn_timing(turn: Turn, resp: Response, first_frame_sent_at: float) -> TurnT
         first_token_ms=token,
         tts_first_audio_ms=tts,
         edge_voice_to_voice_ms=max(0.0, first_frame_sent_at - turn.last_voiced_at) * 1000,
+        filler_ms=max(0.0, turn.filler_at - turn.last_voiced_at) * 1000 if turn.filler_at else 0.0,
     )

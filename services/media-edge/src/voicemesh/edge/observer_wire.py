@@ -53,6 +53,9 @@ class JsonObserver(CallObserver):
     async def playout(self, response_id: str, name: str) -> None:
         await self.send_message(mark=edge_pb2.PlayoutMark(response_id=response_id, name=name))
 
+    async def filler(self, turn_id: str, text: str, name: str) -> None:
+        await self.send_message(filler=edge_pb2.FillerPlayout(turn_id=turn_id, text=text, name=name))
+
     async def timing(self, timing: TurnTiming) -> None:
         await self.send_message(
             timing=edge_pb2.TurnTiming(
@@ -63,6 +66,7 @@ class JsonObserver(CallObserver):
                 first_token_ms=round(timing.first_token_ms),
                 tts_first_audio_ms=round(timing.tts_first_audio_ms),
                 edge_voice_to_voice_ms=round(timing.edge_voice_to_voice_ms),
+                filler_ms=round(timing.filler_ms),
             )
         )
 

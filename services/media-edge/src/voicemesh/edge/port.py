@@ -200,6 +200,8 @@ class TurnTiming:
     first_token_ms: float
     tts_first_audio_ms: float
     edge_voice_to_voice_ms: float
+    # Last voiced audio -> a filler's first frame sent, when one played before the reply (0: none).
+    filler_ms: float = 0.0
 
 
 class CallObserver(ABC):
@@ -221,6 +223,11 @@ class CallObserver(ABC):
     @abstractmethod
     async def playout(self, response_id: str, name: str) -> None:
         """"start" before a response's first frame, "end" after its last (or when stopped)."""
+
+    @abstractmethod
+    async def filler(self, turn_id: str, text: str, name: str) -> None:
+        """A filler for a late reply to `turn_id`: "start" before its first frame, "end" after
+        its last (or when stopped). Its audio is no response's."""
 
     @abstractmethod
     async def timing(self, timing: TurnTiming) -> None: ...

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from voicemesh.v1 import reasoning_pb2
 
 from .echo import EchoConfig
+from .fillers import FillerConfig
 from .interruptions import DEFAULT_BACKCHANNELS, InterruptionRules, words
 from .turns import SmartTurnConfig, TurnConfig
 
@@ -19,6 +20,7 @@ class CallSettings:
     turns: TurnConfig
     interruptions: InterruptionRules
     echo: EchoConfig
+    filler: FillerConfig | None = None
 
 
 def smart_turn(profile: reasoning_pb2.AgentProfile) -> SmartTurnConfig | None:
@@ -30,6 +32,14 @@ def smart_turn(profile: reasoning_pb2.AgentProfile) -> SmartTurnConfig | None:
         check_after_ms=sent.check_after_ms or base.check_after_ms,
         min_probability=sent.min_probability or base.min_probability,
     )
+
+
+def filler(profile: reasoning_pb2.AgentProfile) -> FillerConfig | None:
+    """The agent's late-reply filler; None when off (no phrase) or not sent (an older reasoning)."""
+    phrases = tuple(p for p in profile.filler.phrases if p.strip())
+    if not profile.HasField("filler") or not phrases:
+        return None
+    return FillerConfig(after_ms=profile.filler.after_ms or 1000, phrases=phrases)
 
 
 def call_settings(profile: reasoning_pb2.AgentProfile) -> CallSettings:
@@ -51,4 +61,4 @@ def call_settings(profile: reasoning_pb2.AgentProfile) -> CallSettings:
     echo = EchoConfig()
     if profile.HasField("echo_margin_db"):
         echo = EchoConfig(margin_db=profile.echo_margin_db, tail_ms=echo.tail_ms)
-    return CallSettings(turns, InterruptionRules(backchannels), echo)
+    return CallSettings(turns, InterruptionRules(backchannels), echo, filler(profile))

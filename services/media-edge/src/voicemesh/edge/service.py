@@ -15,6 +15,7 @@ from voicemesh.v1 import edge_pb2_grpc, router_pb2_grpc
 from .channels import ChannelPool
 from .dialer import Dialer
 from .endpointing import EndpointMetrics, TurnEndModel
+from .filler_cache import FillerCache, FillerMetrics
 from .ingress import WebSocketIngress
 from .native import NativeWebSocketTransport
 from .port import CallTransport, EndReason, MediaPort
@@ -72,6 +73,7 @@ class EdgeService(MeshService):
         self._calls: dict[asyncio.Task[None], CallSession] = {}
         self._deps: EdgeDeps | None = None
         self.endpoints = EndpointMetrics.create(ctx.metrics)
+        self.fillers = FillerCache(FillerMetrics.create(ctx.metrics), ctx.metrics)
         self.turn_model: TurnEndModel | None = None
         self._draining = False
 
@@ -100,6 +102,7 @@ class EdgeService(MeshService):
             lease_renew_s=self.settings.router_renew_s,
             turn_model=self.turn_model,
             endpoints=self.endpoints,
+            fillers=self.fillers,
         )
         for transport in self.transports:
             await transport.start(self._on_call)

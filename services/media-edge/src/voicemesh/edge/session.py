@@ -4,7 +4,8 @@ It opens the call's role clients (stt, reasoning, tts) on the instances the rout
 then runs five loops under one task set: caller events from the media port (VAD on each
 frame), stt, reasoning, tts, and paced playout. Each loop feeds events to the core and
 carries out the decisions it returns; no rule of the call lives here. The end-of-turn
-model's checks run as a task of their own (at most one per call), off the event loop.
+model's checks run as a task of their own (at most one per call), off the event loop; so
+does the synthesis of the agent's fillers into the edge's cache (`filler_cache.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from . import decisions as d
 from .channels import ChannelPool
 from .core import CallCore
 from .endpointing import CallerAudio, CheckResult, EndpointMetrics, TurnEndModel
+from .filler_cache import FillerCache, fill, over_tts
 from .playout import PlayoutClock
 from .port import (
     CallObserver,
@@ -81,6 +83,8 @@ class EdgeDeps:
     # endpoints by what decided them.
     turn_model: TurnEndModel | None = None
     endpoints: EndpointMetrics | None = None
+    # The process's filler audio (None: no fillers at this edge, whatever the agent says).
+    fillers: FillerCache | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ class CallSession:
         # The caller's last 8 s, for the end-of-turn model (kept only when it is on).
         self._audio: CallerAudio | None = None
         self._check: asyncio.Task[None] | None = None
+        self._voice = ""
+        self._prepare: asyncio.Task[None] | None = None  # the agent's fillers into the cache
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -173,7 +179,7 @@ class CallSession:
             log.warning("call failed", extra={"session": self.session_id, "code": exc.code, "error": str(exc)})
             await self._show_error(exc.code, str(exc))
         finally:
-            await cancel_and_wait(*tasks, *([self._check] if self._check is not None else []))
+            await cancel_and_wait(*tasks, *(t for t in (self._check, self._prepare) if t is not None))
             if self._roles is not None:
                 await self._roles.aclose()
             if assigned:
@@ -234,7 +240,9 @@ class CallSession:
             turns = dataclasses.replace(turns, smart_turn=None)  # no model here: silence alone
         if turns.smart_turn is not None:
             self._audio = CallerAudio()
-        self.core.configure(turns, settings.interruptions, settings.echo)
+        filler = settings.filler if deps.fillers is not None else None
+        self.core.configure(turns, settings.interruptions, settings.echo, filler)
+        self._voice = profile.voice
         stt = SttClient.open(
             deps.channels,
             deps.metrics,
@@ -258,7 +266,31 @@ class CallSession:
             metadata,
             tts_pb2.SynthesisConfig(session_id=self.session_id, voice=profile.voice, format=PCM16),
         )
+        if filler is not None and deps.fillers is not None:
+
+            def open_tts(voice: str) -> TtsClient:  # a stream of its own: replies never wait on it
+                config = tts_pb2.SynthesisConfig(session_id=self.session_id, voice=voice, format=PCM16)
+                return TtsClient.open(deps.channels, deps.metrics, addresses["tts"], metadata, config)
+
+            self._prepare = asyncio.create_task(
+                fill(deps.fillers, profile.voice, filler.phrases, over_tts(open_tts), self.core.on_filler_ready),
+                name="call-fillers",
+            )
         return _Roles(stt, reasoning, tts)
+
+    def _play_filler(self, x: d.PlayFiller) -> list[d.Decision]:
+        """Queue the filler's audio ahead of the reply still to come (the core decides one
+        only while no reply audio is here). Without its audio (it cannot be: the cache never
+        lets go of a phrase) or room in the queue, it ends unplayed."""
+        cache = self.deps.fillers
+        audio = cache.get(self._voice, x.text) if cache is not None else None
+        if audio is None or PLAYOUT_QUEUE_FRAMES - self._playout.qsize() <= len(audio):
+            self.deps.metrics.error("filler_unplayable")
+            return self.core.on_playout_done(x.filler_id, self.deps.clock())
+        for pcm in audio:
+            self._playout.put_nowait((x.filler_id, pcm))
+        self._playout.put_nowait((x.filler_id, _END))
+        return []
 
     @property
     def _r(self) -> _Roles:
@@ -350,6 +382,11 @@ class CallSession:
             self._r.tts.text(x.response_id, x.text)
         elif isinstance(x, d.EndSynthesis):
             self._r.tts.end(x.response_id)
+        elif isinstance(x, d.PlayFiller):
+            await self._act(self._play_filler(x))
+        elif isinstance(x, d.FillerCounted):
+            if self.deps.fillers is not None:
+                self.deps.fillers.metrics.count(x.result)
         elif isinstance(x, d.ClearPlayout):  # the core decides it only for a barge-in
             self.deps.metrics.barge_in(self.port.transport_label)
             while not self._playout.empty():
@@ -398,6 +435,8 @@ class CallSession:
             await obs.response(x.response_id, x.turn_id, x.text, x.final)
         elif isinstance(x, d.ShowPlayout):
             await obs.playout(x.response_id, x.name)
+        elif isinstance(x, d.ShowFiller):
+            await obs.filler(x.turn_id, x.text, x.name)
         elif isinstance(x, d.ShowTiming):
             await obs.timing(x.timing)
 

@@ -12,6 +12,10 @@ I/O. States:
 
     LISTENING ──silence ≥ idle timeout (IdleTimeout: the agent gets an empty turn)──▶ THINKING
 
+A filler standing in for a late reply takes the floor as a reply does (THINKING ▶
+AGENT_SPEAKING, barge-in as over any reply); ended before the reply began, it gives the
+floor back to THINKING (`on_filler_finished`).
+
 Endpointing beyond silence (`TurnConfig.smart_turn`): `check_after_ms` into a pause while
 the caller holds the floor, the machine asks once (per pause) whether the utterance reads
 complete (`CheckTurnEnd`, naming the turn and the frame its speech ends at); the shell runs
@@ -332,6 +336,14 @@ class TurnTaker:
         out: list[Decision] = []
         if self.state in (TurnState.LISTENING, TurnState.THINKING):
             self._to(TurnState.AGENT_SPEAKING, out)
+        return out
+
+    def on_filler_finished(self) -> list[Decision]:
+        """A filler finished playing before the reply it stood in for began: the agent is
+        thinking again (speech over it still awaiting a verdict keeps the floor with it)."""
+        out: list[Decision] = []
+        if self.state is TurnState.AGENT_SPEAKING and not self._overlap:
+            self._to(TurnState.THINKING, out)
         return out
 
     def on_reply_finished(self) -> list[Decision]:

@@ -29,6 +29,11 @@ def ready(agent: Agent) -> reasoning_pb2.SessionReady:
                 min_probability=turn.smart_turn.min_probability,
                 check_after_ms=turn.smart_turn.check_after_ms,
             ),
+            filler=(
+                None
+                if turn.filler is None
+                else reasoning_pb2.Filler(after_ms=turn.filler.after_ms, phrases=turn.filler.phrases)
+            ),
         )
     )
 
