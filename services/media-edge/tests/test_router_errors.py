@@ -94,6 +94,26 @@ async def test_a_registry_outage_tells_the_caller_unavailable_with_the_true_reas
     assert ended == ["unavailable"]
 
 
+async def test_a_call_the_mesh_could_not_take_counts_as_failed_not_ok(vad_model: SileroModel) -> None:
+    metrics = ServiceMetrics.create("media-edge")
+    deps = EdgeDeps(
+        metrics=metrics,
+        events=RecordingEvents(service="media-edge"),
+        tracer=NoOpTracer(),
+        router=FailingRouter(grpc.StatusCode.UNAVAILABLE, REGISTRY_DOWN),
+        channels=ChannelPool(),
+        vad_model=vad_model,
+    )
+    await CallSession(Caller(), deps).run()
+    counted = {
+        outcome: metrics.registry.get_sample_value(
+            "voicemesh_sessions_total", {"service": "media-edge", "outcome": outcome}
+        )
+        for outcome in ("ok", "failed")
+    }
+    assert counted == {"ok": None, "failed": 1.0}  # never counted ok
+
+
 async def test_a_full_mesh_is_still_no_capacity(vad_model: SileroModel) -> None:
     caller, _ = await place(vad_model, grpc.StatusCode.RESOURCE_EXHAUSTED, "no capacity for service 'stt'")
     assert caller.closed is not None and caller.closed[0] is EndReason.NO_CAPACITY

@@ -32,7 +32,7 @@ from voicemesh.v1 import edge_pb2
 
 # End reasons that mean the call failed rather than the agent ending it (the edge could not
 # serve it: a stage failed, no capacity, an unknown agent, or the edge was draining).
-FAILED_ENDS = frozenset(r.value for r in EndReason if r.failed or r is EndReason.UNAVAILABLE)
+FAILED_ENDS = frozenset(r.value for r in EndReason if r.failed)
 
 FRAME_BYTES = 640  # 20 ms of PCM16 mono 16 kHz
 FRAME_S = 0.020

@@ -56,7 +56,10 @@ class EndReason(StrEnum):
 
     @property
     def failed(self) -> bool:
+        """The call did not happen as the caller meant: a peer failed, the mesh could not
+        take it (full, draining, its router or registry unreachable), or no media came."""
         return self.value.startswith("error") or self in (
+            EndReason.UNAVAILABLE,
             EndReason.NO_CAPACITY,
             EndReason.UNKNOWN_AGENT,
             EndReason.NO_MEDIA,
