@@ -255,3 +255,42 @@ def test_the_table_opens_each_service_to_its_callers_only() -> None:
     assert allowed(GRPC_CALLERS, "/grpc.health.v1.Health/Check", "anything-certified")
     assert not allowed(GRPC_CALLERS, "/grpc.health.v1.Health/Check", "")  # no certificate
     assert not allowed(GRPC_CALLERS, "/voicemesh.v1.Unlisted/Do", "media-edge")  # closed by default
+
+
+@pytest.mark.unit
+def test_a_ca_bundle_trusts_each_of_its_cas_for_a_rotation(one: Path, tmp_path: Path) -> None:
+    """Old and new CA in one ca.crt: a certificate from either loads, and the servers'
+    credentials trust both, so pods on the old and the new CA talk while the mesh rolls."""
+    new = write_mesh_tls(tmp_path / "new", ["stt"], NOW)["stt"]
+    bundle = (new / CA_FILE).read_bytes() + (one / CA_FILE).read_bytes()
+    for d in (one, new):
+        (d / CA_FILE).write_bytes(bundle)
+        assert MeshTls.load(d, NOW).identity == "stt"
+    stranger = write_mesh_tls(tmp_path / "stranger", ["stt"], NOW)["stt"]
+    (stranger / CA_FILE).write_bytes(bundle)
+    with pytest.raises(ValueError, match=r"tls.crt was not issued by the CA in"):
+        MeshTls.load(stranger, NOW)
+
+
+@pytest.mark.integration
+async def test_during_a_rotation_an_old_ca_server_and_a_new_ca_client_talk(tmp_path: Path) -> None:
+    old = write_mesh_tls(tmp_path / "old", ["dummy", "media-edge"], NOW)
+    new = write_mesh_tls(tmp_path / "new", ["dummy", "media-edge"], NOW)
+    bundle = (old["dummy"] / CA_FILE).read_bytes() + (new["dummy"] / CA_FILE).read_bytes()
+    for d in (old["dummy"], new["media-edge"]):
+        (d / CA_FILE).write_bytes(bundle)
+    server_tls, client_tls = MeshTls.load(old["dummy"], NOW), MeshTls.load(new["media-edge"], NOW)
+    server = grpc.aio.server()
+    tts_pb2_grpc.add_TextToSpeechServicer_to_server(EchoTts(), server)
+    port = server.add_secure_port("127.0.0.1:0", server_tls.server_credentials())
+    await server.start()
+    try:
+        async with channel(f"127.0.0.1:{port}", client_tls, "dummy") as ch:
+            assert await synthesize(ch) == "heard"
+        only_new = MeshTls.load(new["dummy"], NOW)  # a client that trusts the new CA alone
+        async with channel(f"127.0.0.1:{port}", only_new, "dummy") as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await synthesize(ch)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(None)

@@ -41,11 +41,21 @@ def _read(path: Path) -> bytes:
         raise ValueError(f"mesh TLS: cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _cert(path: Path, data: bytes) -> x509.Certificate:
+def _certs(path: Path, data: bytes) -> list[x509.Certificate]:
     try:
-        return x509.load_pem_x509_certificate(data)
+        return x509.load_pem_x509_certificates(data)
     except ValueError:
         raise ValueError(f"mesh TLS: {path} is not a PEM certificate") from None
+
+
+def _issuer(cert: x509.Certificate, cas: list[x509.Certificate]) -> x509.Certificate | None:
+    for ca in cas:
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return ca
+    return None
 
 
 def _common_name(cert: x509.Certificate) -> str:
@@ -66,21 +76,25 @@ class MeshTls:
 
     @classmethod
     def load(cls, directory: Path, now: dt.datetime) -> MeshTls:
-        """Read and check `directory`'s ca.crt, tls.crt and tls.key. Raises ValueError."""
+        """Read and check `directory`'s ca.crt, tls.crt and tls.key. Raises ValueError.
+
+        ca.crt may hold several CAs (a rotation: the old and the new one, both trusted while
+        the mesh moves from one to the other); tls.crt must be issued by one of them, which
+        must be in date."""
         ca_pem, cert_pem, key_pem = (_read(directory / f) for f in (CA_FILE, CERT_FILE, KEY_FILE))
-        ca, cert = _cert(directory / CA_FILE, ca_pem), _cert(directory / CERT_FILE, cert_pem)
+        cas = _certs(directory / CA_FILE, ca_pem)
+        cert = _certs(directory / CERT_FILE, cert_pem)[0]
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError):
             raise ValueError(
                 f"mesh TLS: {directory / KEY_FILE} is not an unencrypted PEM private key"
             ) from None
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
+        ca = _issuer(cert, cas)
+        if ca is None:
             raise ValueError(
                 f"mesh TLS: {directory / CERT_FILE} was not issued by the CA in {directory / CA_FILE}"
-            ) from None
+            )
         for path, c in ((directory / CA_FILE, ca), (directory / CERT_FILE, cert)):
             if now < c.not_valid_before_utc:
                 raise ValueError(
