@@ -351,3 +351,24 @@ def test_a_call_level_error_makes_the_call_not_ok() -> None:
     assert clean.ok
     assert not CallResult("s", "a", "", b"", [], "agent", errors=["edge error bad_frame: …"]).ok
     assert not CallResult("s", "a", "", b"", [], "edge", end_reason="error:stt").ok
+
+
+def test_a_filler_is_reported_with_its_turn_and_its_audio_is_not_the_replys() -> None:
+    d = make([Utterance("a.wav", tone(10))], wait_greeting=False)
+    d.tick(12)
+    d.recv(transcript("t1", "book a table"))
+    d.recv(
+        edge_pb2.ServerMessage(filler=edge_pb2.FillerPlayout(turn_id="t1", text="One moment.", name="start"))
+    )
+    d.audio(4, 500)
+    d.recv(
+        edge_pb2.ServerMessage(filler=edge_pb2.FillerPlayout(turn_id="t1", text="One moment.", name="end"))
+    )
+    d.recv(timing("t1", 9, filler_ms=1000))
+    d.reply("r1", "t1", "Booked for four.", frames=5, value=1000)
+    d.tick_until(lambda: d.script.done)
+    [turn] = d.script.turn_results()
+    assert turn.fillers == ["One moment."] and turn.reply_text == "Booked for four."
+    assert turn.reply_audio == np.full(320 * 5, 1000, "<i2").tobytes()  # the filler's is not in it
+    assert (d.script.filler_audio_bytes, d.script.stray_audio_bytes) == (4 * 640, 0)
+    assert turn.to_json()["fillers"] == ["One moment."]

@@ -190,6 +190,7 @@ def format_human(result: CallResult) -> list[str]:
         lines.append(f"agent: {result.greeting}")
     for turn in result.turns:
         lines.append(f"caller: {turn.transcript or '(no transcript)'}    [{Path(turn.wav).name}]")
+        lines.extend(f"agent (filler, the reply was late): {text}" for text in turn.fillers)
         lines.append(f"agent: {turn.reply_text or '(no reply)'}")
         lines.append(format_latency(turn.latency))
     if len(result.turns) > 1:

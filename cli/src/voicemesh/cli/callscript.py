@@ -143,6 +143,8 @@ class TurnResult:
     latency: LatencyMs = field(default_factory=LatencyMs)
     turn_ids: list[str] = field(default_factory=list)
     error: str | None = None
+    # What the edge said while the reply was late ("Let me check that."), in order.
+    fillers: list[str] = field(default_factory=list)
 
     @property
     def reply_audio_seconds(self) -> float:
@@ -157,6 +159,8 @@ class TurnResult:
             "latency_ms": self.latency.to_json(),
             "turn_ids": list(self.turn_ids),
         }
+        if self.fillers:
+            out["fillers"] = list(self.fillers)
         if self.error:
             out["error"] = self.error
         return out
@@ -210,6 +214,10 @@ class CallScript:
         self.digits_received = ""  # keys the agent sent
         self.errors: list[str] = []  # call-level problems (edge errors, a dropped connection)
         self.stray_audio_bytes = 0
+        # Fillers heard per turn, and the audio of the one playing (not a reply's).
+        self.fillers: dict[str, list[str]] = {}
+        self.filler_audio_bytes = 0
+        self._filler_playing = False
         if self.phase is Phase.SPEAKING:
             self._begin_next_utterance(now)
 
@@ -250,6 +258,11 @@ class CallScript:
             self._on_response(msg.response, now)
         elif kind == "mark":
             self._on_mark(msg.mark, now)
+        elif kind == "filler":
+            f = msg.filler
+            self._filler_playing = f.name == "start"
+            if f.name == "start":
+                self.fillers.setdefault(f.turn_id, []).append(f.text)
         elif kind == "transcript":
             t = msg.transcript
             self._see_turn(t.turn_id)
@@ -282,7 +295,10 @@ class CallScript:
     def on_audio(self, data: bytes, now: float) -> None:
         """A binary message (reply audio) from the edge, arrived at `now`."""
         if self._playing is None:
-            self.stray_audio_bytes += len(data)
+            if self._filler_playing:
+                self.filler_audio_bytes += len(data)
+            else:
+                self.stray_audio_bytes += len(data)
             return
         resp = self.responses[self._playing]
         if resp.first_audio_at is None:
@@ -316,6 +332,7 @@ class CallScript:
             replies = [r for r in self.responses.values() if r.turn_id in turns]
             result.reply_text = " ".join(r.text for r in replies if r.text)
             result.reply_audio = b"".join(bytes(r.audio) for r in replies)
+            result.fillers = [text for t in turns for text in self.fillers.get(t, [])]
             key = st.answered_turn or next((t for t in reversed(turns) if t in self.timings), None)
             if key is not None:
                 result.latency = self._latency(key)
