@@ -3,6 +3,7 @@ as its microphone) calling the whole local mesh over WebRTC."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from itertools import pairwise
 from pathlib import Path
@@ -11,11 +12,13 @@ from typing import Any
 import aiohttp
 import pytest
 from browser import chromium_available, padded_wav, run_softphone
+from scripted_llm import ScriptedLlm
 from webrtc_caller import issue_token
 
 from voicemesh.cli.localmesh import LocalMesh
 
-from .conftest import FIXTURES, REPO
+from .conftest import FIXTURES, LLM_PORT, REPO
+from .test_filler_call import ANSWERS, PHRASES, slow_desk
 
 pytestmark = [
     pytest.mark.e2e,
@@ -182,3 +185,21 @@ async def test_talking_over_the_agent_stops_its_audio_in_the_browser(mesh: Local
     greeted = page["replies"][0]
     assert greeted["interrupted"] and not greeted["turn_id"], page["replies"]
     assert "evening" in " ".join(t["text"] for t in page["transcripts"] if t["final"]).lower()
+
+
+async def test_a_late_reply_shows_its_filler_before_the_answer(mesh: LocalMesh, tmp_path: Path) -> None:
+    """The late-reply agent (its model waits 2.5 s, tests/e2e/test_filler_call.py): the page
+    shows the filler the edge played, for the caller's turn, and then the whole answer."""
+    wav = padded_wav(FIXTURES / "caller_parking.wav", tmp_path / "mic.wav", lead_s=4.0, tail_s=16.0)
+    url = await page_url(mesh, agent="late-reply")
+    async with ScriptedLlm(slow_desk, port=LLM_PORT):  # served by this loop: the browser runs in a thread
+        result = await asyncio.to_thread(run_softphone, url, wav, seconds=16)
+    page = result["page"]
+    artifact("softphone_filler.json").write_text(json.dumps(page, indent=1), encoding="utf-8")
+    assert result["errors"] == [], result["errors"]
+    spoken = {t["turn_id"] for t in page["transcripts"] if t["final"]}
+    assert page["fillers"] and page["fillers"][0]["text"] in PHRASES, page["fillers"]
+    assert page["fillers"][0]["turn_id"] in spoken, (page["fillers"], page["transcripts"])
+    answers = [r["text"].strip() for r in page["replies"] if r["final"] and r["turn_id"] in spoken]
+    assert ANSWERS[0] in answers, page["replies"]
+    assert not any(f["text"] in r["text"] for f in page["fillers"] for r in page["replies"])  # never a reply

@@ -19,7 +19,7 @@ const PROCESSING = params.get("processing") !== "off";
 
 const vm = (window.voicemesh = {
   status: "loading", error: "", can_call: false, session_id: "", agent: "", state: "",
-  transcripts: [], replies: [], turns: [], marks: [], notices: [], dtmf_sent: "",
+  transcripts: [], replies: [], turns: [], marks: [], fillers: [], notices: [], dtmf_sent: "",
   stats: { rtt_ms: null, jitter_ms: null, packets_lost: 0, inbound_audio_energy: 0, audio_level: 0, playout_ms: null },
   ice_transport_policy: "", connected_ms: null, ended_reason: "",
   // when each side was audible here, [from_ms, to_ms] since page load (a gap of 250 ms ends a span)
@@ -245,7 +245,7 @@ function release(c) {
 
 function resetCall() {
   Object.assign(vm, {
-    session_id: "", agent: "", state: "", transcripts: [], replies: [], turns: [], marks: [], notices: [],
+    session_id: "", agent: "", state: "", transcripts: [], replies: [], turns: [], marks: [], fillers: [], notices: [],
     dtmf_sent: "", ended_reason: "", connected_ms: null, sound: { caller: [], agent: [] },
   });
   lastVoicedAt = lastOnsetAt = pendingHeard = null;
@@ -303,6 +303,12 @@ function onMessage(c, data) {
     if (m.name === "end") {
       speaking.delete(m.response_id);
       lastEnded = m.response_id;
+    }
+  } else if (kind === "filler") {
+    // The reply is late: the edge plays a short phrase while the agent thinks (not a reply).
+    if (m.name === "start") {
+      vm.fillers.push({ turn_id: m.turn_id || "", text: m.text || "" });
+      line(`f-${m.turn_id}-${vm.fillers.length}`, "agent filler", m.text || "", false);
     }
   } else if (kind === "timing") {
     const turn = { ...m, received_at: performance.now(), mouth_to_ear_ms: null };
