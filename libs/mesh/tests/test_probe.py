@@ -97,6 +97,30 @@ async def test_health_with_nothing_listening_fails_with_one_line() -> None:
     assert time.monotonic() - started < 20  # refused at once, not hung past its timeout
 
 
+@pytest.mark.integration
+async def test_health_of_an_mtls_port_without_credentials_says_it_may_want_them(
+    mesh_tls_dirs: dict[str, Path],
+) -> None:
+    server = grpc.aio.server()
+    servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    tls = MeshTls.load(mesh_tls_dirs["dummy"], dt.datetime.now(dt.UTC))
+    port = server.add_secure_port("127.0.0.1:0", tls.server_credentials())
+    await server.start()
+    try:
+        await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMESH_MESH_TLS")}
+        done = await probe("health", f"127.0.0.1:{port}", env=env)
+        assert done.code == 1
+        assert "an mTLS port? VOICEMESH_MESH_TLS_DIR names the credentials" in done.stderr
+        as_itself = await probe(
+            "health", f"127.0.0.1:{port}", env={**env, "VOICEMESH_MESH_TLS_DIR": str(mesh_tls_dirs["dummy"])}
+        )
+        assert (as_itself.code, as_itself.stderr) == (0, "")
+    finally:
+        await server.stop(None)
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize(
     "argv",

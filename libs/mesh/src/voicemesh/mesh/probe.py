@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .grpcutil import check_health
-from .localservers import pid_alive
+from .localservers import pid_alive, port_open
 from .mtls import MeshTls
 from .service import DRAIN_SIGNAL, DRAINED
 
@@ -83,7 +83,13 @@ def health(
         return 0
     what = f"service {service!r} at {address}" if service else address
     if status == "UNREACHABLE":
-        print(f"{PROG}: {what} did not answer a gRPC health check within {timeout_s:g} s", file=sys.stderr)
+        host, _, port = address.rpartition(":")
+        hint = ""
+        if tls is None and port_open(host.strip("[]"), int(port)):
+            hint = " (it takes connections: an mTLS port? VOICEMESH_MESH_TLS_DIR names the credentials)"
+        print(
+            f"{PROG}: {what} did not answer a gRPC health check within {timeout_s:g} s{hint}", file=sys.stderr
+        )
     else:
         print(f"{PROG}: {what} is {status}", file=sys.stderr)
     return 1
