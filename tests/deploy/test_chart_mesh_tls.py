@@ -399,7 +399,9 @@ def test_a_disabled_service_needs_no_secret_and_may_keep_one(
 ) -> None:
     sets = [f"meshTls.existingSecrets.{key}={key}-tls" for key in named]
     render = renderer.template(sets=(*TOKEN_SET, "services.tts.enabled=false", *sets)).ok()
-    assert render.of_kind("Secret") == []
+    assert [
+        d for d in render.of_kind("Secret") if "voicemesh.io/mesh-user" not in d["metadata"]["labels"]
+    ] == []
     assert f"{FULLNAME}-tts" not in render.names("Deployment")
 
 

@@ -72,7 +72,9 @@ def test_fullname_follows_the_release(
     assert render.names("Deployment") == {f"{prefix}-{key}" for key in SERVICES}
     env = env_of(container_of(render.get("Deployment", f"{prefix}-media-edge")))
     assert env["VOICEMESH_ROUTER_ADDRESS"]["value"] == f"{prefix}-session-router:50051"
-    assert env["VOICEMESH_REDIS_URL"]["value"] == f"redis://{prefix}-valkey:6379/0"
+    assert (
+        env["VOICEMESH_REDIS_URL"]["value"] == f"redis://media-edge:$(MESH_PASSWORD)@{prefix}-valkey:6379/0"
+    )
 
 
 def test_image_registry_and_tag_apply_to_every_voicemesh_image(renderer: Renderer) -> None:
@@ -177,8 +179,8 @@ def test_each_pod_tells_the_registry_who_and_where_it_is(defaults: Render) -> No
         assert values["VOICEMESH_GRPC_PORT"] == str(GRPC_PORTS[key])
         assert values["VOICEMESH_METRICS_PORT"] == "9464"
         assert values["VOICEMESH_LOG_FORMAT"] == "json"
-        assert values["VOICEMESH_REDIS_URL"] == f"redis://{FULLNAME}-valkey:6379/0"
-        assert values["VOICEMESH_NATS_URL"] == f"nats://{FULLNAME}-nats:4222"
+        assert values["VOICEMESH_REDIS_URL"] == f"redis://{key}:$(MESH_PASSWORD)@{FULLNAME}-valkey:6379/0"
+        assert values["VOICEMESH_NATS_URL"] == f"nats://{key}:$(MESH_PASSWORD)@{FULLNAME}-nats:4222"
         assert values["HF_HUB_OFFLINE"] == "1" and values["PYTHONUNBUFFERED"] == "1"
         assert int(values["VOICEMESH_CAPACITY"]) >= 1
     edge = env_of(container_of(defaults.get("Deployment", f"{FULLNAME}-media-edge")))
@@ -218,13 +220,13 @@ def test_secrets_come_by_reference(production: Render) -> None:
     for key in SERVICES:
         env = env_of(container_of(production.get("Deployment", f"{FULLNAME}-{key}")))
         assert env["VOICEMESH_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
-            "name": "voicemesh-redis",
+            "name": f"voicemesh-redis-{key}",
             "key": "url",
         }
     assert production.of_kind("Secret") == []  # the chart makes no Secret in production
 
 
-def test_dev_secret_and_valkey_password(renderer: Renderer) -> None:
+def test_dev_secrets(renderer: Renderer) -> None:
     dev = renderer.template(values=[CI["dev-values.yaml"]], sets=()).ok()
     assert {s["metadata"]["name"] for s in dev_secrets(dev)} == {
         f"{FULLNAME}-edge-token",
@@ -239,16 +241,6 @@ def test_dev_secret_and_valkey_password(renderer: Renderer) -> None:
     }
     (random_token,) = dev_secrets(renderer.template(sets=("auth.createDevSecret=true",)).ok())
     assert len(base64.b64decode(random_token["data"]["token"])) == 32
-
-    render = renderer.template(sets=(*TOKEN_SET, "valkey.auth.existingSecret=valkey-pw")).ok()
-    env = container_of(render.get("Deployment", f"{FULLNAME}-stt"))["env"]
-    names = [e["name"] for e in env]
-    # $(VOICEMESH_REDIS_PASSWORD) expands only when the variable is defined earlier.
-    assert names.index("VOICEMESH_REDIS_PASSWORD") < names.index("VOICEMESH_REDIS_URL")
-    url = env[names.index("VOICEMESH_REDIS_URL")]["value"]
-    assert url == f"redis://:$(VOICEMESH_REDIS_PASSWORD)@{FULLNAME}-valkey:6379/0"
-    valkey = container_of(render.get("StatefulSet", f"{FULLNAME}-valkey"))
-    assert valkey["args"][valkey["args"].index("--requirepass") + 1] == "$(VALKEY_PASSWORD)"
 
 
 def test_dev_values_suit_kind_and_tilt(renderer: Renderer) -> None:
@@ -271,7 +263,8 @@ def test_dev_values_suit_kind_and_tilt(renderer: Renderer) -> None:
 def test_builtin_nats_keeps_jetstream_on_a_volume(defaults: Render) -> None:
     sts = defaults.get("StatefulSet", f"{FULLNAME}-nats")
     (claim,) = sts["spec"]["volumeClaimTemplates"]
-    mounts = {m["name"]: m["mountPath"] for m in container_of(sts)["volumeMounts"]}
+    nats = sts["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in nats["volumeMounts"]}
     config = defaults.get("ConfigMap", f"{FULLNAME}-nats")["data"]["nats.conf"]
     assert f"store_dir: {mounts[claim['metadata']['name']]}" in config
     assert {p["port"] for p in defaults.get("Service", f"{FULLNAME}-nats")["spec"]["ports"]} == {4222, 8222}

@@ -232,44 +232,64 @@ restarts the edge, which reads its secrets at start. Empty when there is none.
 {{- default (index . 1) $port -}}
 {{- end -}}
 
-{{/* env entries for the stores: VOICEMESH_REDIS_URL and VOICEMESH_NATS_URL. */}}
+{{/*
+env entries for one service's stores: VOICEMESH_REDIS_URL and VOICEMESH_NATS_URL, each with
+the service's own user. On a built-in store the service logs in with its password
+(MESH_PASSWORD, from its Secret, expanded into the URLs by Kubernetes); an external
+one takes the service's own URL Secret (external*.existingSecrets), else the shared URL.
+The session stream: on the built-in NATS the `stream` container of the NATS pod makes it, so
+the service only publishes; on an external NATS, externalNats.createStream says.
+Call with (list $ "stt").
+*/}}
 {{- define "voicemesh.storeEnv" -}}
-{{- if .Values.valkey.enabled }}
-{{- if .Values.valkey.auth.existingSecret }}
-- name: VOICEMESH_REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.valkey.auth.existingSecret }}
-      key: {{ .Values.valkey.auth.key }}
-- name: VOICEMESH_REDIS_URL
-  value: {{ printf "redis://:$(VOICEMESH_REDIS_PASSWORD)@%s:6379/0" (include "voicemesh.componentName" (list . "valkey")) | quote }}
-{{- else }}
-- name: VOICEMESH_REDIS_URL
-  value: {{ printf "redis://%s:6379/0" (include "voicemesh.componentName" (list . "valkey")) | quote }}
+{{- $root := index . 0 -}}
+{{- $key := index . 1 -}}
+{{- $v := $root.Values -}}
+{{- if or $v.valkey.enabled $v.nats.enabled }}
+{{ include "voicemesh.meshPasswordEnv" (list $root $key "MESH_PASSWORD") }}
 {{- end }}
-{{- else if .Values.externalRedis.url }}
+{{- if $v.valkey.enabled }}
 - name: VOICEMESH_REDIS_URL
-  value: {{ .Values.externalRedis.url | quote }}
-{{- else }}
+  value: {{ printf "redis://%s:$(MESH_PASSWORD)@%s:6379/0" $key (include "voicemesh.componentName" (list $root "valkey")) | quote }}
+{{- else if hasKey ($v.externalRedis.existingSecrets | default dict) $key }}
 - name: VOICEMESH_REDIS_URL
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.externalRedis.existingSecret }}
-      key: {{ .Values.externalRedis.existingSecretKey }}
+      name: {{ index $v.externalRedis.existingSecrets $key }}
+      key: {{ $v.externalRedis.existingSecretKey }}
+{{- else if $v.externalRedis.url }}
+- name: VOICEMESH_REDIS_URL
+  value: {{ $v.externalRedis.url | quote }}
+{{- else }}
+- name: VOICEMESH_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.externalRedis.existingSecret }}
+      key: {{ $v.externalRedis.existingSecretKey }}
 {{- end }}
-{{- if .Values.nats.enabled }}
+{{- if $v.nats.enabled }}
 - name: VOICEMESH_NATS_URL
-  value: {{ printf "nats://%s:4222" (include "voicemesh.componentName" (list . "nats")) | quote }}
-{{- else if .Values.externalNats.url }}
+  value: {{ printf "nats://%s:$(MESH_PASSWORD)@%s:4222" $key (include "voicemesh.componentName" (list $root "nats")) | quote }}
+{{- else if hasKey ($v.externalNats.existingSecrets | default dict) $key }}
 - name: VOICEMESH_NATS_URL
-  value: {{ .Values.externalNats.url | quote }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ index $v.externalNats.existingSecrets $key }}
+      key: {{ $v.externalNats.existingSecretKey }}
+{{- else if $v.externalNats.url }}
+- name: VOICEMESH_NATS_URL
+  value: {{ $v.externalNats.url | quote }}
 {{- else }}
 - name: VOICEMESH_NATS_URL
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.externalNats.existingSecret }}
-      key: {{ .Values.externalNats.existingSecretKey }}
+      name: {{ $v.externalNats.existingSecret }}
+      key: {{ $v.externalNats.existingSecretKey }}
 {{- end }}
+- name: VOICEMESH_EVENTS_CREATE_STREAM
+  value: {{ and (not $v.nats.enabled) $v.externalNats.createStream | quote }}
+- name: VOICEMESH_EVENTS_MAX_AGE_S
+  value: {{ $v.events.maxAgeSeconds | quote }}
 {{- end -}}
 
 {{/*
@@ -278,12 +298,13 @@ Checks no schema can express; each fails rendering with a message naming the val
 {{- define "voicemesh.validate" -}}
 {{- $edge := index .Values.services "media-edge" -}}
 {{- include "voicemesh.validateMeshTls" . -}}
+{{- include "voicemesh.validateMeshUsers" . -}}
 {{- if and $edge.enabled (not .Values.auth.edgeToken.existingSecret) (not .Values.auth.createDevSecret) -}}
 {{- fail "auth.edgeToken.existingSecret is required: name an existing Secret holding the media-edge token (key auth.edgeToken.key, at least 16 characters), e.g. kubectl create secret generic voicemesh-edge-token --from-literal=token=$(openssl rand -hex 24); or, on a dev/kind cluster only, set auth.createDevSecret=true" -}}
 {{- end -}}
 {{- $redisExternal := or .Values.externalRedis.url .Values.externalRedis.existingSecret -}}
 {{- if and (not .Values.valkey.enabled) (not $redisExternal) -}}
-{{- fail "no Redis is configured: set valkey.enabled=true for the built-in Valkey, or externalRedis.url (or externalRedis.existingSecret) for your own" -}}
+{{- include "voicemesh.requirePerServiceUrls" (list . "externalRedis" "no Redis is configured: set valkey.enabled=true for the built-in Valkey, or externalRedis.url (or externalRedis.existingSecret, or one Secret per service in externalRedis.existingSecrets) for your own") -}}
 {{- end -}}
 {{- if and .Values.valkey.enabled $redisExternal -}}
 {{- fail "valkey.enabled=true and externalRedis are both set: choose the built-in Valkey or your own Redis, not both" -}}
@@ -293,7 +314,7 @@ Checks no schema can express; each fails rendering with a message naming the val
 {{- end -}}
 {{- $natsExternal := or .Values.externalNats.url .Values.externalNats.existingSecret -}}
 {{- if and (not .Values.nats.enabled) (not $natsExternal) -}}
-{{- fail "no NATS is configured: set nats.enabled=true for the built-in NATS JetStream, or externalNats.url (or externalNats.existingSecret) for your own" -}}
+{{- include "voicemesh.requirePerServiceUrls" (list . "externalNats" "no NATS is configured: set nats.enabled=true for the built-in NATS JetStream, or externalNats.url (or externalNats.existingSecret, or one Secret per service in externalNats.existingSecrets) for your own") -}}
 {{- end -}}
 {{- if and .Values.nats.enabled $natsExternal -}}
 {{- fail "nats.enabled=true and externalNats are both set: choose the built-in NATS or your own, not both" -}}
@@ -349,6 +370,28 @@ Checks no schema can express; each fails rendering with a message naming the val
 {{- if and (include "voicemesh.edgeHostNetwork" .) .Values.networkPolicy.enabled (not .Values.networkPolicy.nodeCidrs) -}}
 {{- fail "mediaEdge.sip.mode=hostNetwork with networkPolicy.enabled needs networkPolicy.nodeCidrs: the edge then sends from the node's address, which the other services must accept" -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+With no shared external URL: fails with the message when the store has no per-service URL
+Secrets at all, or names the enabled services it has none for. Call with (list $ "externalNats" "message").
+*/}}
+{{- define "voicemesh.requirePerServiceUrls" -}}
+{{- $root := index . 0 -}}
+{{- $store := index . 1 -}}
+{{- $perService := (index $root.Values $store).existingSecrets | default dict -}}
+{{- if not $perService -}}
+{{- fail (index . 2) -}}
+{{- end -}}
+{{- $missing := list -}}
+{{- range $key, $svc := $root.Values.services -}}
+{{- if and $svc.enabled (not (hasKey $perService $key)) -}}
+{{- $missing = append $missing $key -}}
+{{- end -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "%s.existingSecrets names no Secret for %s and there is no shared %s.url or %s.existingSecret: give every enabled service its URL" $store (join ", " $missing) $store $store) -}}
 {{- end -}}
 {{- end -}}
 

@@ -32,7 +32,8 @@ common name the service's name, its DNS name <service>.voicemesh.internal, one C
 {{/*
 The data of a Secret already in the cluster, as JSON ({} when there is none, and always
 under `helm template` or --dry-run, which cannot read the cluster). The one place the mesh
-certificates are looked up. Call with (list $ "name").
+certificates and the store users' passwords (_mesh-users.tpl) are looked up. Call with
+(list $ "name").
 */}}
 {{- define "voicemesh.clusterSecretData" -}}
 {{- $root := index . 0 -}}
